@@ -1,1 +1,17 @@
-"""data"""
+"""Dataset tables, zero-shot splits, validated I/O and the synthetic dataset (no detectron2)."""
+
+from chimeraseg.data.io import DatasetError, read_image, read_label
+from chimeraseg.data.splits import ZeroShotSplit, available_splits, get_split
+from chimeraseg.data.synthetic import make_synthetic_dataset
+from chimeraseg.data.zero_shot import mask_unseen
+
+__all__ = [
+    "DatasetError",
+    "ZeroShotSplit",
+    "available_splits",
+    "get_split",
+    "make_synthetic_dataset",
+    "mask_unseen",
+    "read_image",
+    "read_label",
+]

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Converts ADE20K SceneParsing (150 classes) labels: raw k -> k - 1, raw 0 ("other") -> 255.
+
+Input: ``$DETECTRON2_DATASETS/ADEChallengeData2016/{images,annotations}/{training,validation}``
+(from ``ADEChallengeData2016.zip``). Output: ``ADEChallengeData2016/annotations_detectron2/
+{training,validation}/*.png``. Idempotent and resumable; verifies the official counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
+
+EXPECTED_COUNTS = {"training": 20_210, "validation": 2_000}
+NUM_CLASSES = 150
+
+
+def ade20k_lut() -> np.ndarray:
+    """``(256,)`` uint8 table: 0 -> 255, k -> k - 1 for k in 1..150, anything else -> 255."""
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[1 : NUM_CLASSES + 1] = np.arange(NUM_CLASSES, dtype=np.uint8)
+    return lut
+
+
+def build_jobs(ade_dir: str, split: str, check_images: bool) -> list[LabelJob]:
+    """One job per ``annotations/<split>/*.png``."""
+    raw_dir = os.path.join(ade_dir, "annotations", split)
+    if not os.path.isdir(raw_dir):
+        raise FileNotFoundError(f"raw ADE20K label directory not found: {raw_dir}")
+    lut, jobs = ade20k_lut(), []
+    for name in sorted(f for f in os.listdir(raw_dir) if f.endswith(".png")):
+        image = os.path.join(ade_dir, "images", split, name[:-4] + ".jpg") if check_images else None
+        dst = os.path.join(ade_dir, "annotations_detectron2", split, name)
+        jobs.append(LabelJob(os.path.join(raw_dir, name), dst, lut, NUM_CLASSES, image))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the conversion; returns 0 if every split has its official count, else 1."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument(
+        "--splits", nargs="+", default=list(EXPECTED_COUNTS), choices=list(EXPECTED_COUNTS)
+    )
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+    parser.add_argument("--no-image-check", action="store_true")
+    args = parser.parse_args(argv)  # fmt: skip
+    ade_dir, status = os.path.join(args.root, "ADEChallengeData2016"), 0
+    for split in args.splits:
+        jobs = build_jobs(ade_dir, split, check_images=not args.no_image_check)
+        report = run_label_jobs(jobs, args.workers, args.skip_bad, desc=f"ade20k {split}")
+        out_dir = os.path.join(ade_dir, "annotations_detectron2", split)
+        error = verify_count(out_dir, EXPECTED_COUNTS[split])
+        status |= print_summary(f"ade20k {split}", report, [error] if error else [])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

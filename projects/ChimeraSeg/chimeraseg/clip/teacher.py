@@ -1,0 +1,184 @@
+"""Frozen CLIP teacher: global image embedding and dense value-path patch features (SPEC §1.3).
+
+Input convention: ``images (B, 3, H, W)`` float RGB in **0..255** (detectron2's convention); the
+CLIP mean/std normalisation happens inside. Inputs whose H or W is not a multiple of the patch size
+(16) are zero-padded on the bottom/right *after* normalisation (i.e. with the CLIP mean colour),
+so the dense grid is ``ceil(H/16) x ceil(W/16)`` and cell ``(i, j)`` covers pixels
+``[16i, 16i+16) x [16j, 16j+16)`` of the input.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch import nn
+
+from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection
+
+__all__ = ["TeacherOutput", "CLIPTeacher", "interpolate_pos_embed"]
+
+
+class TeacherOutput(NamedTuple):
+    """Outputs of :class:`CLIPTeacher`.
+
+    Attributes:
+        cls: ``(B, D)`` L2-normalised image embeddings ``normalize(ln_post(CLS) @ proj)``.
+        dense: ``(B, D, ceil(H/16), ceil(W/16))`` value-path patch features, NOT normalised.
+    """
+
+    cls: torch.Tensor
+    dense: torch.Tensor
+
+
+def interpolate_pos_embed(
+    pos_embed: torch.Tensor, native_grid: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """Bicubically resizes CLIP's positional embedding to another patch grid.
+
+    Args:
+        pos_embed: ``(1 + gh*gw, Dv)`` with the class-token row first.
+        native_grid: ``(gh, gw)`` the embedding was trained for.
+        grid: Target ``(h, w)``.
+
+    Returns:
+        ``(1 + h*w, Dv)``; ``pos_embed`` itself (exactly) when ``grid == native_grid``.
+    """
+    if tuple(grid) == tuple(native_grid):
+        return pos_embed
+    gh, gw = native_grid
+    cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
+    patch_pos = patch_pos.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)  # (1, Dv, gh, gw)
+    patch_pos = F.interpolate(
+        patch_pos.float(), size=tuple(grid), mode="bicubic", align_corners=False
+    ).to(pos_embed.dtype)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)  # (h*w, Dv)
+    return torch.cat([cls_pos, patch_pos], dim=0)
+
+
+class CLIPTeacher(nn.Module):
+    """Frozen CLIP image encoder giving ``Cg`` and MaskCLIP-style dense features.
+
+    The teacher keeps a reference to ``clip_model.visual`` (no copy) and freezes it. It always runs
+    in eval mode under ``torch.no_grad``.
+
+    Args:
+        clip_model: open_clip ``CLIP`` (or its ``visual`` tower) with a ViT image encoder.
+
+    Attributes:
+        embed_dim: ``D``.
+        width: ``Dv``.
+        patch_size: Patch side (16 for ViT-B/16).
+    """
+
+    def __init__(self, clip_model: nn.Module) -> None:
+        super().__init__()
+        visual = getattr(clip_model, "visual", clip_model)
+        for attr in ("conv1", "class_embedding", "positional_embedding", "transformer", "proj"):
+            if getattr(visual, attr, None) is None:
+                raise TypeError(
+                    f"CLIPTeacher needs an open_clip ViT image tower; {type(visual).__name__} has "
+                    f"no '{attr}'"
+                )
+        if getattr(visual, "attn_pool", None) is not None:
+            raise NotImplementedError("CLIPTeacher does not support attentional-pool towers")
+        self.visual = visual.eval()
+        self.visual.requires_grad_(False)
+        self.patch_size = int(visual.conv1.kernel_size[0])
+        self.native_grid = tuple(int(g) for g in visual.grid_size)
+        self.width = int(visual.conv1.out_channels)
+        self.embed_dim = int(visual.proj.shape[1])
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32) * 255.0
+        std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD), dtype=torch.float32) * 255.0
+        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(1, 3, 1, 1), persistent=False)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self._fused_key: tuple | None = None
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def train(self, mode: bool = True) -> CLIPTeacher:
+        """The teacher is frozen: it stays in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``(1 + h*w, Dv)`` positional embedding for ``grid``, cached per grid size."""
+        pos = self.visual.positional_embedding
+        key = (grid, pos.data_ptr(), pos._version, pos.dtype)  # refresh if weights change
+        if key not in self._pos_cache:
+            self._pos_cache = {k: v for k, v in self._pos_cache.items() if k[1:] == key[1:]}
+            self._pos_cache[key] = interpolate_pos_embed(pos, self.native_grid, grid)
+        return self._pos_cache[key]
+
+    def _value_map(self, block: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Folded ``ls_1 . out_proj . v_proj`` of the last block (cached): ``(Dv, Dv), (Dv,)``."""
+        w = extract_block_weights(block, index="last")
+        gamma = getattr(w.ls_1, "gamma", None)
+        sources = (w.v_weight, w.v_bias, w.out_proj.weight, w.out_proj.bias, gamma)
+        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
+        if self._fused is None or key != self._fused_key:
+            self._fused = fuse_value_projection(*sources)
+            self._fused_key = key
+        return self._fused
+
+    def _run_blocks(self, blocks: nn.ModuleList | list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """Runs whole blocks on ``x (B, L, Dv)`` in the transformer's own layout."""
+        seq_first = not getattr(self.visual.transformer, "batch_first", False)
+        if seq_first:
+            x = x.transpose(0, 1)  # (B, L, Dv) -> (L, B, Dv) for sequence-first blocks
+        for block in blocks:
+            x = block(x)
+        return x.transpose(0, 1) if seq_first else x
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Normalises, pads and patchifies; returns tokens ``(B, 1 + h*w, Dv)`` and ``(h, w)``."""
+        v = self.visual
+        x = (images - self.pixel_mean) / self.pixel_std
+        pad_h = -x.shape[-2] % self.patch_size
+        pad_w = -x.shape[-1] % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros == CLIP mean colour after normalisation
+        x = v.conv1(x.to(v.conv1.weight.dtype))  # (B, Dv, h, w)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)  # (B, h*w, Dv)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, Dv)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
+        return v.ln_pre(x), grid
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> TeacherOutput:
+        """Encodes images with the frozen CLIP.
+
+        Args:
+            images: ``(B, 3, H, W)`` float RGB in 0..255 (not normalised). Any ``H, W``; sizes that
+                are not multiples of 16 are padded bottom/right (see module docstring).
+
+        Returns:
+            :class:`TeacherOutput` with ``cls (B, D)`` unit rows and
+            ``dense (B, D, ceil(H/16), ceil(W/16))``.
+        """
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"CLIPTeacher expects float images (B, 3, H, W) in 0..255; got "
+                f"{tuple(images.shape)} {images.dtype}"
+            )
+        v = self.visual
+        tokens, (h, w) = self._embed(images)
+        blocks = v.transformer.resblocks
+        penultimate = self._run_blocks(blocks[:-1], tokens)  # (B, 1 + h*w, Dv)
+        last = blocks[-1]
+        cls_token = self._run_blocks([last], penultimate)[:, 0]  # (B, Dv), full attention
+        cls = F.normalize(v.ln_post(cls_token) @ v.proj, dim=-1)  # (B, D)
+
+        # Dense path = the last block's value path "as in the VEncoder" (SPEC §1.3): residual and
+        # FFN kept, unlike MaskCLIP which drops both; the SPEC's choice stands.
+        bw = extract_block_weights(last, index="last")
+        patches = penultimate[:, 1:]  # (B, h*w, Dv)
+        weight, bias = self._value_map(last)
+        x = patches + F.linear(bw.ln_1(patches), weight, bias)
+        x = x + bw.ls_2(bw.mlp(bw.ln_2(x)))
+        dense = v.ln_post(x) @ v.proj  # (B, h*w, D)
+        dense = dense.transpose(1, 2).reshape(dense.shape[0], -1, h, w)  # (B, D, h, w)
+        return TeacherOutput(cls=cls, dense=dense)

@@ -1,0 +1,43 @@
+"""PASCAL Context-59 zero-shot (49 seen / 10 unseen).
+
+Names: ``pascal_context_59_zs_{train,val}`` (split "zs3", the default) and
+``pascal_context_59_zs_cascade_{train,val}`` (split "cascade"). Expects
+``$DETECTRON2_DATASETS/VOCdevkit/VOC2010/JPEGImages`` and the prepared
+``VOC2010/annotations_detectron2/pc59/{train,val}`` labels (datasets/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+from chimeraseg.d2.data.register_common import (
+    datasets_root,
+    register_sem_seg_dataset,
+    split_metadata,
+)
+from chimeraseg.data.splits import get_split
+
+_VARIANT_PREFIXES = {"zs3": "pascal_context_59_zs", "cascade": "pascal_context_59_zs_cascade"}
+
+
+def _get_pascal_context_59_meta(variant: str = "zs3") -> dict:
+    """Metadata of a PASCAL Context-59 zero-shot split variant (``"zs3"`` or ``"cascade"``)."""
+    return split_metadata(get_split("pascal_context_59", variant))
+
+
+def register_all_pascal_context_zs(root: str) -> None:
+    """Registers both split variants' train and val sets under ``root``."""
+    voc = os.path.join(root, "VOCdevkit", "VOC2010")
+    for variant, prefix in _VARIANT_PREFIXES.items():
+        meta = _get_pascal_context_59_meta(variant)
+        for split in ("train", "val"):
+            register_sem_seg_dataset(
+                f"{prefix}_{split}",
+                image_dir=os.path.join(voc, "JPEGImages"),
+                label_dir=os.path.join(voc, "annotations_detectron2", "pc59", split),
+                meta=meta,
+                read_sizes=split == "val",
+            )
+
+
+register_all_pascal_context_zs(datasets_root())

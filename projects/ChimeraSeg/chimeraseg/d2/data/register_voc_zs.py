@@ -1,0 +1,38 @@
+"""PASCAL VOC 2012 zero-shot (15 seen / 5 unseen, background ignored): ``voc_20_zs_{train,val}``.
+
+Expects ``$DETECTRON2_DATASETS/VOCdevkit/VOC2012/JPEGImages`` and the prepared
+``VOC2012/annotations_detectron2/{train,val}`` labels (datasets/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+from chimeraseg.d2.data.register_common import (
+    datasets_root,
+    register_sem_seg_dataset,
+    split_metadata,
+)
+from chimeraseg.data.splits import get_split
+
+
+def _get_voc_20_meta() -> dict:
+    """Metadata of the VOC-20 zero-shot split."""
+    return split_metadata(get_split("voc_20"))
+
+
+def register_all_voc_zs(root: str) -> None:
+    """Registers ``voc_20_zs_train`` and ``voc_20_zs_val`` under ``root``."""
+    voc = os.path.join(root, "VOCdevkit", "VOC2012")
+    meta = _get_voc_20_meta()
+    for split in ("train", "val"):
+        register_sem_seg_dataset(
+            f"voc_20_zs_{split}",
+            image_dir=os.path.join(voc, "JPEGImages"),
+            label_dir=os.path.join(voc, "annotations_detectron2", split),
+            meta=meta,
+            read_sizes=split == "val",
+        )
+
+
+register_all_voc_zs(datasets_root())

@@ -1,0 +1,202 @@
+"""Label conversion engine shared by the ``datasets/prepare_*.py`` scripts.
+
+A conversion is a list of :class:`LabelJob` (raw label file -> prepared PNG, via a lookup table).
+:func:`run_label_jobs` runs them in a process pool with a progress bar, skips outputs that already
+exist (so an interrupted run resumes), writes each output atomically (``*.tmp`` then rename), and
+either stops at the first bad sample with an error naming the file or, with ``skip_bad``, skips
+and counts bad samples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from chimeraseg.data.io import DatasetError, check_label_values, image_size, read_image
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """One label to convert.
+
+    Attributes:
+        src: Raw label file: a single-channel PNG, or a ``.mat`` file with a ``LabelMap`` array.
+        dst: Output PNG path.
+        lut: ``(K,)`` uint8 lookup table, ``prepared = lut[raw]``; raw values ``>= K`` are bad.
+        num_classes: Number of classes of the prepared label (values ``< N`` or 255).
+        image: Matching image; if given, the label must have its size (and the image must decode).
+    """
+
+    src: str
+    dst: str
+    lut: np.ndarray
+    num_classes: int
+    image: str | None = None
+
+
+@dataclass
+class ConversionReport:
+    """Counts of a conversion run; ``bad`` lists ``(file, reason)`` of skipped samples."""
+
+    converted: int = 0
+    existing: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_raw_label(path: str) -> np.ndarray:
+    """Reads a raw label map.
+
+    Args:
+        path: Single-channel PNG (mode ``L``/``P``/``I;16``/``I``) or ``.mat`` with ``LabelMap``
+            (PASCAL Context).
+
+    Returns:
+        ``(H, W)`` integer array of raw values.
+
+    Raises:
+        DatasetError: If the file is missing, unreadable or not single-channel.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"raw label file not found: {path}")
+    try:
+        if path.endswith(".mat"):
+            import scipy.io  # only PASCAL Context needs SciPy
+
+            return np.asarray(scipy.io.loadmat(path)["LabelMap"])
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise DatasetError(
+                    f"raw label file {path} has mode {img.mode!r}; expected one channel"
+                )
+            return np.asarray(img)
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- any decoder failure is a bad file, named here
+        raise DatasetError(f"cannot read raw label file {path}: {e}") from e
+
+
+def convert_label(job: LabelJob) -> np.ndarray:
+    """Reads, converts and validates one label.
+
+    Returns:
+        ``(H, W)`` uint8 prepared label.
+
+    Raises:
+        DatasetError: Naming the file, for unreadable inputs, raw values outside the table, a size
+            different from the image's, or converted values outside the class range.
+    """
+    raw = read_raw_label(job.src)
+    if raw.ndim != 2:
+        raise DatasetError(f"raw label file {job.src} has shape {raw.shape}; expected (H, W)")
+    if raw.size and (raw.min() < 0 or raw.max() >= len(job.lut)):
+        raise DatasetError(
+            f"raw label file {job.src} has values in [{raw.min()}, {raw.max()}], outside the "
+            f"conversion table [0, {len(job.lut)})"
+        )
+    label = job.lut[raw]  # (H, W) uint8 gather; no per-pixel Python loop
+    if job.image is not None:
+        read_image(job.image, apply_exif=False)  # raises if the image is corrupt
+        hw = image_size(job.image)
+        if label.shape != hw:
+            raise DatasetError(
+                f"label file {job.src} has size (H, W) = {label.shape} but image {job.image} "
+                f"has {hw}"
+            )
+    check_label_values(label, job.num_classes, job.src)
+    return label
+
+
+def _run_job(job: LabelJob, skip_bad: bool = False) -> tuple[str, str]:
+    """Converts one job; returns ``(status, message)`` with status converted/existing/bad."""
+    if os.path.isfile(job.dst):
+        return "existing", ""
+    try:
+        label = convert_label(job)
+    except DatasetError as e:
+        if not skip_bad:
+            raise
+        return "bad", str(e)
+    os.makedirs(os.path.dirname(job.dst), exist_ok=True)
+    tmp = job.dst + ".tmp"
+    Image.fromarray(label).save(tmp, format="PNG")
+    os.replace(tmp, job.dst)
+    return "converted", ""
+
+
+def _run_job_skip_bad(job: LabelJob) -> tuple[str, str]:
+    return _run_job(job, skip_bad=True)
+
+
+def run_label_jobs(
+    jobs: Sequence[LabelJob], workers: int = 4, skip_bad: bool = False, desc: str = "labels"
+) -> ConversionReport:
+    """Runs label conversions in a process pool with a progress bar.
+
+    Args:
+        jobs: Conversions to run.
+        workers: Worker processes (``<= 1`` runs in this process).
+        skip_bad: Skip and count bad samples instead of stopping at the first one.
+        desc: Progress-bar label.
+
+    Returns:
+        The counts of converted, already existing and bad samples.
+
+    Raises:
+        DatasetError: The first bad sample's error, unless ``skip_bad``.
+    """
+    report = ConversionReport()
+    fn = _run_job_skip_bad if skip_bad else _run_job
+    if workers <= 1:
+        results = (fn(j) for j in jobs)
+        pool = None
+    else:
+        pool = Pool(workers)
+        results = pool.imap(fn, jobs, chunksize=16)
+    try:
+        for job, (status, message) in zip(jobs, tqdm(results, total=len(jobs), desc=desc)):
+            if status == "bad":
+                report.bad.append((job.src, message))
+            elif status == "existing":
+                report.existing += 1
+            else:
+                report.converted += 1
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return report
+
+
+def verify_count(directory: str, expected: int, ext: str = ".png") -> str | None:
+    """Compares the number of ``*ext`` files in ``directory`` with the official count.
+
+    Returns:
+        ``None`` if they match, else a message naming the directory and both counts.
+    """
+    found = (
+        len([f for f in os.listdir(directory) if f.endswith(ext)])
+        if os.path.isdir(directory)
+        else 0
+    )
+    if found == expected:
+        return None
+    return f"{directory}: {found} '*{ext}' files, expected {expected}"
+
+
+def print_summary(name: str, report: ConversionReport, count_errors: list[str]) -> int:
+    """Prints a run's counts, bad samples and count mismatches; returns the exit status."""
+    print(
+        f"[{name}] converted {report.converted}, already present {report.existing}, "
+        f"bad (skipped) {len(report.bad)}"
+    )
+    for path, reason in report.bad:
+        print(f"  bad: {path}: {reason}")
+    for message in count_errors:
+        print(f"  count mismatch: {message}")
+    return 1 if count_errors else 0

@@ -1,0 +1,200 @@
+"""Named zero-shot class splits (SPEC §3): which classes are seen in training and which are unseen.
+
+Each split is validated when this module is imported: seen and unseen must be disjoint, together
+cover every class exactly once, and index into the class table. A broken table therefore fails at
+import with the split's name, never silently in a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chimeraseg.data.class_tables import (
+    ADE20K_150_CLASSES,
+    PASCAL_CONTEXT_59_CLASSES,
+    PASCAL_VOC_20_CLASSES,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_UNSEEN,
+    make_palette,
+)
+from chimeraseg.data.coco_stuff import COCO_STUFF_171_CLASSES, COCO_STUFF_171_COLORS
+
+
+@dataclass(frozen=True)
+class ZeroShotSplit:
+    """A class table and its seen/unseen partition.
+
+    Attributes:
+        name: Split name, e.g. ``"coco_stuff_171"``.
+        variant: Variant of the split (``"zs3"``/``"cascade"`` for PASCAL Context), else ``None``.
+        class_names: ``N`` class names; label value ``i`` is ``class_names[i]``.
+        seen: Sorted indices of the ``Ns`` seen classes.
+        unseen: Sorted indices of the ``Nu`` unseen classes (may be empty, e.g. ADE20K transfer).
+        stuff_colors: ``N`` RGB visualisation colours.
+    """
+
+    name: str
+    variant: str | None
+    class_names: tuple[str, ...]
+    seen: tuple[int, ...]
+    unseen: tuple[int, ...]
+    stuff_colors: tuple[tuple[int, int, int], ...]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``N``."""
+        return len(self.class_names)
+
+    @property
+    def unseen_names(self) -> tuple[str, ...]:
+        """Names of the unseen classes, in index order."""
+        return tuple(self.class_names[i] for i in self.unseen)
+
+
+def _make_split(
+    name: str,
+    variant: str | None,
+    class_names: tuple[str, ...],
+    unseen: Sequence[int],
+    stuff_colors: tuple[tuple[int, int, int], ...],
+) -> ZeroShotSplit:
+    """Builds a split whose seen classes are all classes that are not unseen."""
+    unseen_set = set(unseen)
+    seen = tuple(i for i in range(len(class_names)) if i not in unseen_set)
+    return ZeroShotSplit(name, variant, class_names, seen, tuple(sorted(unseen)), stuff_colors)
+
+
+def validate_split(split: ZeroShotSplit) -> None:
+    """Checks that a split is a partition of its classes.
+
+    Args:
+        split: The split to check.
+
+    Raises:
+        ValueError: Naming the split, if indices are out of range or duplicated, seen and unseen
+            overlap, some class is in neither, or names/colours/classes have different lengths.
+    """
+    label = f"split {split.name!r}" + (f" (variant {split.variant!r})" if split.variant else "")
+    n = split.num_classes
+    if len(set(split.class_names)) != n:
+        raise ValueError(f"{label}: duplicate class names")
+    if len(split.stuff_colors) != n:
+        raise ValueError(f"{label}: {len(split.stuff_colors)} colours for {n} classes")
+    for kind, ids in (("seen", split.seen), ("unseen", split.unseen)):
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"{label}: {kind} indices {bad} outside [0, {n})")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{label}: duplicate {kind} indices")
+    overlap = sorted(set(split.seen) & set(split.unseen))
+    if overlap:
+        raise ValueError(f"{label}: indices {overlap} are both seen and unseen")
+    missing = sorted(set(range(n)) - set(split.seen) - set(split.unseen))
+    if missing:
+        raise ValueError(f"{label}: indices {missing} are neither seen nor unseen")
+
+
+_CONTEXT_COLORS = make_palette(len(PASCAL_CONTEXT_59_CLASSES), seed=59)
+
+# (name, variant) -> split. Variant ``None`` is the default variant of a name.
+_SPLITS: dict[tuple[str, str | None], ZeroShotSplit] = {}
+_DEFAULT_VARIANT: dict[str, str | None] = {}
+
+
+def _add(split: ZeroShotSplit, default: bool = True) -> None:
+    validate_split(split)
+    _SPLITS[(split.name, split.variant)] = split
+    if default:
+        _DEFAULT_VARIANT[split.name] = split.variant
+
+
+# COCO-Stuff 156 seen / 15 unseen (ZegCLIP / Chimera-Seg protocol).
+_add(
+    _make_split(
+        "coco_stuff_171",
+        variant=None,
+        class_names=COCO_STUFF_171_CLASSES,
+        unseen=(19, 23, 28, 29, 36, 51, 76, 88, 94, 112, 133, 136, 137, 157, 160),
+        stuff_colors=COCO_STUFF_171_COLORS,
+    )
+)
+# PASCAL Context 49 / 10: "zs3" (ZS3Net / MaskCLIP / OTSeg, default) and "cascade" (Cascade-CLIP).
+_add(
+    _make_split(
+        "pascal_context_59",
+        variant="zs3",
+        class_names=PASCAL_CONTEXT_59_CLASSES,
+        unseen=(0, 6, 7, 14, 19, 24, 31, 33, 48, 54),
+        stuff_colors=_CONTEXT_COLORS,
+    )
+)
+_add(
+    _make_split(
+        "pascal_context_59",
+        variant="cascade",
+        class_names=PASCAL_CONTEXT_59_CLASSES,
+        unseen=(0, 2, 3, 7, 9, 13, 17, 19, 31, 37),
+        stuff_colors=_CONTEXT_COLORS,
+    ),
+    default=False,
+)
+# PASCAL VOC 2012 15 / 5: pottedplant, sheep, sofa, train, tvmonitor unseen.
+_add(
+    _make_split(
+        "voc_20",
+        variant=None,
+        class_names=PASCAL_VOC_20_CLASSES,
+        unseen=(15, 16, 17, 18, 19),
+        stuff_colors=make_palette(len(PASCAL_VOC_20_CLASSES), seed=20),
+    )
+)
+# ADE20K-150: cross-dataset transfer only (evaluation), so no class is held out.
+_add(
+    _make_split(
+        "ade20k_150",
+        variant=None,
+        class_names=ADE20K_150_CLASSES,
+        unseen=(),
+        stuff_colors=make_palette(len(ADE20K_150_CLASSES), seed=150),
+    )
+)
+# The bundled synthetic dataset (``chimeraseg.data.synthetic``).
+_add(
+    _make_split(
+        "synthetic",
+        variant=None,
+        class_names=SYNTHETIC_CLASSES,
+        unseen=SYNTHETIC_UNSEEN,
+        stuff_colors=make_palette(len(SYNTHETIC_CLASSES), seed=12),
+    )
+)
+
+
+def available_splits() -> list[tuple[str, str | None]]:
+    """All ``(name, variant)`` pairs that :func:`get_split` accepts."""
+    return sorted(_SPLITS, key=lambda k: (k[0], k[1] or ""))
+
+
+def get_split(name: str, variant: str | None = None) -> ZeroShotSplit:
+    """Returns a named zero-shot split.
+
+    Args:
+        name: ``"coco_stuff_171"``, ``"pascal_context_59"``, ``"voc_20"``, ``"ade20k_150"`` or
+            ``"synthetic"``.
+        variant: ``"zs3"`` or ``"cascade"`` for ``"pascal_context_59"``; ``None`` picks the
+            default variant of ``name``.
+
+    Returns:
+        The frozen :class:`ZeroShotSplit`.
+
+    Raises:
+        KeyError: Naming the unknown split or variant and the known ones.
+    """
+    if name not in _DEFAULT_VARIANT:
+        raise KeyError(f"unknown zero-shot split {name!r}; known: {sorted(_DEFAULT_VARIANT)}")
+    key = (name, _DEFAULT_VARIANT[name] if variant is None else variant)
+    if key not in _SPLITS:
+        variants = [v for n, v in _SPLITS if n == name]
+        raise KeyError(f"unknown variant {variant!r} of split {name!r}; known: {variants}")
+    return _SPLITS[key]

@@ -1,0 +1,125 @@
+"""Frozen CLIP teacher: cls vs open_clip, dense value path, pos-embed interpolation, padding."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chimeraseg.clip.teacher import CLIPTeacher, interpolate_pos_embed
+
+
+def _normalised(teacher: CLIPTeacher, images: torch.Tensor) -> torch.Tensor:
+    return (images - teacher.pixel_mean) / teacher.pixel_std
+
+
+def _hand_dense(clip, teacher, images):
+    """Penultimate tokens from open_clip's own modules, then the SPEC value path by hand."""
+    visual = clip.visual
+    x = visual._embeds(_normalised(teacher, images))
+    for block in visual.transformer.resblocks[:-1]:
+        x = block(x)
+    block = visual.transformer.resblocks[-1]
+    patches = x[:, 1:]
+    width = patches.shape[-1]
+    v = block.ln_1(patches) @ block.attn.in_proj_weight[2 * width :].T
+    v = v + block.attn.in_proj_bias[2 * width :]
+    y = patches + block.attn.out_proj(v)
+    y = y + block.mlp(block.ln_2(y))
+    return visual.ln_post(y) @ visual.proj  # (B, h*w, D)
+
+
+def test_cls_matches_encode_image_tiny(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    images = torch.rand(2, 3, 64, 64) * 255
+    out = teacher(images)
+    expected = tiny_clip.encode_image(_normalised(teacher, images), normalize=True)
+    torch.testing.assert_close(out.cls, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.cls.norm(dim=-1), torch.ones(2))
+
+
+def test_dense_matches_hand_value_path(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    images = torch.rand(2, 3, 64, 64) * 255
+    dense = teacher(images).dense
+    assert dense.shape == (2, 32, 4, 4)
+    expected = _hand_dense(tiny_clip, teacher, images)  # (B, 16, D)
+    got = dense.flatten(2).transpose(1, 2)  # (B, D, 4, 4) -> (B, 16, D), row-major patches
+    with torch.no_grad():
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vit_b16_cls_224_and_dense_shapes(vit_b16_clip):
+    teacher = CLIPTeacher(vit_b16_clip)
+    images = torch.rand(1, 3, 224, 224) * 255
+    out = teacher(images)
+    expected = vit_b16_clip.encode_image(_normalised(teacher, images), normalize=True)
+    torch.testing.assert_close(out.cls, expected, rtol=1e-4, atol=1e-5)
+    assert out.dense.shape == (1, 512, 14, 14)
+    assert teacher(torch.rand(1, 3, 512, 512) * 255).dense.shape == (1, 512, 32, 32)
+    non_square = teacher(torch.rand(1, 3, 320, 480) * 255)
+    assert non_square.dense.shape == (1, 512, 20, 30)
+    assert non_square.cls.shape == (1, 512)
+
+
+def test_pos_embed_native_grid_is_original_and_cached(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    pos = tiny_clip.visual.positional_embedding
+    assert teacher._pos_embed((4, 4)) is pos
+    resized = teacher._pos_embed((6, 9))
+    assert resized.shape == (1 + 54, 64)
+    assert teacher._pos_embed((6, 9)) is resized  # cached per grid size
+    assert torch.equal(resized[0], pos[0])  # class-token row untouched
+
+
+def test_pos_embed_interpolation_is_bicubic():
+    pos = torch.randn(1 + 4 * 4, 8)
+    out = interpolate_pos_embed(pos, (4, 4), (8, 6))
+    grid = pos[1:].reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(8, 6), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out[1:], expected.permute(0, 2, 3, 1).reshape(48, 8))
+
+
+def test_non_multiple_of_16_is_padded_with_mean_colour(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    images = torch.rand(1, 3, 50, 70) * 255
+    out = teacher(images)
+    assert out.dense.shape == (1, 32, 4, 5)  # ceil(50/16), ceil(70/16)
+    padded = teacher.pixel_mean.expand(1, 3, 64, 80).clone()
+    padded[..., :50, :70] = images
+    ref = teacher(padded)
+    torch.testing.assert_close(out.dense, ref.dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.cls, ref.cls, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_first_layout_gives_same_result(tiny_clip):
+    """Old open_clip ran blocks sequence-first (L, B, D); the teacher must follow the flag."""
+    seq_first = copy.deepcopy(tiny_clip)
+    seq_first.visual.transformer.batch_first = False
+    for block in seq_first.visual.transformer.resblocks:
+        block.attn.batch_first = False
+    images = torch.rand(2, 3, 64, 80) * 255
+    a, b = CLIPTeacher(tiny_clip)(images), CLIPTeacher(seq_first)(images)
+    torch.testing.assert_close(a.cls, b.cls, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.dense, b.dense, rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_is_frozen_and_stays_eval(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    teacher.train()
+    assert not teacher.training and not teacher.visual.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    images = torch.rand(1, 3, 64, 64, requires_grad=True) * 255
+    out = teacher(images)
+    assert not out.cls.requires_grad and not out.dense.requires_grad
+
+
+def test_teacher_rejects_bad_input(tiny_clip):
+    teacher = CLIPTeacher(tiny_clip)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*\(1, 64, 64\)"):
+        teacher(torch.rand(1, 64, 64))
+    with pytest.raises(ValueError, match="torch.uint8"):
+        teacher(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))

@@ -1,0 +1,144 @@
+"""Text embeddings: ensembling, synonyms, humaniser, on-disk cache and the cache-building tool."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY_CLIP_CONFIG
+
+import chimeraseg.clip.text as text_module
+from chimeraseg.clip.names import humanize_class_name
+from chimeraseg.clip.templates import TEMPLATE_SETS, resolve_templates
+from chimeraseg.clip.text import encode_class_names
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "build_text_embeddings.py"
+
+
+def _prompt_embedding(clip, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return F.normalize(clip.encode_text(open_clip.tokenize(prompts)), dim=-1)
+
+
+def test_rows_are_unit_norm_and_match_recipe(tiny_clip):
+    templates = ["a photo of a {}.", "a drawing of the {}."]
+    emb = encode_class_names(tiny_clip, ["cat", "wall-concrete"], templates=templates)
+    assert emb.shape == (2, 32)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
+    prompts = [t.format("concrete wall") for t in templates]
+    expected = F.normalize(_prompt_embedding(tiny_clip, prompts).mean(0), dim=-1)
+    torch.testing.assert_close(emb[1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_template_order_does_not_matter(tiny_clip):
+    templates = list(TEMPLATE_SETS["zegclip15"])
+    a = encode_class_names(tiny_clip, ["dog", "sky-other"], templates=templates)
+    b = encode_class_names(tiny_clip, ["dog", "sky-other"], templates=templates[::-1])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    c = encode_class_names(tiny_clip, ["dog", "sky-other"], templates="single")
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+def test_synonyms_are_averaged(tiny_clip):
+    emb = encode_class_names(tiny_clip, ["person, people"], templates="single")[0]
+    one = encode_class_names(tiny_clip, ["person", "people"], templates="single")
+    torch.testing.assert_close(emb, F.normalize(one.mean(0), dim=-1), rtol=1e-5, atol=1e-6)
+
+
+def test_humaniser():
+    assert humanize_class_name("wall-concrete") == "concrete wall"
+    assert humanize_class_name("building-other") == "building"
+    assert humanize_class_name("desk-stuff") == "desk"
+    assert humanize_class_name("playingfield") == "playing field"
+    assert humanize_class_name("sky-other, blue_sky") == "sky, blue sky"
+    with pytest.raises(ValueError, match="'cat,,dog'"):
+        humanize_class_name("cat,,dog")
+
+
+def test_template_sets_and_validation():
+    assert len(resolve_templates("imagenet80+scene")) == 85
+    assert len(set(resolve_templates("imagenet80+scene"))) == 85
+    assert len(resolve_templates("zegclip15")) == 15
+    assert resolve_templates("single") == ["a photo of a {}."]
+    with pytest.raises(ValueError, match="unknown template set 'imagenet81'"):
+        resolve_templates("imagenet81")
+    with pytest.raises(ValueError, match="'a photo'"):
+        resolve_templates(["a photo"])
+
+
+def test_cache_hit_is_identical_and_skips_encoder(tiny_clip, tmp_path, monkeypatch):
+    names = ["cat", "wall-concrete"]
+    first = encode_class_names(tiny_clip, names, templates="zegclip15", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("text_*.pt"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("text encoder ran on a cache hit")
+
+    monkeypatch.setattr(text_module, "_encode_prompts", fail)
+    second = encode_class_names(tiny_clip, names, templates="zegclip15", cache_dir=tmp_path)
+    assert torch.equal(first, second)
+    with pytest.raises(AssertionError, match="cache hit"):  # changed templates: a miss
+        encode_class_names(tiny_clip, names, templates="single", cache_dir=tmp_path)
+
+
+def test_changed_template_list_misses_cache(tiny_clip, tmp_path):
+    names = ["cat"]
+    encode_class_names(tiny_clip, names, templates=["a photo of a {}."], cache_dir=tmp_path)
+    encode_class_names(tiny_clip, names, templates=["a photo of the {}."], cache_dir=tmp_path)
+    encode_class_names(tiny_clip, ["dog"], templates=["a photo of the {}."], cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("text_*.pt"))) == 3
+
+
+def test_different_weights_miss_cache(tiny_clip, tmp_path):
+    from conftest import build_tiny_clip
+
+    a = encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
+    b = encode_class_names(build_tiny_clip(seed=1), ["cat"], templates="single", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("text_*.pt"))) == 2 and not torch.allclose(a, b)
+
+
+def test_corrupt_cache_file_is_reported(tiny_clip, tmp_path):
+    encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("text_*.pt")
+    path.write_bytes(b"junk")
+    with pytest.raises(RuntimeError, match=f"'{path}' is unreadable"):
+        encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
+
+
+def test_build_text_embeddings_tool(tmp_path, capsys):
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "chimeraseg-tool-tiny.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(config_dir)
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("# vocabulary\ncat\nwall-concrete\n\nperson, people\n")
+    spec = importlib.util.spec_from_file_location("build_text_embeddings", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = [
+        "--clip-model",
+        "chimeraseg-tool-tiny",
+        "--allow-random-clip",
+        "--templates",
+        "single",
+    ]
+    args = ["--names-file", str(names_file), *common, "--cache-dir", str(tmp_path / "c")]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert tool.main(args) == 0
+    assert "single: (3, 32)" in capsys.readouterr().out
+    (cached,) = (tmp_path / "c").glob("text_*.pt")
+    payload = torch.load(cached, weights_only=True)
+    assert payload["names"] == ["cat", "wall-concrete", "person, people"]
+    split_args = ["--split", "synthetic", *common, "--cache-dir", str(tmp_path / "s")]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert tool.main(split_args) == 0
+    (cached,) = (tmp_path / "s").glob("text_*.pt")
+    split = pytest.importorskip("chimeraseg.data.splits").get_split("synthetic")
+    assert torch.load(cached, weights_only=True)["names"] == list(split.class_names)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        tool.main(["--names-file", str(tmp_path / "missing.txt"), "--cache-dir", str(tmp_path)])

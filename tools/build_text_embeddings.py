@@ -1,0 +1,94 @@
+"""Writes the CLIP text-embedding cache for a dataset's vocabulary (with a progress bar).
+
+The cache is the one :func:`chimeraseg.clip.encode_class_names` reads, so training and evaluation
+find the embeddings without running the text encoder again.
+
+Examples::
+
+    python tools/build_text_embeddings.py --split coco_stuff_171 \\
+        --clip-pretrained /path/to/ViT-B-16.pt --cache-dir output/text_cache
+    python tools/build_text_embeddings.py --names-file my_classes.txt --templates single \\
+        --clip-pretrained openai --cache-dir output/text_cache
+    python tools/build_text_embeddings.py --split synthetic --allow-random-clip --cache-dir /tmp/tc
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from chimeraseg.clip import encode_class_names, load_clip
+from chimeraseg.clip.templates import TEMPLATE_SETS
+
+
+def read_names_file(path: Path) -> list[str]:
+    """One class name per line (commas separate synonyms); blank lines and ``#`` lines skipped."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--names-file '{path}' does not exist")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line for line in lines if line and not line.startswith("#")]
+    if not names:
+        raise ValueError(f"--names-file '{path}' lists no class names")
+    return names
+
+
+def split_names(split: str, variant: str | None) -> list[str]:
+    """Class names of a zero-shot split from :func:`chimeraseg.data.splits.get_split`."""
+    from chimeraseg.data.splits import get_split  # lazy: data package is optional for --names-file
+
+    return list(get_split(split, variant).class_names)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--split", help="zero-shot split name, e.g. coco_stuff_171")
+    source.add_argument("--names-file", type=Path, help="text file with one class name per line")
+    parser.add_argument("--variant", default=None, help="split variant, e.g. zs3 or cascade")
+    parser.add_argument("--clip-model", default="ViT-B-16-quickgelu", help="open_clip model name")
+    parser.add_argument(
+        "--clip-pretrained", default="openai", help="open_clip tag or local checkpoint path"
+    )
+    parser.add_argument(
+        "--allow-random-clip", action="store_true", help="random CLIP weights (tests only)"
+    )
+    parser.add_argument(
+        "--templates",
+        action="append",
+        default=None,
+        help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}); repeat to build several "
+        "(default: imagenet80+scene)",
+    )
+    parser.add_argument("--cache-dir", type=Path, required=True, help="cache directory")
+    parser.add_argument("--no-humanize", action="store_true", help="use class names verbatim")
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = (
+        read_names_file(args.names_file)
+        if args.names_file
+        else split_names(args.split, args.variant)
+    )
+    pretrained = None if args.allow_random_clip else args.clip_pretrained
+    clip_model = load_clip(
+        args.clip_model, pretrained, allow_random_init=args.allow_random_clip, device=args.device
+    )
+    for templates in args.templates or ["imagenet80+scene"]:
+        embeddings = encode_class_names(
+            clip_model,
+            names,
+            templates=templates,
+            cache_dir=args.cache_dir,
+            humanize=not args.no_humanize,
+            progress=True,
+        )
+        print(f"{templates}: {tuple(embeddings.shape)} embeddings cached in {args.cache_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
