@@ -229,7 +229,10 @@ class ValueBlock(nn.Module):
         # data_ptr catches .to()/load into new storage, _version catches in-place updates.
         key = tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in sources)
         if self._fused is None or key != self._fused_key:
-            self._fused = fuse_value_projection(*sources)
+            # Computed outside inference mode so that a cache filled during evaluation remains
+            # usable by later training forwards (inference tensors cannot be saved for backward).
+            with torch.inference_mode(False), torch.no_grad():
+                self._fused = fuse_value_projection(*sources)
             self._fused_key = key
         return self._fused
 

@@ -1,0 +1,96 @@
+"""Offline evaluation of a folder of prediction PNGs against prepared ground-truth PNGs.
+
+No model and no detectron2: predictions are label maps (class ids ``0..N-1``) named like the
+ground-truth files, e.g. written by ``ZeroShotSemSegEvaluator(write_predictions=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from chimeraseg.data.io import IGNORE_LABEL, read_label
+from chimeraseg.evaluation.metrics import check_class_ids, confusion_matrix
+
+__all__ = ["read_prediction", "match_prediction_files", "evaluate_prediction_folder"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_prediction(path: str, num_classes: int) -> np.ndarray:
+    """Reads a prediction PNG (mode ``L``, ``P``, ``I;16`` or ``I``) as ``(H, W)`` int64 ids.
+
+    Raises:
+        ValueError: the file is missing or unreadable, has several channels, or holds ids
+            outside ``[0, N)``; the message names the file.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"prediction file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            pred = np.asarray(img).astype(np.int64)
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ValueError(f"cannot read prediction file {path}: {e}") from e
+    if pred.ndim != 2:
+        raise ValueError(f"prediction file {path} has mode {mode!r}; expected a single channel")
+    check_class_ids(pred, num_classes, what="prediction", source=path)
+    return pred
+
+
+def match_prediction_files(pred_dir: str, gt_dir: str, ext: str = ".png") -> list[tuple[str, str]]:
+    """Pairs every ground-truth ``*<ext>`` in ``gt_dir`` with the same-named file in ``pred_dir``.
+
+    Returns:
+        Sorted ``(prediction path, ground-truth path)`` pairs.
+
+    Raises:
+        ValueError: a directory is missing, ``gt_dir`` holds no ``*<ext>``, or predictions are
+            missing (up to five of the missing names are listed).
+    """
+    for what, d in (("prediction", pred_dir), ("ground-truth", gt_dir)):
+        if not os.path.isdir(d):
+            raise ValueError(f"{what} directory not found: {d}")
+    gt_names = sorted(f for f in os.listdir(gt_dir) if f.endswith(ext))
+    if not gt_names:
+        raise ValueError(f"no '*{ext}' ground-truth files in {gt_dir}: nothing to evaluate")
+    pred_names = {f for f in os.listdir(pred_dir) if f.endswith(ext)}
+    missing = [f for f in gt_names if f not in pred_names]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(gt_names)} ground-truth files have no prediction in "
+            f"{pred_dir}, e.g. {missing[:5]}"
+        )
+    extra = pred_names.difference(gt_names)
+    if extra:
+        logger.warning("%d predictions in %s have no ground truth and are skipped, e.g. %s",
+                       len(extra), pred_dir, sorted(extra)[:5])  # fmt: skip
+    return [(os.path.join(pred_dir, f), os.path.join(gt_dir, f)) for f in gt_names]
+
+
+def evaluate_prediction_folder(
+    pred_dir: str, gt_dir: str, num_classes: int
+) -> tuple[np.ndarray, int]:
+    """Accumulates the confusion matrix of every prediction/ground-truth pair.
+
+    Args:
+        pred_dir: folder of prediction PNGs named like the ground-truth files.
+        gt_dir: folder of prepared ground-truth PNGs (ids ``0..N-1``, 255 = ignore).
+        num_classes: ``N``.
+
+    Returns:
+        ``(conf, num_images)``: ``(N, N)`` int64, rows = ground truth, columns = prediction.
+
+    Raises:
+        ValueError: missing/unreadable files, size mismatch or ids out of range (naming the file).
+    """
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    pairs = match_prediction_files(pred_dir, gt_dir)
+    for pred_path, gt_path in pairs:
+        gt = read_label(gt_path, num_classes)
+        pred = read_prediction(pred_path, num_classes)
+        conf += confusion_matrix(pred, gt, num_classes, IGNORE_LABEL, source=pred_path)
+    return conf, len(pairs)

@@ -1,0 +1,239 @@
+"""CLIP Semantic Head (CSH, SPEC §1.2, paper §III-B and Fig. 3).
+
+Per pixel, on channel-last tokens (contiguous GEMMs, no per-layer permutes)::
+
+    Fp   = MLP(F)                  trainable, E -> Dv (1 layer, or Linear-GELU-Linear)
+    Fv   = VEncoder(Fp)            frozen value path of CLIP's last block(s)
+    Fbn  = Norm(Fv)                BN (default) | GN | LN_clip (frozen ln_post) | LN | none
+    Fres = Fp + Fbn                (Fbn when residual=False)
+    Fc   = Fres @ proj             CLIP visual.proj, Dv -> D (frozen | learnable | he)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chimeraseg.clip.partial import build_ln_post, build_vencoder, build_visual_projection
+
+__all__ = [
+    "CLIPSemanticHead",
+    "ChannelLastBatchNorm",
+    "ChannelLastGroupNorm",
+    "fold_projection",
+    "folded_cosine_logits",
+]
+
+NORM_TYPES = ("BN", "GN", "LN_clip", "LN", "none")
+PROJ_TYPES = ("frozen", "learnable", "he")
+
+
+class ChannelLastBatchNorm(nn.Module):
+    """BatchNorm over the last dim of ``(..., C)`` tokens.
+
+    Statistics are taken over every leading position, i.e. identical to ``nn.BatchNorm2d`` on the
+    ``(B, C, h, w)`` layout. The inner ``bn`` is a plain ``nn.BatchNorm1d`` fed ``(N, C)`` rows, so
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` can replace it by a SyncBN that still receives
+    ``(N, C)`` input (converting this wrapper itself would break the channel-last reshape).
+
+    Args:
+        num_features: ``C``.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises ``x (..., C)``; returns the same shape."""
+        return self.bn(x.reshape(-1, x.shape[-1])).view(x.shape)  # (N, C) rows
+
+
+class ChannelLastGroupNorm(nn.GroupNorm):
+    """GroupNorm on ``(B, ..., C)`` tokens, numerically ``nn.GroupNorm`` on ``(B, C, ...)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises ``x (B, ..., C)`` per image and channel group; returns the same shape."""
+        b, c, g = x.shape[0], x.shape[-1], self.num_groups
+        grouped = x.reshape(b, -1, g, c // g)  # (B, L, G, C/G)
+        var, mean = torch.var_mean(grouped, dim=(1, 3), keepdim=True, unbiased=False)
+        out = ((grouped - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        return out * self.weight + self.bias if self.affine else out
+
+
+def _build_norm(norm: str, clip_visual: nn.Module, width: int) -> nn.Module:
+    if norm == "BN":
+        return ChannelLastBatchNorm(width)
+    if norm == "GN":
+        return ChannelLastGroupNorm(32, width)  # 32 groups: the paper gives no number
+    if norm == "LN_clip":
+        return build_ln_post(clip_visual, trainable=False)
+    if norm == "LN":
+        return nn.LayerNorm(width)  # fresh init (Table IX "LN(learn)")
+    return nn.Identity()
+
+
+class CLIPSemanticHead(nn.Module):
+    """Projects student features into CLIP's joint space through partial CLIP.
+
+    Submodules: ``mlp``, ``vencoder``, ``norm``, ``proj``. Frozen CLIP copies keep
+    ``requires_grad=False`` and stay in eval mode under ``train()``.
+
+    Args:
+        in_channels: ``E``, channels of the student feature map.
+        clip_visual: ``CLIP.visual`` whose last block(s), ``ln_post`` and ``proj`` are copied.
+        mlp_layers: 1 (Linear E->Dv) or 2 (Linear E->Dv, GELU, Linear Dv->Dv).
+        vencoder_blocks: number of last CLIP blocks in the VEncoder (0 = none, Table VIII).
+        use_value: keep the VEncoder value branch (Table VI).
+        use_ffn: keep the VEncoder FFN branch (Table VI).
+        trainable_value: train the value branch (Table VII).
+        trainable_ffn: train the FFN branch (Table VII).
+        norm: ``"BN" | "GN" | "LN_clip" | "LN" | "none"`` (Table IX).
+        residual: ``Fres = Fp + Fbn`` (else ``Fbn``) (Table IV).
+        proj: ``"frozen"`` CLIP copy, ``"learnable"`` CLIP init, ``"he"`` Kaiming init (Table V).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        clip_visual: nn.Module,
+        *,
+        mlp_layers: int = 1,
+        vencoder_blocks: int = 1,
+        use_value: bool = True,
+        use_ffn: bool = True,
+        trainable_value: bool = False,
+        trainable_ffn: bool = False,
+        norm: str = "BN",
+        residual: bool = True,
+        proj: str = "frozen",
+    ) -> None:
+        super().__init__()
+        if norm not in NORM_TYPES:
+            raise ValueError(f"CLIPSemanticHead: norm={norm!r} is not one of {NORM_TYPES}")
+        if proj not in PROJ_TYPES:
+            raise ValueError(f"CLIPSemanticHead: proj={proj!r} is not one of {PROJ_TYPES}")
+        if mlp_layers not in (1, 2):
+            raise ValueError(f"CLIPSemanticHead: mlp_layers={mlp_layers} must be 1 or 2")
+        self.vencoder = build_vencoder(
+            clip_visual,
+            num_blocks=vencoder_blocks,
+            use_value=use_value,
+            use_ffn=use_ffn,
+            trainable_value=trainable_value,
+            trainable_ffn=trainable_ffn,
+        )
+        width = self.vencoder.width
+        if norm == "GN" and width % 32 != 0:
+            raise ValueError(f"CLIPSemanticHead: norm='GN' needs Dv % 32 == 0; Dv = {width}")
+        layers: list[nn.Module] = [nn.Linear(in_channels, width)]
+        if mlp_layers == 2:
+            layers += [nn.GELU(), nn.Linear(width, width)]
+        self.mlp = nn.Sequential(*layers)
+        self.norm = _build_norm(norm, clip_visual, width)
+        self.proj = build_visual_projection(clip_visual, trainable=proj != "frozen")
+        if proj == "he":
+            self.proj.reset_parameters_he()
+        self.in_channels = in_channels
+        self.width = width
+        self.embed_dim = self.proj.embed_dim
+        self.residual = residual
+        self.norm_type = norm
+        self.proj_type = proj
+
+    def frozen_clip_modules(self) -> dict[str, nn.Module]:
+        """Submodules holding frozen CLIP copies (name -> module), for checkpoint filtering."""
+        out: dict[str, nn.Module] = {"vencoder": self.vencoder}
+        if self.proj_type == "frozen":
+            out["proj"] = self.proj
+        if self.norm_type == "LN_clip":
+            out["norm"] = self.norm
+        return out
+
+    def train(self, mode: bool = True) -> CLIPSemanticHead:
+        """Sets train mode; frozen CLIP copies stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_clip_modules().values():
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+    def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """``Fres`` on channel-last tokens.
+
+        Args:
+            features: ``(B, E, h, w)`` student features ``F``.
+
+        Returns:
+            ``(B, h, w, Dv)`` contiguous ``Fres`` (before ``proj``).
+        """
+        if features.dim() != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"CLIPSemanticHead expects features (B, {self.in_channels}, h, w); got "
+                f"{tuple(features.shape)}"
+            )
+        tokens = features.permute(0, 2, 3, 1).contiguous()  # (B, h, w, E) channel-last
+        fp = self.mlp(tokens)  # (B, h, w, Dv)
+        fbn = self.norm(self.vencoder(fp))  # (B, h, w, Dv)
+        return fp + fbn if self.residual else fbn
+
+    def forward_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """``Fc`` channel-last: ``(B, E, h, w) -> (B, h, w, D)``."""
+        return self.proj(self.residual_tokens(features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Maps student features to CLIP-bridged features.
+
+        Args:
+            features: ``(B, E, h, w)`` student features ``F``.
+
+        Returns:
+            ``(B, D, h, w)`` ``Fc`` (a channels-last strided view of the token tensor).
+        """
+        return self.forward_tokens(features).permute(0, 3, 1, 2)  # (B, D, h, w) view
+
+
+def fold_projection(text: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tensor:
+    """Folds the CLIP projection into unit text embeddings: ``P · Âᵀ``.
+
+    With ``Fc = Fres · P``, ``Fc · Âᵀ = Fres · (P · Âᵀ)``; the cosine additionally needs
+    ``‖Fc‖ = sqrt(rowsum((Fres · G) ⊙ Fres))`` with the Gram matrix ``G = P · Pᵀ``
+    (see :func:`folded_cosine_logits`).
+
+    Cost per pixel (multiply-adds), ``Dv = 768``, ``D = 512``, ``N`` classes:
+    unfolded ``Dv·D + D·N`` (projection, then text GEMM); folded ``Dv·N + Dv·Dv`` (folded text
+    GEMM plus the Gram norm). Since ``‖Fc‖`` needs a rank-``D`` map of ``Fres`` whatever is
+    folded, the folded path never saves work when ``Dv >= D`` (ViT-B/16: 768·(N + 768) vs
+    512·(N + 768), i.e. 1.5x more). Only argmax-without-bias consumers could skip the norm
+    (it is a positive per-pixel scale), but the γ calibration breaks that invariance. Hence the
+    unfolded path is the default and folding is an exact, tested alternative.
+
+    Args:
+        text: ``(N, D)`` text embeddings (normalised here).
+        proj_weight: ``(Dv, D)`` projection ``P``.
+
+    Returns:
+        ``(Dv, N)`` folded classifier.
+    """
+    return proj_weight @ F.normalize(text, dim=-1).t()  # (Dv, D) @ (D, N)
+
+
+def folded_cosine_logits(
+    residual: torch.Tensor, folded: torch.Tensor, gram: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """``cos(Fres·P, A)/τ`` from the folded classifier, without forming ``Fc``.
+
+    Args:
+        residual: ``(B, h, w, Dv)`` ``Fres`` tokens.
+        folded: ``(Dv, N)`` from :func:`fold_projection`.
+        gram: ``(Dv, Dv)`` ``P · Pᵀ``.
+        tau: temperature.
+
+    Returns:
+        ``(B, N, h, w)`` logits.
+    """
+    dots = residual @ folded  # (B, h, w, N) = Fc · Âᵀ
+    sq_norm = ((residual @ gram) * residual).sum(-1, keepdim=True)  # (B, h, w, 1) = ‖Fc‖²
+    norm = sq_norm.clamp_min(1e-24).sqrt().clamp_min(1e-12)  # same eps as F.normalize
+    return (dots / norm / tau).permute(0, 3, 1, 2)  # (B, N, h, w)

@@ -1,0 +1,80 @@
+"""Whole-image and sliding-window inference around a low-resolution logits function (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LogitsFn", "whole_inference", "slide_inference", "window_starts"]
+
+# Maps images (B, 3, H', W') to low-resolution logits (B, N, h', w').
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:
+    """Runs ``logits_fn`` on the whole images and upsamples once to their size.
+
+    Args:
+        logits_fn: images ``(B, 3, H, W)`` -> logits ``(B, N, h, w)``.
+        images: ``(B, 3, H, W)``.
+
+    Returns:
+        ``(B, N, H, W)`` bilinearly upsampled (``align_corners=False``) logits.
+    """
+    logits = logits_fn(images)
+    return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of sliding windows covering ``[0, size)`` (last window flush with the end).
+
+    Args:
+        size: image side.
+        crop: window side (windows are clipped to the image when it is smaller).
+        stride: step between windows.
+
+    Returns:
+        Sorted unique start offsets.
+    """
+    if crop <= 0 or stride <= 0:
+        raise ValueError(f"window_starts: crop={crop} and stride={stride} must be positive")
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return sorted({max(min(i * stride, size - crop), 0) for i in range(count)})
+
+
+def slide_inference(
+    logits_fn: LogitsFn,
+    images: torch.Tensor,
+    crop: tuple[int, int],
+    stride: tuple[int, int],
+) -> torch.Tensor:
+    """Sliding-window inference with overlap-averaged logits.
+
+    Each window's logits are upsampled once to the window size and accumulated; every pixel's
+    result is the mean over the windows covering it.
+
+    Args:
+        logits_fn: images ``(B, 3, h_c, w_c)`` -> logits ``(B, N, h, w)``.
+        images: ``(B, 3, H, W)``.
+        crop: window ``(height, width)``.
+        stride: step ``(vertical, horizontal)``.
+
+    Returns:
+        ``(B, N, H, W)`` logits.
+    """
+    height, width = images.shape[-2:]
+    total: torch.Tensor | None = None
+    count = images.new_zeros(1, 1, height, width)
+    for top in window_starts(height, crop[0], stride[0]):
+        for left in window_starts(width, crop[1], stride[1]):
+            bottom, right = min(top + crop[0], height), min(left + crop[1], width)
+            window = images[..., top:bottom, left:right]  # (B, 3, h_c, w_c)
+            logits = whole_inference(logits_fn, window)  # (B, N, h_c, w_c)
+            if total is None:
+                total = logits.new_zeros(*logits.shape[:2], height, width)
+            total[..., top:bottom, left:right] += logits
+            count[..., top:bottom, left:right] += 1
+    assert total is not None  # at least one window always exists
+    return total / count

@@ -1,0 +1,164 @@
+"""Selective Global Distillation (SGD, SPEC §1.7, paper §III-C eqs. 1-3)."""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chimeraseg.utils.distributed import all_gather_rows
+
+__all__ = ["SelectiveGlobalDistillation", "round_half_away_from_zero"]
+
+_K_MODES = ("decrease", "none", "increase")
+
+
+def round_half_away_from_zero(value: float | Decimal) -> int:
+    """Rounds to the nearest integer, halves away from zero (``2.5 -> 3``, ``-2.5 -> -3``).
+
+    Python's ``round`` rounds halves to even (``round(8999.5) == 9000`` but
+    ``round(8998.5) == 8998``), which would make the K schedule stutter; this does not.
+    """
+    return int(Decimal(str(value)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+class SelectiveGlobalDistillation(nn.Module):
+    """Aligns Gumbel-top-K softmax-pooled dense features with CLIP's CLS token by InfoNCE.
+
+    Per image: ``S = Fc·Cg/√D`` over the ``h·w`` positions, Gumbel noise ``g``,
+    ``W = softmax((S + g)/τ)``; the top-``K`` positions of ``W`` (selection only, no gradient)
+    form ``Fk``; ``W' = softmax(Fk·Cg/√D)``, ``Fg = W'ᵀFk``. The loss is
+    ``-log softmax_j(F̂g·Ĉjᵀ/τ)[own]`` over every CLS token of the global batch (gathered across
+    processes, no gradient through the gathered rows), averaged over the local images.
+
+    Args:
+        k_init: K0 of the schedule.
+        k_step: change of K per iteration.
+        mode: ``"decrease"`` (``K_t = round(K0 - k_step·t)``), ``"none"`` (``K0``) or
+            ``"increase"`` (``round(K0 + k_step·t)``); rounding is half away from zero.
+        tau: temperature of the selection softmax and of InfoNCE.
+        gather_across_processes: use every process's CLS tokens as negatives.
+    """
+
+    def __init__(
+        self,
+        k_init: int = 9000,
+        k_step: float = 0.1,
+        mode: str = "decrease",
+        tau: float = 0.07,
+        gather_across_processes: bool = True,
+    ) -> None:
+        super().__init__()
+        if mode not in _K_MODES:
+            raise ValueError(f"SelectiveGlobalDistillation: mode={mode!r} is not one of {_K_MODES}")
+        if k_init < 1 or k_step < 0 or tau <= 0:
+            raise ValueError(
+                f"SelectiveGlobalDistillation: need k_init >= 1, k_step >= 0, tau > 0; got "
+                f"k_init={k_init}, k_step={k_step}, tau={tau}"
+            )
+        self.k_init = int(k_init)
+        self.k_step = float(k_step)
+        self.mode = mode
+        self.tau = float(tau)
+        self.gather_across_processes = gather_across_processes
+
+    def extra_repr(self) -> str:
+        return f"k_init={self.k_init}, k_step={self.k_step}, mode={self.mode}, tau={self.tau}"
+
+    def k_at(self, iteration: int, num_positions: int | None = None) -> int:
+        """K at ``iteration``, clamped to ``[1, num_positions]`` (upper bound only if given).
+
+        Decimal arithmetic keeps ``9000 - 0.1·15 = 8998.5`` exact before rounding.
+        """
+        k0, step, t = Decimal(self.k_init), Decimal(str(self.k_step)), Decimal(int(iteration))
+        if self.mode == "decrease":
+            k = round_half_away_from_zero(k0 - step * t)
+        elif self.mode == "increase":
+            k = round_half_away_from_zero(k0 + step * t)
+        else:
+            k = self.k_init
+        k = max(k, 1)
+        return min(k, num_positions) if num_positions is not None else k
+
+    def pooled_features(
+        self,
+        features: torch.Tensor,
+        cls: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Returns ``Fg``: the Gumbel-top-K, softmax-pooled dense feature of each image.
+
+        Args:
+            features: ``(B, D, h, w)`` CSH output ``Fc`` (unnormalised).
+            cls: ``(B, D)`` unit CLS embeddings ``Cg`` of the same images.
+            iteration: training iteration ``t`` of the K schedule.
+            generator: RNG of the Gumbel noise (global RNG when None).
+
+        Returns:
+            ``(B, D)`` pooled features (not normalised).
+        """
+        b, d, h, w = features.shape
+        tokens = features.flatten(2).transpose(1, 2)  # (B, h·w, D)
+        cls = cls.to(tokens.dtype)
+        scale = 1.0 / math.sqrt(d)
+        k = self.k_at(iteration, h * w)
+        with torch.no_grad():  # selection only: no gradient through W or the Gumbel noise
+            scores = torch.einsum("bnd,bd->bn", tokens, cls) * scale  # (B, h·w) = S
+            gumbel = _gumbel_noise(scores.shape, generator, scores.device).to(
+                scores.device, scores.dtype
+            )
+            sel_weights = torch.softmax((scores + gumbel) / self.tau, dim=1)  # (B, h·w) = W
+            top = sel_weights.topk(k, dim=1).indices  # (B, K)
+        selected = tokens.gather(1, top.unsqueeze(-1).expand(b, k, d))  # (B, K, D) = Fk
+        weights = torch.softmax(torch.einsum("bkd,bd->bk", selected, cls) * scale, dim=1)  # W'
+        return torch.einsum("bk,bkd->bd", weights, selected)  # (B, D) = W'ᵀFk
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        cls: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """SGD loss (InfoNCE, the negative log of paper eq. 3, mean over local images).
+
+        Args:
+            features: ``(B, D, h, w)`` CSH output ``Fc``.
+            cls: ``(B, D)`` unit CLS embeddings ``Cg`` (teacher, no gradient).
+            iteration: training iteration.
+            generator: RNG of the Gumbel noise.
+
+        Returns:
+            Scalar loss.
+        """
+        if features.dim() != 4 or cls.shape != (features.shape[0], features.shape[1]):
+            raise ValueError(
+                f"SelectiveGlobalDistillation: features {tuple(features.shape)} must be "
+                f"(B, D, h, w) and cls {tuple(cls.shape)} must be (B, D)"
+            )
+        pooled = self.pooled_features(features, cls, iteration, generator)
+        if self.gather_across_processes:
+            all_cls, offset = all_gather_rows(cls)
+        else:
+            all_cls, offset = cls.detach(), 0
+        logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(all_cls.float(), dim=-1).t()
+        positives = torch.arange(cls.shape[0], device=cls.device) + offset
+        return F.cross_entropy(logits / self.tau, positives)
+
+
+def _gumbel_noise(
+    shape: torch.Size, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Standard Gumbel samples ``-log(-log U)``, ``U ~ U(0, 1)`` kept away from 0 and 1.
+
+    Drawn on the generator's device when a generator is given, else on ``device``.
+    """
+    device = generator.device if generator is not None else device
+    uniform = torch.rand(shape, generator=generator, device=device)
+    tiny = torch.finfo(uniform.dtype).tiny
+    uniform = uniform.clamp(min=tiny, max=1.0 - torch.finfo(uniform.dtype).eps)
+    return -torch.log(-torch.log(uniform))

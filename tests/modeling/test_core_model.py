@@ -1,0 +1,209 @@
+"""ChimeraSegModel: training losses, edge cases, checkpoints, inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg.modeling import (
+    ChimeraSegModel,
+    CLIPSemanticHead,
+    PseudoMaskConfig,
+    SelectiveGlobalDistillation,
+)
+
+SEEN, UNSEEN = [0, 1, 2, 4], [3, 5]
+
+
+class TinyBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"res2": self.conv(x)}
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 1)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.conv(feats["res2"])
+
+
+def _model(clip: nn.Module, **kwargs) -> ChimeraSegModel:
+    text = torch.randn(6, 32)
+    head_kwargs = kwargs.pop("head_kwargs", {})
+    defaults = dict(
+        backbone=TinyBackbone(),
+        decoder=TinyDecoder(),
+        head=CLIPSemanticHead(16, clip.visual, **head_kwargs),
+        teacher=CLIPTeacher(clip),
+        seen_text=text[SEEN],
+        unseen_text=text[UNSEEN],
+        seen_ids=SEEN,
+        unseen_ids=UNSEEN,
+        num_classes=6,
+        pseudo_masks=PseudoMaskConfig(scales=(2, 4), kmeans_iters=3, min_area=1),
+        sgd=SelectiveGlobalDistillation(k_init=50, k_step=0.1),
+        seed=0,
+    )
+    defaults.update(kwargs)
+    return ChimeraSegModel(**defaults)
+
+
+def _batch(b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.rand(b, 3, 64, 64) * 255
+    labels = torch.tensor(SEEN)[torch.randint(0, 4, (b, 64, 64))]
+    labels[:, 32:, :40] = 255
+    return images, labels
+
+
+def _train_step(model: ChimeraSegModel, images, labels, iteration: int = 0) -> dict:
+    model.train()
+    losses = model.forward_train(images, labels, iteration)
+    assert set(losses) == {"loss_seg", "loss_sgd", "loss_sam"}
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    total = sum(losses.values())
+    total.backward()
+    return losses
+
+
+@pytest.mark.parametrize("setting", ["inductive", "transductive"])
+def test_forward_train_and_gradients(tiny_clip: nn.Module, setting: str) -> None:
+    model = _model(tiny_clip, setting=setting)
+    losses = _train_step(model, *_batch())
+    assert losses["loss_seg"] > 0 and losses["loss_sgd"] > 0 and losses["loss_sam"] > 0
+    assert model.head.mlp[0].weight.grad is not None
+    assert model.backbone.conv.weight.grad is not None
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_weights_zero_skip_losses(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip, lambda_sam=0.0, sgd=None)
+    losses = _train_step(model, *_batch())
+    assert losses["loss_sgd"].item() == 0.0 and losses["loss_sam"].item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "case", ["no_seen", "no_ignore", "all_ignore", "batch_of_one", "tiny_latent", "k_gt_hw"]
+)
+def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
+    model = _model(tiny_clip)
+    images, labels = _batch(1 if case == "batch_of_one" else 2)
+    iteration = 0
+    if case == "no_seen":
+        labels[0] = 255
+        labels[0, :20] = 255
+    elif case == "no_ignore":
+        labels[labels == 255] = 0
+    elif case == "all_ignore":
+        labels[:] = 255
+        model.pseudo_mask_config = PseudoMaskConfig(min_area=10**6)  # nothing survives
+    elif case == "tiny_latent":
+        labels[labels == 255] = 0
+        labels[:, :16, :16] = 255  # one teacher cell; its latent region may vanish at h×w
+        model.pseudo_mask_config = PseudoMaskConfig(scales=(2,), min_area=1)
+    elif case == "k_gt_hw":
+        model.sgd = SelectiveGlobalDistillation(k_init=10**6, mode="increase")
+        iteration = 10
+    losses = _train_step(model, images, labels, iteration)
+    if case == "all_ignore":
+        assert losses["loss_seg"].item() == 0.0
+    if case == "batch_of_one":
+        assert losses["loss_sam"].item() == 0.0
+
+
+def test_latent_region_without_prototype_is_ignored(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip)
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[0, 1, 1] = 255  # only pixel (1,1): never sampled by the nearest downsampling
+    model.pseudo_mask_config = PseudoMaskConfig(region_ignore_fraction=0.0, min_area=1)
+    _train_step(model, torch.rand(1, 3, 64, 64) * 255, labels)
+
+
+def test_label_errors(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip)
+    images, labels = _batch()
+    labels[0, 0, 0] = 3  # unseen id leaked into training
+    with pytest.raises(ValueError, match="unseen class id 3"):
+        model.forward_train(images, labels, 0)
+    labels[0, 0, 0] = 9
+    with pytest.raises(ValueError, match="label value 9"):
+        model.forward_train(images, labels, 0)
+    with pytest.raises(ValueError, match="seen_text"):
+        _model(tiny_clip, seen_text=torch.randn(3, 32))
+
+
+@pytest.mark.parametrize("proj", ["frozen", "learnable"])
+def test_state_dict_omits_frozen_clip_and_loads_strict(tiny_clip: nn.Module, proj: str) -> None:
+    model = _model(tiny_clip, head_kwargs={"proj": proj, "norm": "LN_clip"})
+    state = model.state_dict()
+    assert not any(k.startswith("teacher.") for k in state)
+    assert not any(k.startswith("head.vencoder.") or k.startswith("head.norm.") for k in state)
+    assert ("head.proj.weight" in state) == (proj == "learnable")
+    assert not any("text" in k or "label_lut" in k for k in state)
+    assert "head.mlp.0.weight" in state and "backbone.conv.weight" in state
+    fresh = _model(tiny_clip, head_kwargs={"proj": proj, "norm": "LN_clip"})
+    fresh.load_state_dict(state, strict=True)
+    torch.testing.assert_close(fresh.head.mlp[0].weight, model.head.mlp[0].weight)
+    wrapper = nn.Module()
+    wrapper.model = fresh  # nested prefixes work too
+    assert not any(k.startswith("model.teacher.") for k in wrapper.state_dict())
+    wrapper.load_state_dict(wrapper.state_dict(), strict=True)
+
+
+def test_bn_state_is_saved(tiny_clip: nn.Module) -> None:
+    state = _model(tiny_clip).state_dict()
+    assert "head.norm.bn.running_mean" in state and "head.norm.bn.weight" in state
+
+
+def test_forward_test_whole_slide_fold_gamma(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip, teacher=None).eval()
+    images = torch.rand(2, 3, 64, 96) * 255
+    vocab = torch.randn(6, 32)
+    unseen = torch.tensor([False, False, False, True, False, True])
+    with torch.inference_mode():
+        whole = model.forward_test(images, vocab)
+        slide = model.forward_test(images, vocab, mode="slide", crop=(64, 64), stride=(32, 32))
+        model.fold_projection = True
+        folded = model.forward_test(images, vocab)
+        biased = model.forward_test(images, vocab, unseen_mask=unseen, gamma=0.5)
+    assert whole.shape == slide.shape == (2, 6, 64, 96)
+    torch.testing.assert_close(folded, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(biased - folded, unseen.float().view(1, 6, 1, 1) * 0.5 + 0 * folded)
+    # Reference: cosine of the CSH output and the text at h×w, upsampled once.
+    with torch.no_grad():
+        fc = model.clip_features(images)
+    ref = torch.einsum("bdhw,nd->bnhw", F.normalize(fc, dim=1), F.normalize(vocab, dim=-1)) / 0.07
+    ref = F.interpolate(ref, size=(64, 96), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="teacher"):
+        model.forward_train(*_batch(), 0)
+
+
+def test_slide_single_window_equals_whole(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip).eval()
+    images, vocab = torch.rand(1, 3, 64, 64) * 255, torch.randn(4, 32)
+    with torch.no_grad():
+        whole = model.forward_test(images, vocab)
+        slide = model.forward_test(images, vocab, mode="slide", crop=(128, 128), stride=(64, 64))
+    torch.testing.assert_close(slide, whole)
+
+
+def test_frozen_modules_eval_after_model_train(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip).train()
+    assert not model.teacher.training and not model.head.proj.training
+    assert model.head.norm.training and model.head.mlp.training
+
+
+def test_training_after_inference_mode_forward(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip).eval()
+    with torch.inference_mode():
+        model.forward_test(torch.rand(1, 3, 64, 64) * 255, torch.randn(4, 32))
+    _train_step(model, *_batch())

@@ -1,0 +1,120 @@
+"""Pseudo masks (SPEC §1.4) and class prototypes (SPEC §1.5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chimeraseg.modeling.prototypes import class_prototypes, downsample_labels
+from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, generate_pseudo_masks
+
+CFG = PseudoMaskConfig(scales=(2, 4), kmeans_iters=5, min_area=1)
+
+
+def _two_object_scene() -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (1, 64, 64): seen class 3 on top half, bottom half ignore; the teacher grid
+    (8x8) shows two distinct objects in the bottom-left and bottom-right quadrants."""
+    labels = torch.full((1, 64, 64), 3, dtype=torch.long)
+    labels[:, 32:] = 255
+    a, b, c = torch.eye(16)[:3]
+    dense = c.view(1, 16, 1, 1).repeat(1, 1, 8, 8)
+    dense[0, :, 4:, :4] = (a + 0.05 * torch.randn(4, 4, 16)).permute(2, 0, 1)
+    dense[0, :, 4:, 4:] = (b + 0.05 * torch.randn(4, 4, 16)).permute(2, 0, 1)
+    return labels, dense
+
+
+def test_two_latent_regions_and_seen_kept_bit_exact() -> None:
+    labels, dense = _two_object_scene()
+    out = generate_pseudo_masks(labels, dense, num_seen=5, config=CFG)
+    assert torch.equal(out.labels[labels != 255], labels[labels != 255])
+    assert out.num_latent.tolist() == [2] and out.latent_start == 5
+    bottom = out.labels[0, 32:]
+    left, right = bottom[:, :32].unique(), bottom[:, 32:].unique()
+    assert left.numel() == 1 and right.numel() == 1 and left.item() != right.item()
+    assert {left.item(), right.item()} == {5, 6}
+
+
+def test_deterministic() -> None:
+    labels = torch.randint(0, 4, (2, 64, 48))
+    labels[:, 10:50, 5:40] = 255
+    dense = torch.randn(2, 16, 4, 3)
+    first = generate_pseudo_masks(labels, dense, num_seen=4, config=CFG)
+    second = generate_pseudo_masks(labels.clone(), dense.clone(), num_seen=4, config=CFG)
+    assert torch.equal(first.labels, second.labels)
+    assert torch.equal(first.num_latent, second.num_latent)
+    valid = first.labels[labels == 255]
+    assert ((valid == 255) | ((valid >= 4) & (valid < 4 + first.num_latent.max()))).all()
+
+
+def test_no_ignore_pixels_is_identity() -> None:
+    labels = torch.randint(0, 3, (2, 32, 32))
+    out = generate_pseudo_masks(labels, torch.randn(2, 8, 2, 2), num_seen=3, config=CFG)
+    assert torch.equal(out.labels, labels) and out.num_latent.tolist() == [0, 0]
+
+
+def test_all_ignore_and_min_area_and_max_regions() -> None:
+    labels = torch.full((1, 64, 64), 255)
+    dense = torch.randn(1, 16, 4, 4)
+    out = generate_pseudo_masks(labels, dense, num_seen=3, config=CFG)
+    assert out.num_latent.item() >= 1 and (out.labels != 255).any()
+    capped = PseudoMaskConfig(scales=(2,), min_area=1, max_regions=1)
+    one = generate_pseudo_masks(labels, dense, num_seen=3, config=capped)
+    assert one.num_latent.item() == 1 and set(one.labels.unique().tolist()) <= {3, 255}
+    strict = PseudoMaskConfig(scales=(2,), min_area=100)
+    none = generate_pseudo_masks(labels, dense, num_seen=3, config=strict)
+    assert none.num_latent.item() == 0 and (none.labels == 255).all()
+
+
+def test_tiny_ignore_region_smaller_than_a_cell() -> None:
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[0, 3:5, 3:5] = 255  # 4 pixels inside one 16x16 teacher cell: minority -> not a region
+    out = generate_pseudo_masks(labels, torch.randn(1, 8, 2, 2), num_seen=2, config=CFG)
+    assert torch.equal(out.labels, labels) and out.num_latent.item() == 0
+    labels[0, :16, :16] = 255  # one full cell: region without any "mostly inside" window
+    out = generate_pseudo_masks(labels, torch.randn(1, 8, 2, 2), num_seen=2, config=CFG)
+    assert out.num_latent.item() == 1 and (out.labels[0, :16, :16] == 2).all()
+
+
+def test_transductive_unseen_assignment() -> None:
+    labels, dense = _two_object_scene()
+    seen_text = torch.eye(16)[[2, 7]]  # class 1 ~ direction c
+    unseen_text = torch.eye(16)[[0, 9]]  # unseen 0 ~ direction a (bottom-left object)
+    out = generate_pseudo_masks(
+        labels,
+        dense,
+        num_seen=2,
+        mode="transductive",
+        seen_text=seen_text,
+        unseen_text=unseen_text,
+        config=PseudoMaskConfig(
+            scales=(2, 4), min_area=1, unseen_temperature=0.05, unseen_threshold=0.9
+        ),
+    )
+    assert out.latent_start == 4
+    assert (out.labels[0, 32:, :32] == 2).all()  # Ns + 0
+    assert (out.labels[0, 32:, 32:] == 4).all()  # first latent region
+    with pytest.raises(ValueError, match="transductive mode needs"):
+        generate_pseudo_masks(labels, dense, num_seen=2, mode="transductive")
+
+
+def test_prototype_means() -> None:
+    features = torch.randn(2, 4, 3, 3, requires_grad=True)
+    labels = torch.tensor([[[0, 0, 5], [255, 5, 2], [2, 2, 2]], [[1, 1, 1]] * 3])
+    protos = class_prototypes(features, labels, num_seen=3, latent_start=5)
+    p0 = protos[0]
+    assert p0.seen_ids.tolist() == [0, 2] and p0.latent_ids.tolist() == [5]
+    f = features[0].flatten(1)  # (D, 9)
+    torch.testing.assert_close(p0.seen[0], f[:, [0, 1]].mean(1))
+    torch.testing.assert_close(p0.seen[1], f[:, [5, 6, 7, 8]].mean(1))
+    torch.testing.assert_close(p0.latent[0], f[:, [2, 4]].mean(1))
+    assert protos[1].seen_ids.tolist() == [1] and protos[1].latent.shape == (0, 4)
+    p0.latent.sum().backward()
+    assert features.grad[0].flatten(1)[:, [2, 4]].abs().sum() > 0
+
+
+def test_prototypes_skip_transductive_unseen_labels_and_downsample() -> None:
+    labels = torch.tensor([[[3, 4], [6, 0]]])  # Ns=3, unseen 3..5, latent from 6
+    protos = class_prototypes(torch.randn(1, 2, 2, 2), labels, num_seen=3, latent_start=6)
+    assert protos[0].seen_ids.tolist() == [0] and protos[0].latent_ids.tolist() == [6]
+    big = torch.arange(16).view(1, 4, 4)
+    assert downsample_labels(big, (2, 2)).tolist() == [[[0, 2], [8, 10]]]

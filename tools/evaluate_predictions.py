@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Offline zero-shot evaluation of a folder of prediction PNGs (no model, no detectron2).
+
+Predictions are label maps (class ids ``0..N-1``) named like the ground-truth files, e.g. the
+``predictions/`` folder written by ``ZeroShotSemSegEvaluator(write_predictions=True)``. The class
+table and the seen/unseen partition come from a named split, or from a names file plus the unseen
+ids. Prints a per-class table and sIoU / uIoU / hIoU, and writes the metrics as JSON.
+
+Examples::
+
+    python tools/evaluate_predictions.py --pred-dir output/inference/predictions \\
+        --gt-dir datasets/coco/stuffthingmaps_detectron2/val2017 --split coco_stuff_171
+    python tools/evaluate_predictions.py --pred-dir preds --gt-dir labels \\
+        --class-names-file names.txt --unseen 3,7 --output metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from chimeraseg.evaluation.metrics import zero_shot_metrics
+from chimeraseg.evaluation.offline import evaluate_prediction_folder
+from chimeraseg.evaluation.plots import plot_per_class_iou
+from chimeraseg.evaluation.report import format_table, write_json
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pred-dir", required=True, help="folder of prediction PNGs")
+    parser.add_argument("--gt-dir", required=True, help="folder of prepared ground-truth PNGs")
+    classes = parser.add_mutually_exclusive_group(required=True)
+    classes.add_argument(
+        "--split", help="named split of chimeraseg.data.splits, e.g. coco_stuff_171"
+    )
+    classes.add_argument("--class-names-file", help="text file, one class name per line")
+    parser.add_argument("--split-variant", default=None, help="variant of --split (e.g. cascade)")
+    parser.add_argument(
+        "--unseen", default=None, help="with --class-names-file: comma-separated unseen class ids"
+    )
+    parser.add_argument(
+        "--output", default=None, help="metrics JSON (default: <pred-dir>/metrics.json)"
+    )
+    parser.add_argument("--plot", default=None, help="optional per-class IoU bar chart PNG")
+    return parser.parse_args(argv)
+
+
+def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[int]]:
+    """``(class_names, seen_ids, unseen_ids)`` from ``--split`` or the names file + ``--unseen``."""
+    if args.split:
+        if args.unseen is not None:
+            raise SystemExit("--unseen is only used with --class-names-file; --split defines it")
+        from chimeraseg.data.splits import get_split  # lazy: the offline path needs no data code
+
+        split = get_split(args.split, args.split_variant)
+        return list(split.class_names), list(split.seen), list(split.unseen)
+    if not os.path.isfile(args.class_names_file):
+        raise SystemExit(f"--class-names-file not found: {args.class_names_file}")
+    with open(args.class_names_file) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise SystemExit(f"--class-names-file {args.class_names_file} lists no class")
+    try:
+        unseen = [int(v) for v in args.unseen.split(",") if v.strip()] if args.unseen else []
+    except ValueError as e:
+        raise SystemExit(f"--unseen must be comma-separated integers, got {args.unseen!r}") from e
+    bad = [u for u in unseen if not 0 <= u < len(names)]
+    if bad:
+        raise SystemExit(f"--unseen ids {bad} are outside [0, {len(names)})")
+    seen = [i for i in range(len(names)) if i not in set(unseen)]
+    return names, seen, unseen
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    names, seen, unseen = _class_table(args)
+    conf, num_images = evaluate_prediction_folder(args.pred_dir, args.gt_dir, len(names))
+    metrics = zero_shot_metrics(conf, seen, unseen, names)
+    print(format_table(metrics, names, seen, unseen))
+    print(f"images: {num_images}")
+    output = args.output or os.path.join(args.pred_dir, "metrics.json")
+    write_json(
+        output,
+        {
+            "pred_dir": args.pred_dir,
+            "gt_dir": args.gt_dir,
+            "num_images": num_images,
+            "class_names": names,
+            "seen_classes": seen,
+            "unseen_classes": unseen,
+            "metrics": metrics,
+            "confusion_matrix": conf.tolist(),
+        },
+    )
+    print(f"wrote {output}")
+    if args.plot:
+        plot_per_class_iou(metrics, names, seen, unseen, args.plot)
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, KeyError) as e:  # bad input or split name: one clear line
+        sys.exit(f"evaluate_predictions: error: {e}")
