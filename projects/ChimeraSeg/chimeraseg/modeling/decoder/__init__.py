@@ -1,1 +1,5 @@
-"""modeling/decoder"""
+"""SegFormer all-MLP decoder (plain PyTorch)."""
+
+from chimeraseg.modeling.decoder.segformer_head import SegFormerDecoder
+
+__all__ = ["SegFormerDecoder"]
