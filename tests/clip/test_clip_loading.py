@@ -8,7 +8,7 @@ import warnings
 import open_clip
 import pytest
 import torch
-from conftest import TINY_CLIP_CONFIG, build_tiny_clip
+from chimeraseg_test_utils import TINY_CLIP_CONFIG, build_tiny_clip
 from safetensors.torch import save_file
 
 from chimeraseg.clip.loading import (

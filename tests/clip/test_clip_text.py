@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CLIP_CONFIG
+from chimeraseg_test_utils import TINY_CLIP_CONFIG
 
 import chimeraseg.clip.text as text_module
 from chimeraseg.clip.names import humanize_class_name
@@ -95,7 +95,7 @@ def test_changed_template_list_misses_cache(tiny_clip, tmp_path):
 
 
 def test_different_weights_miss_cache(tiny_clip, tmp_path):
-    from conftest import build_tiny_clip
+    from chimeraseg_test_utils import build_tiny_clip
 
     a = encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
     b = encode_class_names(build_tiny_clip(seed=1), ["cat"], templates="single", cache_dir=tmp_path)

@@ -1,0 +1,267 @@
+"""ChimeraSeg's detectron2 config keys: every knob of the method, one comment per key.
+
+Call :func:`add_chimeraseg_config` on a fresh ``get_cfg()`` before merging a YAML. Unknown keys in a
+YAML then fail in ``merge_from_file`` with detectron2's ``KeyError`` naming the key, and
+:func:`validate_chimeraseg_config` rejects out-of-range choices naming the key and the value.
+"""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+# Allowed values of the enumerated keys, checked by ``validate_chimeraseg_config``.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "MODEL.CHIMERASEG.SETTING": ("inductive", "transductive"),
+    "MODEL.CHIMERASEG.CSH.NORM": ("BN", "GN", "LN_clip", "LN", "none"),
+    "MODEL.CHIMERASEG.CSH.PROJ": ("frozen", "learnable", "he"),
+    "MODEL.CHIMERASEG.SGD.MODE": ("decrease", "none", "increase"),
+    "TEST.MODE": ("whole", "slide"),
+    "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
+}
+
+
+def _add_model_config(cfg: CN) -> None:
+    """Adds ``MODEL.CHIMERASEG.*`` (student, CSH, pseudo masks, losses)."""
+    cfg.MODEL.CHIMERASEG = CN()
+    m = cfg.MODEL.CHIMERASEG
+    # "inductive": unseen class names are unknown during training (latent regions only);
+    # "transductive": unseen names label confident ignore pixels (SPEC 1.4).
+    m.SETTING = "inductive"
+    # Label value ignored by every loss and by evaluation.
+    m.IGNORE_VALUE = 255
+    # Images of a batch are padded to a multiple of this (ImageList); 32 = the coarsest stride.
+    m.SIZE_DIVISIBILITY = 32
+    # Temperature tau of the cosine logits cos(Fc, A) / tau (SPEC 1.6).
+    m.LOGIT_TAU = 0.07
+    # Build the frozen CLIP teacher (needed for training and the demo's similarity map; the
+    # evaluation-only path sets it False to save memory).
+    m.BUILD_TEACHER = True
+    # Inference through the folded projection Fres (P A^T) (exact; see modeling/csh.py).
+    m.FOLD_PROJECTION = False
+
+    m.BACKBONE = CN()
+    # Student backbone: "b0" ... "b5" (MiT) or "vit_b16".
+    m.BACKBONE.VARIANT = "b0"
+    # Stochastic depth rate of the backbone's blocks.
+    m.BACKBONE.DROP_PATH_RATE = 0.1
+    # Feature maps handed to the decoder (strides 4, 8, 16, 32).
+    m.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # ImageNet checkpoint of the backbone (e.g. mit_b0.pth) loaded strictly; "" = random init.
+    m.BACKBONE.PRETRAINED = ""
+
+    m.DECODER = CN()
+    # SegFormer all-MLP decoder width E (256 for B0/B1, 768 for B2-B5 and ViT-B).
+    m.DECODER.EMBED_DIM = 256
+    # Dropout before the decoder output.
+    m.DECODER.DROPOUT = 0.1
+
+    m.CSH = CN()
+    # Layers of the trainable E -> Dv MLP (1 = Linear; 2 = Linear-GELU-Linear).
+    m.CSH.MLP_LAYERS = 1
+    # Number of frozen last CLIP visual blocks in the VEncoder (0 = no VEncoder), Table VIII.
+    m.CSH.VENCODER_BLOCKS = 1
+    # Keep the value path (ln_1, v_proj, out_proj) of each VEncoder block, Table VI.
+    m.CSH.USE_VALUE = True
+    # Keep the FFN (ln_2, mlp) of each VEncoder block, Table VI.
+    m.CSH.USE_FFN = True
+    # Train the value path instead of freezing it, Table VII.
+    m.CSH.TRAINABLE_VALUE = False
+    # Train the FFN instead of freezing it, Table VII.
+    m.CSH.TRAINABLE_FFN = False
+    # Norm after the VEncoder: "BN" (SyncBN under DDP), "GN", "LN_clip" (frozen ln_post),
+    # "LN" (learnable), "none"; Table IX.
+    m.CSH.NORM = "BN"
+    # Fres = Fp + Norm(Fv) when True, Norm(Fv) otherwise; Table IV.
+    m.CSH.RESIDUAL = True
+    # Projection Dv -> D: "frozen" CLIP proj, "learnable" from CLIP init, "he" learnable; Table V.
+    m.CSH.PROJ = "frozen"
+
+    m.PSEUDO_MASKS = CN()
+    # Group ignore pixels into latent regions (off: ignore pixels stay ignored in Lseg).
+    m.PSEUDO_MASKS.ENABLED = True
+    # K-Means seed window sizes s (seeds average s x s windows, stride s/2) on the teacher grid.
+    m.PSEUDO_MASKS.WINDOW_SCALES = [2, 4, 8]
+    # Lloyd iterations of each K-Means run.
+    m.PSEUDO_MASKS.KMEANS_ITERS = 10
+    # Clusters of all scales merge when their mean embeddings' cosine similarity exceeds this.
+    m.PSEUDO_MASKS.MERGE_THRESHOLD = 0.9
+    # Latent regions smaller than this many teacher-grid cells are dropped (stay ignored).
+    m.PSEUDO_MASKS.MIN_AREA = 4
+    # At most this many latent regions per image, largest first (-1 = no cap besides 255).
+    m.PSEUDO_MASKS.MAX_REGIONS = -1
+    # A teacher cell is in the ignore region when at least this fraction of its pixels is 255.
+    m.PSEUDO_MASKS.REGION_IGNORE_FRACTION = 0.5
+    # A K-Means seed window is used when more than this fraction of its cells is in the region.
+    m.PSEUDO_MASKS.SEED_REGION_FRACTION = 0.5
+    # Transductive only: minimum teacher softmax confidence of an unseen class to label a cell.
+    m.PSEUDO_MASKS.UNSEEN_THRESHOLD = 0.5
+    # Transductive only: temperature of that softmax over teacher-to-text cosines.
+    m.PSEUDO_MASKS.UNSEEN_TEMPERATURE = 0.01
+
+    m.SGD = CN()
+    # Weight of the Selective Global Distillation loss (0 disables it), Table III.
+    m.SGD.WEIGHT = 1.0
+    # K0 of the top-K schedule, Table XI.
+    m.SGD.K_INIT = 9000
+    # Change of K per iteration.
+    m.SGD.K_STEP = 0.1
+    # K schedule "decrease" (K0 - step*t), "none" (constant) or "increase"; Table X.
+    m.SGD.MODE = "decrease"
+    # Temperature of the Gumbel selection and of the InfoNCE loss.
+    m.SGD.TAU = 0.07
+    # Gather teacher CLS embeddings across processes for InfoNCE negatives (global batch).
+    m.SGD.GATHER = True
+
+    m.SAM = CN()
+    # lambda_sam, weight of the Semantic Alignment loss (0 disables it), Table XII.
+    m.SAM.WEIGHT = 0.5
+    # tau_f of the prototype-to-CLS softmax.
+    m.SAM.TAU_F = 0.07
+    # tau_c of the text-to-CLS softmax.
+    m.SAM.TAU_C = 0.01
+
+    m.SEG_LOSS = CN()
+    # Weight of the cross-entropy term of Lseg.
+    m.SEG_LOSS.CE_WEIGHT = 1.0
+    # Weight of the softmax focal term of Lseg.
+    m.SEG_LOSS.FOCAL_WEIGHT = 1.0
+    # Focusing parameter gamma of the focal term.
+    m.SEG_LOSS.FOCAL_GAMMA = 2.0
+
+
+def _add_clip_config(cfg: CN) -> None:
+    """Adds ``MODEL.CLIP.*`` (the frozen CLIP used for text, teacher and CSH weights)."""
+    cfg.MODEL.CLIP = CN()
+    # open_clip model name, or a path to an open_clip model-config JSON (its stem becomes the
+    # name; used by the tests for a tiny CLIP). OpenAI ViT-B/16 weights need "-quickgelu".
+    cfg.MODEL.CLIP.NAME = "ViT-B-16-quickgelu"
+    # open_clip pretrained tag (e.g. "openai", downloaded once) or a local checkpoint path.
+    cfg.MODEL.CLIP.PRETRAINED = "openai"
+    # Allow random CLIP weights when PRETRAINED is "" (tests / smoke runs only; never silent).
+    cfg.MODEL.CLIP.ALLOW_RANDOM_INIT = False
+    # Seed of random CLIP weights (random weights are reproducible, so checkpoints verify).
+    cfg.MODEL.CLIP.RANDOM_INIT_SEED = 0
+    # Prompt ensemble: "imagenet80+scene", "zegclip15", "single", or a list of "{}" templates.
+    cfg.MODEL.CLIP.TEXT_TEMPLATES = "imagenet80+scene"
+    # Directory of the text-embedding cache ("" = no on-disk cache).
+    cfg.MODEL.CLIP.TEXT_CACHE_DIR = ""
+
+
+def _add_test_config(cfg: CN) -> None:
+    """Adds the inference keys under ``TEST.*``."""
+    # "whole": one forward pass per image; "slide": overlapping crops, logits averaged.
+    cfg.TEST.MODE = "whole"
+    # Sliding-window crop (h, w) in pixels.
+    cfg.TEST.SLIDE_CROP_SIZE = [512, 512]
+    # Sliding-window stride (h, w) in pixels.
+    cfg.TEST.SLIDE_STRIDE = [341, 341]
+    # Bias gamma added to unseen-class logits (inductive calibration; 0.5 on COCO-Stuff).
+    cfg.TEST.GAMMA = 0.0
+    # Extra gamma values evaluated in the same pass (Fig. 10); [] = only TEST.GAMMA.
+    cfg.TEST.GAMMA_SWEEP = []
+
+
+def _add_solver_config(cfg: CN) -> None:
+    """Adds optimizer and schedule keys under ``SOLVER.*``."""
+    # "ADAMW" (paper) or "SGD" (momentum SOLVER.MOMENTUM).
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # AdamW (beta1, beta2).
+    cfg.SOLVER.BETAS = [0.9, 0.999]
+    # LR multiplier of the student backbone.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    # LR multiplier of the decoder and the CSH (x10 in the paper, SPEC 5).
+    cfg.SOLVER.HEAD_MULTIPLIER = 10.0
+    # Weight decay of positional embeddings / tokens (no decay, as for norms).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # Power of the poly schedule (1 - t/T)^power after warm-up ("WarmupPolyLR").
+    cfg.SOLVER.POLY_LR_POWER = 1.0
+    # Floor of the poly LR factor (0 = decay to zero).
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+
+
+def add_chimeraseg_config(cfg: CN) -> None:
+    """Adds every ChimeraSeg key (with its default) to a detectron2 config, in place.
+
+    Args:
+        cfg: a config from ``detectron2.config.get_cfg()``.
+    """
+    _add_model_config(cfg)
+    _add_clip_config(cfg)
+    _add_test_config(cfg)
+    _add_solver_config(cfg)
+    _add_data_defaults(cfg)
+
+
+def _add_data_defaults(cfg: CN) -> None:
+    """Adds the data keys the zero-shot mapper reads beyond detectron2's ``INPUT.*``.
+
+    Training resize: the short side ``INPUT.MIN_SIZE_TRAIN[0]`` (one value) and the long-side cap
+    ``INPUT.MAX_SIZE_TRAIN`` form the reference scale, multiplied by a random ratio.
+    """
+    # Range (lo, hi) of the random rescale ratio of the reference scale (SegFormer: 0.5-2.0).
+    cfg.INPUT.RESIZE_RATIO_RANGE = [0.5, 2.0]
+    # Single-category area cap of random crops (1.0 disables it; SegFormer: 0.75).
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Photometric distortion (brightness, contrast, saturation, hue) in training.
+    cfg.INPUT.COLOR_AUG_SSD = False
+
+
+def _lookup(cfg: CN, dotted: str) -> object:
+    """Returns ``cfg.A.B.C`` for ``"A.B.C"``."""
+    node: object = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate_chimeraseg_config(cfg: CN) -> None:
+    """Checks enumerated keys and value ranges.
+
+    Raises:
+        ValueError: naming the offending key, its value and the allowed values.
+    """
+    for key, choices in _CHOICES.items():
+        value = _lookup(cfg, key)
+        if value not in choices:
+            raise ValueError(f"config key {key} = {value!r} is not one of {list(choices)}")
+    if not 0 <= cfg.MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS <= 3:
+        raise ValueError(
+            "config key MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS = "
+            f"{cfg.MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS} must be in 0..3"
+        )
+    if cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS not in (1, 2):
+        raise ValueError(
+            f"config key MODEL.CHIMERASEG.CSH.MLP_LAYERS = {cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS} "
+            "must be 1 or 2"
+        )
+
+
+def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
+    """Builds a default config with ChimeraSeg keys, merges a YAML and ``KEY VALUE`` overrides.
+
+    Args:
+        config_file: path of a YAML config (``_BASE_`` chains are followed), or None.
+        opts: flat list ``["KEY", "VALUE", ...]`` of command-line overrides.
+
+    Returns:
+        The validated (not frozen) config.
+
+    Raises:
+        KeyError: when the YAML (naming the file) or ``opts`` hold an unknown key (naming it).
+        ValueError: when an enumerated key has a value outside its choices.
+    """
+    cfg = get_cfg()
+    add_chimeraseg_config(cfg)
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:  # detectron2: "Non-existent config key: A.B.C"
+            raise KeyError(f"{config_file} (or a _BASE_ it extends): {e.args[0]}") from e
+    if opts:
+        try:
+            cfg.merge_from_list(list(opts))
+        except AssertionError as e:  # yacs: "Non-existent key: A.B.C" for command-line opts
+            raise KeyError(f"command-line override: {e}") from e
+    validate_chimeraseg_config(cfg)
+    return cfg

@@ -1,0 +1,344 @@
+"""detectron2 meta-architecture ``ChimeraSeg``: batched dict inputs <-> ``ChimeraSegModel``.
+
+Training: ``[{"image": (3, H, W) uint8 RGB, "sem_seg": (H, W) int64}]`` -> dict of losses, with
+the SGD K schedule driven by detectron2's ``EventStorage`` iteration (so ``--resume`` continues
+it). Inference: ``[{"image", "height", "width"}]`` -> ``[{"sem_seg": (N, height, width)}]``
+unbiased logits over the current vocabulary (gamma is added by the evaluator / the demo).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
+from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg.clip.text import encode_class_names
+from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
+from chimeraseg.modeling.csh import CLIPSemanticHead
+from chimeraseg.modeling.decoder import SegFormerDecoder
+from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
+from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
+
+__all__ = ["ChimeraSeg", "build_clip_from_config", "dataset_vocabulary"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_clip_name(name: str) -> str:
+    """An open_clip model name; a path to a model-config JSON is registered under its stem.
+
+    Args:
+        name: ``MODEL.CLIP.NAME``: an open_clip name (``"ViT-B-16-quickgelu"``) or a ``.json``
+            file in open_clip's model-config format (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+
+    Raises:
+        FileNotFoundError: naming the JSON path when it does not exist.
+    """
+    if not name.endswith(".json"):
+        return name
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"MODEL.CLIP.NAME: model-config JSON '{path}' does not exist")
+    if open_clip.get_model_config(path.stem) is None:
+        open_clip.add_model_config(path)
+    return path.stem
+
+
+def build_clip_from_config(cfg: CfgNode) -> nn.Module:
+    """Loads the frozen CLIP of ``MODEL.CLIP`` (tag or path; random only if allowed)."""
+    c = cfg.MODEL.CLIP
+    return load_clip(
+        resolve_clip_name(c.NAME),
+        pretrained=c.PRETRAINED or None,
+        allow_random_init=c.ALLOW_RANDOM_INIT,
+        random_init_seed=c.RANDOM_INIT_SEED,
+    )
+
+
+def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[int], list[int]]:
+    """``(class names, seen ids, unseen ids)`` from a registered dataset's metadata."""
+    meta = MetadataCatalog.get(dataset_name)
+    missing = [
+        k for k in ("stuff_classes", "seen_classes", "unseen_classes") if not hasattr(meta, k)
+    ]
+    if missing:
+        raise KeyError(
+            f"dataset {dataset_name!r} has no metadata {missing}; is it registered by "
+            "chimeraseg.d2.data (DATASETS.TRAIN / DATASETS.TEST)?"
+        )
+    return list(meta.stuff_classes), list(meta.seen_classes), list(meta.unseen_classes)
+
+
+def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
+    p = cfg.MODEL.CHIMERASEG.PSEUDO_MASKS
+    max_regions = None if p.MAX_REGIONS < 0 else p.MAX_REGIONS
+    if not p.ENABLED:
+        max_regions = 0  # no latent regions: ignore pixels stay ignored
+    return PseudoMaskConfig(
+        scales=tuple(p.WINDOW_SCALES),
+        kmeans_iters=p.KMEANS_ITERS,
+        merge_threshold=p.MERGE_THRESHOLD,
+        min_area=p.MIN_AREA,
+        max_regions=max_regions,
+        region_ignore_fraction=p.REGION_IGNORE_FRACTION,
+        seed_region_fraction=p.SEED_REGION_FRACTION,
+        unseen_threshold=p.UNSEEN_THRESHOLD,
+        unseen_temperature=p.UNSEEN_TEMPERATURE,
+    )
+
+
+def _build_head(cfg: CfgNode, in_channels: int, clip_visual: nn.Module) -> CLIPSemanticHead:
+    c = cfg.MODEL.CHIMERASEG.CSH
+    return CLIPSemanticHead(
+        in_channels,
+        clip_visual,
+        mlp_layers=c.MLP_LAYERS,
+        vencoder_blocks=c.VENCODER_BLOCKS,
+        use_value=c.USE_VALUE,
+        use_ffn=c.USE_FFN,
+        trainable_value=c.TRAINABLE_VALUE,
+        trainable_ffn=c.TRAINABLE_FFN,
+        norm=c.NORM,
+        residual=c.RESIDUAL,
+        proj=c.PROJ,
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class ChimeraSeg(nn.Module):
+    """Chimera-Seg as a detectron2 meta-architecture (wraps :class:`ChimeraSegModel`).
+
+    Args:
+        model: the plain-PyTorch model (student, CSH, teacher, training text embeddings).
+        clip_model: the frozen CLIP (text tower used by :meth:`set_vocabulary`); kept outside the
+            module tree, so it is neither saved nor moved with the model.
+        train_vocabulary: class names of the training split (checked against checkpoints).
+        vocabulary: evaluation class names ``N``.
+        unseen_ids: indices of the unseen classes in ``vocabulary``.
+        text_templates: prompt templates for :meth:`set_vocabulary`.
+        text_cache_dir: text-embedding cache directory (None = no cache).
+        size_divisibility: batch padding multiple (ImageList).
+        test_mode: ``"whole"`` or ``"slide"``.
+        slide_crop: sliding-window ``(h, w)``.
+        slide_stride: sliding-window step ``(h, w)``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        model: ChimeraSegModel,
+        clip_model: nn.Module,
+        train_vocabulary: list[str],
+        vocabulary: list[str],
+        unseen_ids: list[int],
+        text_templates: str | list[str],
+        text_cache_dir: str | None,
+        size_divisibility: int,
+        test_mode: str = "whole",
+        slide_crop: tuple[int, int] = (512, 512),
+        slide_stride: tuple[int, int] = (341, 341),
+    ) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "clip_model", clip_model)  # not a submodule: not checkpointed
+        self.train_vocabulary = list(train_vocabulary)
+        self.text_templates, self.text_cache_dir = text_templates, text_cache_dir
+        self.size_divisibility = size_divisibility
+        self.test_mode, self.slide_crop, self.slide_stride = test_mode, slide_crop, slide_stride
+        self.register_buffer("vocabulary_embeddings", torch.empty(0), persistent=False)
+        self.register_buffer("unseen_mask", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.vocabulary: list[str] = []
+        self.set_vocabulary(vocabulary, unseen_ids)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        m = cfg.MODEL.CHIMERASEG
+        train_set = (cfg.DATASETS.TRAIN or cfg.DATASETS.TEST)[0]
+        names, seen_ids, unseen_ids = dataset_vocabulary(train_set)
+        clip_model = build_clip_from_config(cfg)
+        templates = cfg.MODEL.CLIP.TEXT_TEMPLATES
+        cache = cfg.MODEL.CLIP.TEXT_CACHE_DIR or None
+        text = encode_class_names(clip_model, names, templates, cache_dir=cache)  # (N, D)
+        backbone = build_backbone(cfg, ShapeSpec(channels=3))
+        in_channels = {k: s.channels for k, s in backbone.output_shape().items()}
+        decoder = SegFormerDecoder(in_channels, m.DECODER.EMBED_DIM, m.DECODER.DROPOUT)
+        sgd = SelectiveGlobalDistillation(
+            k_init=m.SGD.K_INIT, k_step=m.SGD.K_STEP, mode=m.SGD.MODE, tau=m.SGD.TAU,
+            gather_across_processes=m.SGD.GATHER,
+        )  # fmt: skip
+        model = ChimeraSegModel(
+            backbone=backbone,
+            decoder=decoder,
+            head=_build_head(cfg, m.DECODER.EMBED_DIM, clip_model.visual),
+            teacher=CLIPTeacher(clip_model) if m.BUILD_TEACHER else None,
+            seen_text=text[seen_ids],
+            unseen_text=text[unseen_ids],
+            seen_ids=seen_ids,
+            unseen_ids=unseen_ids,
+            num_classes=len(names),
+            setting=m.SETTING,
+            pseudo_masks=_pseudo_mask_config(cfg),
+            sgd=sgd if m.SGD.WEIGHT != 0 else None,
+            sgd_weight=m.SGD.WEIGHT,
+            lambda_sam=m.SAM.WEIGHT,
+            tau=m.LOGIT_TAU,
+            tau_f=m.SAM.TAU_F,
+            tau_c=m.SAM.TAU_C,
+            ce_weight=m.SEG_LOSS.CE_WEIGHT,
+            focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
+            focal_gamma=m.SEG_LOSS.FOCAL_GAMMA,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            fold_projection=m.FOLD_PROJECTION,
+            seed=cfg.SEED if cfg.SEED >= 0 else None,
+            ignore_index=m.IGNORE_VALUE,
+        )
+        test_set = (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[0]
+        vocabulary, _, test_unseen = dataset_vocabulary(test_set)
+        return {
+            "model": model.to(cfg.MODEL.DEVICE),
+            "clip_model": clip_model,
+            "train_vocabulary": names,
+            "vocabulary": vocabulary,
+            "unseen_ids": test_unseen,
+            "text_templates": templates,
+            "text_cache_dir": cache,
+            "size_divisibility": max(m.SIZE_DIVISIBILITY, backbone.size_divisibility),
+            "test_mode": cfg.TEST.MODE,
+            "slide_crop": tuple(cfg.TEST.SLIDE_CROP_SIZE),
+            "slide_stride": tuple(cfg.TEST.SLIDE_STRIDE),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+    def param_group_modules(self) -> dict[str, list[nn.Module]]:
+        """Modules per LR group for the optimizer: ``backbone`` and ``head`` (decoder + CSH)."""
+        return {"backbone": [self.model.backbone], "head": [self.model.decoder, self.model.head]}
+
+    # ------------------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, names: list[str], unseen_ids: list[int] | None = None) -> None:
+        """Sets the inference vocabulary (text embeddings are computed once and cached).
+
+        Args:
+            names: ``N`` class names (comma-separated synonyms allowed).
+            unseen_ids: indices in ``names`` whose logits get gamma (evaluator / demo).
+        """
+        unseen_ids = list(unseen_ids or [])
+        bad = [i for i in unseen_ids if not 0 <= i < len(names)]
+        if bad:
+            raise ValueError(f"unseen ids {bad} are outside the vocabulary of {len(names)} names")
+        if list(names) != self.vocabulary:
+            text = encode_class_names(
+                self.clip_model, list(names), self.text_templates, cache_dir=self.text_cache_dir
+            )
+            self.vocabulary_embeddings = text.to(self.device)  # (N, D)
+            self.vocabulary = list(names)
+        mask = torch.zeros(len(names), dtype=torch.bool, device=self.device)
+        mask[unseen_ids] = True
+        self.unseen_mask = mask  # (N,)
+
+    def set_vocabulary_from_dataset(self, dataset_name: str) -> None:
+        """Uses a registered dataset's classes and unseen split as the vocabulary."""
+        names, _, unseen = dataset_vocabulary(dataset_name)
+        self.set_vocabulary(names, unseen)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """CLIP reference and training vocabulary stored beside the weights."""
+        m = self.model
+        return {
+            "clip": clip_reference(self.clip_model),
+            "vocabulary": list(self.train_vocabulary),
+            "seen_ids": list(m.seen_ids),
+            "unseen_ids": list(m.unseen_ids),
+            "num_classes": m.num_classes,
+            "train_text_shape": [m.num_classes, int(m.seen_text.shape[1])],
+            "setting": m.setting,
+        }
+
+    def verify_checkpoint_metadata(self, meta: dict[str, Any], source: str = "") -> None:
+        """Raises if a checkpoint was trained with other CLIP weights or another vocabulary.
+
+        Raises:
+            ValueError: naming the checkpoint, the differing key and both values.
+        """
+        verify_clip_reference(self.clip_model, meta.get("clip", {}), source=source)
+        mine = self.checkpoint_metadata()
+        for key in ("train_text_shape", "vocabulary", "seen_ids", "unseen_ids"):
+            if key in meta and list(_as_list(meta[key])) != list(_as_list(mine[key])):
+                raise ValueError(
+                    f"checkpoint '{source}' does not match the config's vocabulary: {key} = "
+                    f"{meta[key]} in the checkpoint vs {mine[key]} from DATASETS.TRAIN"
+                )
+
+    # --------------------------------------------------------------------------------- forward
+    def _images(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+        """Pads ``(3, H, W)`` 0..255 RGB images with the pixel mean to ``size_divisibility``."""
+        mean = self.model.pixel_mean[0]  # (3, 1, 1)
+        centred = [x["image"].to(self.device, torch.float32) - mean for x in batched_inputs]
+        images = ImageList.from_tensors(centred, self.size_divisibility)  # (B, 3, Hp, Wp)
+        images.tensor = images.tensor + mean  # padding = mean colour, content unchanged
+        return images
+
+    def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
+        """Training losses (``self.training``) or per-image ``{"sem_seg": (N, H, W)}`` logits."""
+        images = self._images(batched_inputs)
+        if self.training:
+            ignore = self.model.ignore_index
+            labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
+            labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=ignore)
+            iteration = get_event_storage().iter
+            return self.model.forward_train(images.tensor, labels.tensor.long(), iteration)
+        logits = self.model.forward_test(
+            images.tensor,
+            self.vocabulary_embeddings,
+            mode=self.test_mode,
+            crop=self.slide_crop,
+            stride=self.slide_stride,
+        )  # (B, N, Hp, Wp) unbiased
+        results = []
+        for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
+            h, w = inp.get("height", size[0]), inp.get("width", size[1])
+            results.append({"sem_seg": sem_seg_postprocess(logit, size, h, w)})
+        return results
+
+    def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
+        """Cosine similarity of the teacher's CLS embedding with every ``Fc`` position (Fig. 8).
+
+        Returns:
+            Per image a ``(height, width)`` map in ``[-1, 1]``.
+        """
+        if self.model.teacher is None:
+            raise RuntimeError("similarity_map needs the teacher (MODEL.CHIMERASEG.BUILD_TEACHER)")
+        images = self._images(batched_inputs)
+        cls = self.model.teacher(images.tensor).cls  # (B, D) unit
+        fc = F.normalize(self.model.clip_features(images.tensor), dim=1)  # (B, D, h, w)
+        sim = torch.einsum("bd,bdhw->bhw", cls.to(fc.dtype), fc)[:, None]  # (B, 1, h, w)
+        sim = F.interpolate(sim, size=images.tensor.shape[-2:], mode="bilinear")
+        out = []
+        for s, inp, size in zip(sim, batched_inputs, images.image_sizes):
+            h, w = inp.get("height", size[0]), inp.get("width", size[1])
+            out.append(sem_seg_postprocess(s, size, h, w)[0])
+        return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    """Lists and tuples as lists (checkpoint metadata may round-trip tuples as lists)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -1,0 +1,276 @@
+"""Training helpers: AdamW with LR multipliers, poly-with-warm-up schedule, checkpointer, trainer.
+
+``ChimeraSegTrainer`` is the ``DefaultTrainer`` subclass ``tools/train_net.py`` runs; it is kept in
+the package so ``tools/run_demo.py`` and the tests use the very same class.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.modeling import build_model
+from detectron2.solver import LRMultiplier, WarmupParamScheduler
+from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from fvcore.common.param_scheduler import ParamScheduler
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# Parameters whose name ends with one of these are positional embeddings / tokens (no decay).
+_EMBED_SUFFIXES = ("pos_embed", "cls_token", "absolute_pos_embed", "positional_embedding")
+_NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)
+# Key of ChimeraSeg's extra data in checkpoint files (CLIP reference + vocabulary).
+CHECKPOINT_METADATA_KEY = "chimeraseg"
+
+
+class PolyLRFactor(ParamScheduler):
+    """Poly decay factor ``max((1 - where) ** power, constant_ending)`` for ``where`` in [0, 1]."""
+
+    def __init__(self, power: float, constant_ending: float = 0.0) -> None:
+        self.power = power
+        self.constant_ending = constant_ending
+
+    def __call__(self, where: float) -> float:
+        return max((1.0 - where) ** self.power, self.constant_ending)
+
+
+def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """``WarmupPolyLR``: linear warm-up over ``SOLVER.WARMUP_ITERS`` then poly decay.
+
+    Other ``SOLVER.LR_SCHEDULER_NAME`` values go to detectron2's builder.
+    """
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
+        return d2_build_lr_scheduler(cfg, optimizer)
+    poly = PolyLRFactor(cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_CONSTANT_ENDING)
+    warmup_length = min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0)
+    multiplier = WarmupParamScheduler(
+        poly, cfg.SOLVER.WARMUP_FACTOR, warmup_length, cfg.SOLVER.WARMUP_METHOD
+    )
+    return LRMultiplier(optimizer, multiplier=multiplier, max_iter=cfg.SOLVER.MAX_ITER)
+
+
+def _lr_multipliers(model: nn.Module, cfg: CfgNode) -> dict[int, float]:
+    """Maps ``id(param)`` to its LR multiplier from the model's ``param_group_modules()``."""
+    if not hasattr(model, "param_group_modules"):
+        return {}
+    factors = {"backbone": cfg.SOLVER.BACKBONE_MULTIPLIER, "head": cfg.SOLVER.HEAD_MULTIPLIER}
+    out: dict[int, float] = {}
+    for group, modules in model.param_group_modules().items():
+        for module in modules:
+            for p in module.parameters():
+                out[id(p)] = factors[group]
+    return out
+
+
+def build_param_groups(cfg: CfgNode, model: nn.Module) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by (lr, weight decay).
+
+    Backbone params get ``BASE_LR * BACKBONE_MULTIPLIER``, decoder and CSH params
+    ``BASE_LR * HEAD_MULTIPLIER``; norm parameters ``WEIGHT_DECAY_NORM``, positional embeddings
+    ``WEIGHT_DECAY_EMBED``; everything else ``WEIGHT_DECAY``. Frozen parameters are left out.
+    """
+    base_lr, multipliers = cfg.SOLVER.BASE_LR, _lr_multipliers(model, cfg)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for _, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            decay = cfg.SOLVER.WEIGHT_DECAY
+            if isinstance(module, _NORM_TYPES):
+                decay = cfg.SOLVER.WEIGHT_DECAY_NORM
+            elif name.endswith(_EMBED_SUFFIXES):
+                decay = cfg.SOLVER.WEIGHT_DECAY_EMBED
+            lr = base_lr * multipliers.get(id(param), 1.0)
+            groups.setdefault((lr, decay), []).append(param)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW (or SGD) over :func:`build_param_groups`, with detectron2's gradient clipping."""
+    params = build_param_groups(cfg, model)
+    if not params:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    if cfg.SOLVER.OPTIMIZER == "ADAMW":
+        opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+        return opt_cls(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+    opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+    return opt_cls(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+class ChimeraSegCheckpointer(DetectionCheckpointer):
+    """Saves the CLIP reference and vocabulary with the weights; verifies them on load.
+
+    The model's ``state_dict`` holds only the student and CSH (frozen CLIP weights are referenced
+    by name, tag/path and sha256, not stored). Loading a ChimeraSeg checkpoint into a model with
+    different CLIP weights, a different vocabulary, missing keys or mismatched shapes raises.
+    """
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        model = _unwrap(self.model)
+        if hasattr(model, "checkpoint_metadata"):
+            kwargs[CHECKPOINT_METADATA_KEY] = model.checkpoint_metadata()
+        super().save(name, **kwargs)
+
+    def _load_model(self, checkpoint: Any) -> Any:
+        model = _unwrap(self.model)
+        metadata = checkpoint.pop(CHECKPOINT_METADATA_KEY, None)
+        source = getattr(self, "_loading_path", "the checkpoint")
+        if metadata is not None and hasattr(model, "verify_checkpoint_metadata"):
+            model.verify_checkpoint_metadata(metadata, source=source)
+        elif hasattr(model, "verify_checkpoint_metadata"):
+            logger.warning("%s has no ChimeraSeg metadata; CLIP/vocabulary not verified", source)
+        incompatible = super()._load_model(checkpoint)
+        if metadata is not None:
+            # Frozen CLIP copies are absent from checkpoints by design; only keys the model's own
+            # state_dict() reports are required.
+            expected = set(model.state_dict())
+            problems = [k for k in incompatible.missing_keys if k in expected] + [
+                f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})"
+                for k, a, b in incompatible.incorrect_shapes
+            ]
+            if problems:
+                raise RuntimeError(
+                    f"{source} does not match the model built from the config: "
+                    f"{problems[:10]} (is it a checkpoint of another config?)"
+                )
+        return incompatible
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self._loading_path = path
+        return super().load(path, *args, **kwargs)
+
+
+def wrap_ddp(model: nn.Module, cfg: CfgNode) -> nn.Module:
+    """Wraps the model in DistributedDataParallel when more than one process runs.
+
+    Unlike detectron2's ``create_ddp_model`` this also works for CPU models (gloo): ``device_ids``
+    is only passed for CUDA.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    kwargs: dict[str, Any] = {"broadcast_buffers": False}
+    if cfg.MODEL.DEVICE.startswith("cuda"):
+        kwargs["device_ids"] = [comm.get_local_rank()]
+    return nn.parallel.DistributedDataParallel(model, **kwargs)
+
+
+class ChimeraSegTrainer(DefaultTrainer):
+    """``DefaultTrainer`` with the zero-shot mapper and evaluator, AdamW with LR multipliers, the
+    poly schedule, CPU-capable DDP and the metadata-aware :class:`ChimeraSegCheckpointer`.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        # Same construction order as DefaultTrainer, with our DDP wrapper and checkpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model, cfg)
+        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = loop(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = ChimeraSegCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        """Builds the meta-architecture; converts BatchNorm to SyncBatchNorm under CUDA DDP."""
+        model = build_model(cfg)
+        if comm.get_world_size() > 1:
+            if cfg.MODEL.DEVICE.startswith("cuda"):
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                logger.warning("SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(
+        cls, cfg: CfgNode, optimizer: torch.optim.Optimizer
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
+        from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
+
+        return build_detection_train_loader(cfg, mapper=ZeroShotDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
+        from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
+
+        mapper = ZeroShotDatasetMapper(cfg, is_train=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
+    ) -> Any:
+        from chimeraseg.d2.evaluator import ZeroShotSemSegEvaluator
+
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return ZeroShotSemSegEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test(
+        cls, cfg: CfgNode, model: nn.Module, evaluators: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """Evaluates on every ``DATASETS.TEST`` set, each with its own vocabulary.
+
+        Returns:
+            The evaluator results; ``{dataset: results}`` when there are several test sets.
+        """
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(
+                f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} DATASETS.TEST entries"
+            )
+        inner, results = _unwrap(model), OrderedDict()
+        for index, name in enumerate(cfg.DATASETS.TEST):
+            if hasattr(inner, "set_vocabulary_from_dataset"):
+                inner.set_vocabulary_from_dataset(name)
+            loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[index] if evaluators else cls.build_evaluator(cfg, name)
+            results[name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s in csv format:", name)
+                print_csv_format(results[name])
+        return next(iter(results.values())) if len(results) == 1 else results

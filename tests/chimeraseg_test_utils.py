@@ -1,0 +1,49 @@
+"""Helpers shared by the tests (importable as ``chimeraseg_test_utils`` from any test directory).
+
+Kept out of ``conftest.py`` because ``tests/d2/conftest.py`` shadows the module name ``conftest``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHETIC_CONFIG = str(REPO / "configs" / "synthetic" / "chimeraseg_mitb0_synthetic.yaml")
+
+HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
+DETECTRON2_SKIP_REASON = (
+    "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
+)
+
+# A CLIP with ViT-B/16's structure (patch 16, QuickGELU, ln_pre/ln_post, class token, proj) but
+# tiny widths, so that building it and running it take milliseconds. The text tower keeps the real
+# tokenizer's vocabulary and context length so open_clip's tokenizer works unchanged.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    "quick_gelu": True,
+}
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seeds Python, NumPy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- seeds code that still uses the global RNG
+    torch.manual_seed(seed)
+
+
+def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
+    """Builds the tiny random CLIP of ``TINY_CLIP_CONFIG``, frozen and in eval mode."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(**TINY_CLIP_CONFIG).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,87 @@
+"""Config: every YAML merges and builds a model; unknown keys and bad values fail by name."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+pytest.importorskip(
+    "detectron2",
+    reason=(
+        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
+    ),
+)
+
+from pathlib import Path  # noqa: E402
+
+from chimeraseg.d2.config import get_chimeraseg_cfg  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_YAMLS = sorted(glob.glob(str(REPO / "configs" / "**" / "*.yaml"), recursive=True))
+
+
+def test_configs_exist_for_every_setting_and_ablation_table():
+    names = {os.path.relpath(p, REPO / "configs") for p in ALL_YAMLS}
+    for dataset, sched in (("coco-stuff-164k-156", "80k"), ("pascal-context-59-49", "40k")):
+        for model in ("mitb0", "mitb4", "vitb16"):
+            assert f"{dataset}/chimeraseg_{model}_{sched}.yaml" in names
+            assert f"{dataset}/chimeraseg_{model}_transductive_{sched}.yaml" in names
+    tables = {os.path.basename(n)[:7] for n in names if "/ablations/" in n}
+    assert tables == {f"table{i:02d}" for i in range(3, 13)}
+    assert "synthetic/chimeraseg_mitb0_synthetic.yaml" in names
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: os.path.relpath(p, REPO / "configs"))
+def test_every_yaml_merges_and_builds_a_model(path, tiny_opts, synthetic_root):
+    from detectron2.modeling import build_model
+
+    import chimeraseg.d2  # noqa: F401 -- registrations
+
+    if os.path.basename(path).startswith("Base-"):
+        cfg = get_chimeraseg_cfg(path, tiny_opts)
+        assert cfg.MODEL.META_ARCHITECTURE == "ChimeraSeg"
+        return
+    cfg = get_chimeraseg_cfg(path, tiny_opts)
+    model = build_model(cfg)
+    assert len(model.vocabulary) == len(model.model.seen_ids) + len(model.model.unseen_ids)
+    assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR"
+
+
+def test_paper_settings_in_base_configs():
+    cfg = get_chimeraseg_cfg(str(REPO / "configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml"))
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (16, 6e-5, 80000)
+    assert (cfg.SOLVER.HEAD_MULTIPLIER, cfg.SOLVER.WARMUP_ITERS, cfg.TEST.GAMMA) == (
+        10.0,
+        1500,
+        0.5,
+    )
+    assert (cfg.MODEL.CHIMERASEG.SGD.K_INIT, cfg.MODEL.CHIMERASEG.SAM.TAU_C) == (9000, 0.01)
+    ctx = get_chimeraseg_cfg(str(REPO / "configs/pascal-context-59-49/chimeraseg_mitb4_40k.yaml"))
+    assert (ctx.SOLVER.MAX_ITER, ctx.TEST.GAMMA) == (40000, 0.0)
+
+
+def test_unknown_yaml_key_fails_naming_the_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_BASE_: {REPO / 'configs/synthetic/chimeraseg_mitb0_synthetic.yaml'}\n"
+                   "MODEL:\n  CHIMERASEG:\n    CSH:\n      NROM: BN\n")  # fmt: skip
+    with pytest.raises(KeyError, match="MODEL.CHIMERASEG.CSH.NROM") as info:
+        get_chimeraseg_cfg(str(bad))
+    assert "bad.yaml" in str(info.value)
+
+
+def test_unknown_command_line_key_fails_naming_the_key():
+    with pytest.raises(KeyError, match="MODEL.CLIP.WEIGHTZ"):
+        get_chimeraseg_cfg(None, ["MODEL.CLIP.WEIGHTZ", "x"])
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("TEST.MODE", "slid"), ("MODEL.CHIMERASEG.CSH.NORM", "BatchNorm"),
+     ("MODEL.CHIMERASEG.SETTING", "zero-shot"), ("MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS", "5")],
+)  # fmt: skip
+def test_bad_choice_fails_naming_key_and_value(key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as info:
+        get_chimeraseg_cfg(None, [key, value])
+    assert value in str(info.value)

@@ -1,0 +1,46 @@
+"""tools/demo.py writes an overlay (and a similarity map) for a given vocabulary."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "detectron2",
+    reason=(
+        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
+    ),
+)
+
+from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("chimeraseg_demo_tool", TOOLS / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_writes_images_for_a_custom_vocabulary(tiny_opts, synthetic_root, tmp_path):
+    import cv2
+
+    demo = _demo_module()
+    image = sorted((Path(synthetic_root) / "synthetic_zs" / "val2017").glob("*.jpg"))[0]
+    demo.main(["--config-file", SYNTHETIC_CONFIG, "--input", str(image), "--output",
+               str(tmp_path), "--vocabulary", "cat,grass,sky", "--unseen", "cat",
+               "--similarity-map", *tiny_opts])  # fmt: skip
+    out = cv2.imread(str(tmp_path / (image.stem + ".png")))
+    assert out is not None and out.shape[1] == 200 and out.shape[0] > 160  # overlay + legend
+    assert os.path.isfile(tmp_path / (image.stem + "_similarity.png"))
+
+
+def test_demo_rejects_unseen_names_outside_the_vocabulary(tiny_opts, synthetic_root, tmp_path):
+    demo = _demo_module()
+    with pytest.raises(ValueError, match="dog"):
+        demo.build_demo(SYNTHETIC_CONFIG, tiny_opts, ["cat", "sky"], ["dog"])

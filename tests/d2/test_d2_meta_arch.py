@@ -1,0 +1,105 @@
+"""Meta-architecture: one training iteration, inference shapes, checkpoint verification."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip(
+    "detectron2",
+    reason=(
+        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
+    ),
+)
+
+import torch  # noqa: E402
+from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
+
+from chimeraseg.d2.config import get_chimeraseg_cfg  # noqa: E402
+
+
+def _model(opts):
+    from detectron2.modeling import build_model
+
+    import chimeraseg.d2  # noqa: F401
+
+    return build_model(get_chimeraseg_cfg(SYNTHETIC_CONFIG, opts))
+
+
+def _batch(train: bool):
+    from detectron2.data import DatasetCatalog
+
+    from chimeraseg.d2.data import ZeroShotDatasetMapper
+
+    cfg = get_chimeraseg_cfg(SYNTHETIC_CONFIG, ["INPUT.CROP.SIZE", "(64, 64)"])
+    name = "synthetic_zs_train" if train else "synthetic_zs_val"
+    mapper = ZeroShotDatasetMapper(cfg, is_train=train)
+    return [mapper(d) for d in DatasetCatalog.get(name)[:2]]
+
+
+def test_one_training_iteration_has_finite_losses_and_gradients(tiny_opts, synthetic_root):
+    from detectron2.utils.events import EventStorage
+
+    model = _model(tiny_opts).train()
+    with EventStorage(7):
+        losses = model(_batch(train=True))
+    assert set(losses) == {"loss_seg", "loss_sgd", "loss_sam"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.model.head.mlp[0].weight.grad.abs().sum() > 0
+    assert model.model.backbone.body.patch_embed1.proj.weight.grad is not None
+
+
+def test_inference_returns_unbiased_logits_at_original_size(tiny_opts, synthetic_root):
+    model = _model(tiny_opts).eval()
+    batch = _batch(train=False)
+    with torch.no_grad():
+        out = model(batch)
+    assert out[0]["sem_seg"].shape == (12, batch[0]["height"], batch[0]["width"])
+    model.set_vocabulary(["cat", "grass", "sky"], [0])
+    with torch.no_grad():
+        assert model(batch[:1])[0]["sem_seg"].shape[0] == 3
+    assert model.unseen_mask.tolist() == [True, False, False]
+
+
+def test_checkpoint_with_other_clip_or_vocabulary_is_refused(tiny_opts, synthetic_root, tmp_path):
+    from chimeraseg.d2 import ChimeraSegCheckpointer
+
+    model = _model(tiny_opts)
+    ChimeraSegCheckpointer(model, str(tmp_path)).save("m")
+    path = str(tmp_path / "m.pth")
+    ChimeraSegCheckpointer(_model(tiny_opts)).load(path)  # same CLIP: fine
+    other = _model(tiny_opts + ["MODEL.CLIP.RANDOM_INIT_SEED", "1"])
+    with pytest.raises(ValueError, match="random_init_seed: checkpoint=0 vs loaded=1"):
+        ChimeraSegCheckpointer(other).load(path)
+    data = torch.load(path, weights_only=False)
+    data["chimeraseg"]["vocabulary"][0] = "lawn"
+    torch.save(data, tmp_path / "renamed.pth")
+    with pytest.raises(ValueError, match="lawn.*grass"):
+        ChimeraSegCheckpointer(_model(tiny_opts)).load(str(tmp_path / "renamed.pth"))
+
+
+def test_optimizer_multipliers_and_poly_schedule(tiny_opts, synthetic_root):
+    from chimeraseg.d2.trainer import build_lr_scheduler, build_optimizer
+
+    cfg = get_chimeraseg_cfg(SYNTHETIC_CONFIG, tiny_opts)
+    model = _model(tiny_opts)
+    opt = build_optimizer(cfg, model)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    base = cfg.SOLVER.BASE_LR
+    assert lr_of[id(model.model.head.mlp[0].weight)] == pytest.approx(10 * base)
+    assert lr_of[id(model.model.decoder.fuse_conv.weight)] == pytest.approx(10 * base)
+    assert lr_of[id(model.model.backbone.body.patch_embed1.proj.weight)] == pytest.approx(base)
+    assert wd_of[id(model.model.decoder.fuse_bn.weight)] == 0.0
+    assert wd_of[id(model.model.head.mlp[0].weight)] == cfg.SOLVER.WEIGHT_DECAY
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+    sched = build_lr_scheduler(cfg, opt)
+    factors = []
+    for _ in range(cfg.SOLVER.MAX_ITER):
+        factors.append(opt.param_groups[0]["lr"] / sched.base_lrs[0])
+        opt.step()
+        sched.step()
+    warm, total = cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.MAX_ITER
+    assert factors[0] == pytest.approx(cfg.SOLVER.WARMUP_FACTOR, rel=1e-3)
+    assert factors[warm + 10] == pytest.approx(1 - (warm + 10) / total, rel=1e-6)
+    assert factors[-1] < factors[warm]

@@ -1,0 +1,72 @@
+"""tools/train_net.py: train -> checkpoint -> --eval-only reproduces metrics; --resume continues."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "detectron2",
+    reason=(
+        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
+    ),
+)
+
+from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("chimeraseg_train_net", TOOLS / "train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(module, extra):
+    from detectron2.engine import default_argument_parser
+
+    return default_argument_parser().parse_args(["--config-file", SYNTHETIC_CONFIG, *extra])
+
+
+def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_path):
+    from detectron2.engine import HookBase
+    from detectron2.utils.events import get_event_storage
+
+    from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
+
+    tn = _train_net()
+    out = str(tmp_path / "run")
+    opts = [*tiny_opts, "OUTPUT_DIR", out, "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "0"]
+    cfg = get_chimeraseg_cfg(SYNTHETIC_CONFIG, [*opts, "SOLVER.MAX_ITER", "2"])
+    trainer = ChimeraSegTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    trained = trainer._last_eval_results["sem_seg"]
+    weights = str(Path(out) / "model_final.pth")
+    evaluated = tn.main(_args(tn, ["--eval-only", *opts, "MODEL.WEIGHTS", weights]))["sem_seg"]
+    for key in ("sIoU", "uIoU", "hIoU", "mIoU", "hIoU@gamma=1.00"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6)
+
+    # --resume: continues at iteration 2 with the K of iteration 2 (EventStorage drives K).
+    seen: list[tuple[int, int]] = []
+
+    class Record(HookBase):
+        def before_step(self):
+            it = get_event_storage().iter
+            seen.append((it, self.trainer.model.model.sgd.k_at(it)))
+
+    resumed = ChimeraSegTrainer(
+        get_chimeraseg_cfg(SYNTHETIC_CONFIG, [*opts, "SOLVER.MAX_ITER", "3"])
+    )
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    assert resumed.scheduler.last_epoch == 2
+    resumed.register_hooks([Record()])
+    resumed.train()
+    sgd = resumed.model.model.sgd
+    assert seen == [(2, sgd.k_at(2))]
+    assert sgd.k_at(2) == round(600 - 1.8 * 2)

@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Visualize Chimera-Seg predictions on images, a folder or a video, for any vocabulary.
+
+Examples::
+
+    python tools/demo.py --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml \\
+        --input photos/*.jpg --output vis/ MODEL.WEIGHTS model_final.pth
+
+    # open vocabulary; "*" marks the classes given as unseen in the legend (they receive gamma)
+    python tools/demo.py --config-file <cfg> --input cat.jpg --output vis/ \\
+        --vocabulary "cat,grass,sky,tree" --unseen "cat" --gamma 0.5 MODEL.WEIGHTS <pth>
+
+    # CLS-to-feature cosine similarity heat map (paper Fig. 8; builds the CLIP teacher)
+    python tools/demo.py --config-file <cfg> --input img.jpg --output vis/ --similarity-map ...
+
+    python tools/demo.py --config-file <cfg> --video-input clip.mp4 --output vis/ ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import Metadata
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+import chimeraseg.d2  # noqa: F401 -- registrations
+from chimeraseg.d2 import ChimeraSegCheckpointer, get_chimeraseg_cfg
+from chimeraseg.d2.data import build_zero_shot_augmentations
+from chimeraseg.d2.meta_arch import ChimeraSeg
+
+UNSEEN_SUFFIX = " *"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ChimeraSegDemo:
+    """Runs a ChimeraSeg model on RGB images and draws the predictions.
+
+    Args:
+        model: the meta-architecture (weights loaded).
+        augmentations: test-time resize (from ``INPUT.MIN_SIZE_TEST``).
+        gamma: bias added to the unseen classes' logits for display.
+        colors: RGB colour per vocabulary class (None = detectron2's colormap).
+    """
+
+    def __init__(
+        self,
+        model: ChimeraSeg,
+        augmentations: list[T.Augmentation],
+        gamma: float,
+        colors: list[list[int]] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.augmentations = T.AugmentationList(augmentations)
+        self.gamma = gamma
+        names, unseen = model.vocabulary, model.unseen_mask.tolist()
+        palette = colormap(rgb=True, maximum=255)
+        self.metadata = Metadata(
+            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
+            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
+        )
+
+    def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
+        """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
+        aug = T.AugInput(image_rgb)
+        self.augmentations(aug)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        return [{"image": tensor, "height": image_rgb.shape[0], "width": image_rgb.shape[1]}]
+
+    @torch.no_grad()
+    def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (gamma on unseen logits)."""
+        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
+        bias = self.model.unseen_mask.to(logits.dtype) * self.gamma  # (N,)
+        return (logits + bias[:, None, None]).argmax(dim=0).cpu()
+
+    def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
+        """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
+        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
+        overlay = vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
+        return np.concatenate([overlay, self._legend(prediction, overlay.shape[1])], axis=0)
+
+    def _legend(self, prediction: torch.Tensor, width: int) -> np.ndarray:
+        """A white strip listing the predicted classes with their colours (``*`` = unseen)."""
+        present = torch.unique(prediction).tolist()
+        rows = max(1, (len(present) + 2) // 3) + 1
+        strip = np.full((rows * 18 + 6, width, 3), 255, dtype=np.uint8)
+        col_w = max(width // 3, 1)
+        for i, c in enumerate(present):
+            y, x = 6 + (i // 3) * 18, 4 + (i % 3) * col_w
+            cv2.rectangle(strip, (x, y), (x + 12, y + 12), self.metadata.stuff_colors[c], -1)
+            label = self.metadata.stuff_classes[c]
+            cv2.putText(strip, label, (x + 16, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
+        cv2.putText(
+            strip, "* = unseen class", (4, rows * 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90)
+        )
+        return strip
+
+    @torch.no_grad()
+    def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` RGB overlay of the teacher-CLS-to-``Fc`` cosine heat map (Fig. 8)."""
+        sim = self.model.similarity_map(self._inputs(image_rgb))[0].float().cpu().numpy()
+        lo, hi = float(sim.min()), float(sim.max())
+        scaled = ((sim - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)  # (H, W)
+        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
+        return (0.5 * image_rgb + 0.5 * heat).astype(np.uint8)
+
+
+def build_demo(
+    config_file: str,
+    opts: list[str],
+    vocabulary: list[str] | None = None,
+    unseen: list[str] | None = None,
+    gamma: float | None = None,
+    similarity_map: bool = False,
+) -> ChimeraSegDemo:
+    """Builds the model from a config (``MODEL.WEIGHTS`` loaded and verified) and the demo.
+
+    Raises:
+        ValueError: an ``unseen`` name that is not in ``vocabulary``.
+    """
+    opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
+    cfg = get_chimeraseg_cfg(config_file, opts)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        ChimeraSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    colors = None
+    if vocabulary:
+        missing = [u for u in unseen or [] if u not in vocabulary]
+        if missing:
+            raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+        model.set_vocabulary(vocabulary, [vocabulary.index(u) for u in unseen or []])
+    else:
+        from detectron2.data import MetadataCatalog
+
+        colors = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("stuff_colors")
+    return ChimeraSegDemo(
+        model,
+        build_zero_shot_augmentations(cfg, is_train=False),
+        cfg.TEST.GAMMA if gamma is None else gamma,
+        colors=colors,
+    )
+
+
+def _image_paths(inputs: list[str]) -> list[str]:
+    """Expands files, globs and folders to a sorted list of image paths."""
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            paths += [os.path.join(item, f) for f in sorted(os.listdir(item))]
+        else:
+            paths += sorted(glob.glob(os.path.expanduser(item))) or [item]
+    return [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isdir(p)]
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB; raises naming the file if it cannot be read."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image '{path}' (missing or not an image)")
+    return image[..., ::-1].copy()
+
+
+def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool) -> None:
+    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image."""
+    os.makedirs(output, exist_ok=True)
+    for path in paths:
+        image = read_rgb(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        vis = demo.draw(image, demo.predict(image))
+        cv2.imwrite(os.path.join(output, stem + ".png"), vis[..., ::-1])
+        if similarity:
+            sim = demo.similarity(image)
+            cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
+
+
+def _frames(path: str) -> Iterator[np.ndarray]:
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise FileNotFoundError(f"cannot open video '{path}'")
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        yield frame[..., ::-1].copy()
+    capture.release()
+
+
+def run_on_video(demo: ChimeraSegDemo, path: str, output: str) -> str:
+    """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
+    os.makedirs(output, exist_ok=True)
+    fps = cv2.VideoCapture(path).get(cv2.CAP_PROP_FPS) or 25.0
+    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+    writer = None
+    for frame in _frames(path):
+        vis = demo.draw(frame, demo.predict(frame))[..., ::-1]
+        if writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
+        writer.write(np.ascontiguousarray(vis))
+    if writer is not None:
+        writer.release()
+    return target
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Chimera-Seg demo (detectron2 Visualizer)")
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--input", nargs="+", help="image files, globs or folders")
+    parser.add_argument("--video-input", help="a video file")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--vocabulary", help='class names "cat,grass,..." (default: dataset)')
+    parser.add_argument("--unseen", help='names of --vocabulary marked unseen, "a,b"')
+    parser.add_argument("--gamma", type=float, help="unseen-logit bias (default TEST.GAMMA)")
+    parser.add_argument("--similarity-map", action="store_true", help="also write Fig. 8 maps")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_parser().parse_args(argv)
+    if not args.input and not args.video_input:
+        raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER or --video-input VIDEO")
+    vocabulary, unseen = _split_names(args.vocabulary), _split_names(args.unseen)
+    if unseen and not vocabulary:
+        raise SystemExit("tools/demo.py: --unseen needs --vocabulary")
+    demo = build_demo(
+        args.config_file, args.opts, vocabulary, unseen, args.gamma, args.similarity_map
+    )
+    if args.input:
+        run_on_images(demo, _image_paths(args.input), args.output, args.similarity_map)
+    if args.video_input:
+        print("wrote", run_on_video(demo, args.video_input, args.output))
+
+
+if __name__ == "__main__":
+    main()
