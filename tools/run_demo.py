@@ -19,8 +19,8 @@ import time
 
 INSTALL_HINT = (
     "tools/run_demo.py: detectron2 is not installed; install it from source: "
-    "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git' "
-    "(see README.md, 'Install')"
+    f"{sys.executable} -m pip install --no-build-isolation "
+    "'git+https://github.com/facebookresearch/detectron2.git' (see README.md, 'Install')"
 )
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")

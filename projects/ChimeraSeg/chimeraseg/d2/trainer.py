@@ -180,6 +180,22 @@ def wrap_ddp(model: nn.Module, cfg: CfgNode) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, **kwargs)
 
 
+def broadcast_persistent_buffers(model: nn.Module) -> None:
+    """Copies rank 0's persistent buffers (BatchNorm running statistics) to every process.
+
+    CPU DDP has no SyncBatchNorm and :func:`wrap_ddp` does not broadcast buffers, so each process
+    trains its own running statistics, while the checkpoint holds rank 0's. Broadcasting them before
+    evaluation makes every process evaluate the checkpointed model. Collective: every process must
+    call it (a no-op in a single process).
+    """
+    if comm.get_world_size() == 1:
+        return
+    persistent = set(model.state_dict())
+    for name, buffer in model.named_buffers():
+        if name in persistent:
+            torch.distributed.broadcast(buffer, src=0)
+
+
 class ChimeraSegTrainer(DefaultTrainer):
     """``DefaultTrainer`` with the zero-shot mapper and evaluator, AdamW with LR multipliers, the
     poly schedule, CPU-capable DDP and the metadata-aware :class:`ChimeraSegCheckpointer`.
@@ -264,6 +280,7 @@ class ChimeraSegTrainer(DefaultTrainer):
                 f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} DATASETS.TEST entries"
             )
         inner, results = _unwrap(model), OrderedDict()
+        broadcast_persistent_buffers(inner)  # per-process BatchNorm statistics -> rank 0's
         for index, name in enumerate(cfg.DATASETS.TEST):
             if hasattr(inner, "set_vocabulary_from_dataset"):
                 inner.set_vocabulary_from_dataset(name)
