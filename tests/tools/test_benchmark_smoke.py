@@ -1,0 +1,110 @@
+"""Smoke test of tools/benchmark.py: one tiny iteration of every section (no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _load_tool():
+    """Imports tools/benchmark.py as a module (it puts tools/ on sys.path for its package)."""
+    spec = importlib.util.spec_from_file_location(
+        "chimeraseg_benchmark_tool", TOOLS / "benchmark.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """Runs the tool once with --tiny; returns (returned report, report read back from JSON)."""
+    root = tmp_path_factory.mktemp("bench")
+    out, md = root / "report.json", root / "report.md"
+    args = ["--tiny", "--models", "mit_b0", "--output", str(out), "--markdown", str(md)]
+    report = _load_tool().main(args)
+    written = json.loads(out.read_text())
+    written["_markdown"] = md.read_text()
+    return report, written
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_json_report_has_every_section(tiny_report: tuple[dict, dict]) -> None:
+    report, written = tiny_report
+    for key in ("machine", "settings", "clip", "gemm", "inference", "train", "evaluator", "pseudo"):
+        assert key in written, key
+    assert written["num_classes"] == 171
+    assert written["machine"]["torch_num_threads"] >= 1
+    assert _positive(written["gemm"]["gflops"])
+    assert written["inference"]["baseline"].keys() == report["inference"]["baseline"].keys()
+
+
+def test_inference_figures_are_positive_and_side_by_side(tiny_report: tuple[dict, dict]) -> None:
+    inf = tiny_report[1]["inference"]
+    assert set(inf["baseline"]) == {"1", "2"}
+    for batch, base in inf["baseline"].items():
+        assert _positive(base["images_per_s"])
+        m = inf["models"]["mit_b0"][batch]
+        assert _positive(m["images_per_s"]) and _positive(m["ratio_vs_baseline"])
+        assert m["ratio_vs_baseline"] == pytest.approx(m["images_per_s"] / base["images_per_s"])
+        assert m["peak_mem_mb"] is None or m["peak_mem_mb"] >= 0
+
+
+def test_breakdown_counts_flops_of_every_gemm_stage(tiny_report: tuple[dict, dict]) -> None:
+    b = tiny_report[1]["inference"]["breakdown"]["mit_b0"]
+    expected = {"backbone", "decoder", "csh_mlp", "csh_vencoder", "csh_norm_residual"}
+    expected |= {"csh_projection", "classification", "upsampling"}
+    assert set(b["stages"]) == expected
+    for name in ("backbone", "decoder", "csh_mlp", "csh_vencoder", "csh_projection"):
+        assert _positive(b["stages"][name]["gflop"]), name
+        assert _positive(b["stages"][name]["median_s"]), name
+    assert sum(s["share"] for s in b["stages"].values()) == pytest.approx(1.0)
+    assert _positive(b["csh"]["gflops"]) and _positive(b["decoder"]["fraction_of_gemm"])
+
+
+def test_exactness_checks(tiny_report: tuple[dict, dict]) -> None:
+    e = tiny_report[1]["inference"]["exactness"]["mit_b0"]
+    assert e["value_folding"]["max_abs_diff"] <= 1e-4
+    assert e["value_folding"]["exact_within_1e-4"] is True
+    assert e["projection_folding"]["max_abs_diff"] <= 1e-3
+    assert e["projection_folding"]["agreement"] > 0.99
+    assert 0.0 <= e["stride8_inexact"]["agreement"] <= 1.0
+    assert _positive(e["stride8_inexact"]["speedup"])
+
+
+def test_training_pseudo_and_evaluator_sections(tiny_report: tuple[dict, dict]) -> None:
+    written = tiny_report[1]
+    train = written["train"]
+    assert set(train["stages_s"]) >= {"teacher_forward", "pseudo_masks", "student_forward"}
+    assert all(_positive(t) for t in train["stages_s"].values())
+    assert train["step_s"] == pytest.approx(sum(train["stages_s"].values()))
+    for mode in ("inductive", "transductive"):
+        assert _positive(written["pseudo"][mode]["ms_per_image"])
+    ev = written["evaluator"]
+    if "skipped" not in ev:
+        assert ev["equal_mIoU"] is True
+        assert all(_positive(e["pixels_per_s"]) for e in ev["evaluators"].values())
+
+
+def test_markdown_tables_cover_every_section(tiny_report: tuple[dict, dict]) -> None:
+    md = tiny_report[1]["_markdown"]
+    for title in ("| model (64x64, 171 classes)", "Stages of mit_b0", "Training step", "Evaluator"):
+        assert title in md, title
+    assert "Pseudo masks, 64x64" in md
+    assert md.count("| ChimeraSeg mit_b0 |") == 2  # batch 1 and 2, each beside the baseline
+
+
+def test_random_clip_needs_an_explicit_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = _load_tool()
+    monkeypatch.setattr(sys, "argv", ["benchmark.py"])
+    with pytest.raises(SystemExit, match="--allow-random-clip"):
+        tool.main(["--sections", "pseudo"])

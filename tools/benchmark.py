@@ -1,0 +1,131 @@
+"""ChimeraSeg speed and memory, each figure next to its competitor from the same run.
+
+Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
+
+1. inference: images/s and peak memory of the students (MiT-B0, MiT-B4, ViT-B/16 + CSH + cosine
+   classification against 171 classes) vs a MaskCLIP-style full CLIP ViT-B/16 dense baseline;
+2. breakdown: time per stage and achieved GFLOP/s vs this machine's dense-matmul GFLOP/s,
+   plus exactness checks of the optimised paths and the inexact stride-8 option;
+3. train: one training step (batch 2) split into teacher, pseudo masks, student, losses, backward,
+   optimizer;
+4. evaluator: pixels/s of ChimeraSeg's evaluator vs detectron2's SemSegEvaluator;
+5. pseudo: pseudo-mask generation ms per image.
+
+Examples::
+
+    python tools/benchmark.py --allow-random-clip --output bench.json
+    python tools/benchmark.py --clip-pretrained openai --device cuda --amp
+    python tools/benchmark.py --tiny --output /tmp/tiny.json   # seconds; used by the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` importable
+
+from benchmarks.clip_setup import build_clip, build_vocabulary  # noqa: E402
+from benchmarks.evaluator import run_evaluator  # noqa: E402
+from benchmarks.inference import rescale_fractions, run_inference  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.markdown import report_markdown  # noqa: E402
+from benchmarks.measure import matmul_gflops  # noqa: E402
+from benchmarks.pseudo import run_pseudo_masks  # noqa: E402
+from benchmarks.report import print_report  # noqa: E402
+from benchmarks.training import run_training  # noqa: E402
+
+SECTIONS = ("inference", "train", "evaluator", "pseudo")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``--help`` lists them)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    w = p.add_argument_group("CLIP weights (one of them is required)")
+    w.add_argument("--clip-weights", metavar="PATH", help="local open_clip checkpoint file")
+    w.add_argument("--clip-pretrained", metavar="TAG", help="open_clip pretrained tag, e.g. openai")
+    w.add_argument(
+        "--allow-random-clip",
+        action="store_true",
+        help="time a randomly initialised ViT-B/16 CLIP (speed does not depend on the weights)",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny random CLIP, 64x64 images, 1 repeat: checks the tool works (numbers are noise)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: cpu)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast for inference")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all)")
+    p.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
+    p.add_argument("--train-batch", type=int, default=2, help="training-step batch (default: 2)")
+    p.add_argument(
+        "--models", nargs="+", default=["mit_b0", "mit_b4", "vit_b16"], help="student backbones"
+    )
+    p.add_argument("--train-model", default="mit_b0", help="student of the training step")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
+    p.add_argument("--gemm-size", type=int, default=2048, help="side of the fp32 GEMM probe")
+    p.add_argument("--eval-images", type=int, default=8, help="predictions for the evaluator")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", metavar="JSON", help="write the full report here")
+    p.add_argument("--markdown", metavar="MD", help="write the tables as markdown here")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.size, args.batches, args.repeats, args.warmup = 64, [1, 2], 1, 0
+        args.gemm_size, args.eval_images = 256, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the selected sections, prints the tables and returns (and writes) the report."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clip_model, clip_desc = build_clip(args)
+    clip_model = clip_model.to(device)
+    random_weights = args.tiny or not (args.clip_weights or args.clip_pretrained)
+    vocab = build_vocabulary(clip_model, random_weights)
+    gemm = {"start": matmul_gflops(device, args.gemm_size, max(args.warmup, 1), 5)}
+    args.gemm_gflops = gemm["start"]["gflops"]
+    report: dict = {
+        "machine": machine_info(device),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("gemm_gflops",)},
+        "clip": clip_desc,
+        "num_classes": len(vocab.names),
+        "gemm": gemm,
+    }
+    sections = {
+        "inference": lambda: run_inference(args, clip_model, vocab, device),
+        "train": lambda: run_training(args, clip_model, vocab, device),
+        "evaluator": lambda: run_evaluator(args),
+        "pseudo": lambda: run_pseudo_masks(args, clip_model, vocab, device),
+    }
+    for name in args.sections:
+        print(f"[benchmark] running section '{name}' ...", file=sys.stderr, flush=True)
+        report[name] = sections[name]()
+    # Shared machines vary: probe again and take the best as "the machine's" GEMM rate. The
+    # fractions in the breakdown used the start probe; rescale them if the end probe was faster.
+    gemm["end"] = matmul_gflops(device, args.gemm_size, 1, 5)
+    gemm["gflops"] = max(gemm["start"]["gflops"], gemm["end"]["gflops"])
+    gemm["size"] = args.gemm_size
+    if "inference" in report:
+        rescale_fractions(report["inference"], args.gemm_gflops / gemm["gflops"])
+    report["machine"]["load_average_1min_end"] = machine_info(device).get("load_average_1min")
+    print_report(report)
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2, default=str))
+    if args.markdown:
+        Path(args.markdown).write_text(report_markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

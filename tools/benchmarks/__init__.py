@@ -1,0 +1,1 @@
+"""Sections of ``tools/benchmark.py`` (imported with ``tools/`` on ``sys.path``)."""

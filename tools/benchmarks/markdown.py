@@ -1,0 +1,116 @@
+"""Markdown tables of a benchmark report (for docs/PERFORMANCE.md and the README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
+    rows = []
+    for batch, base in r["baseline"].items():
+        rows.append(
+            ["MaskCLIP-style CLIP ViT-B/16", batch, f"{base['images_per_s']:.3f}", "1.00"]
+            + [_mb(base["peak_mem_mb"]), f"{base['fraction_of_gemm']:.2f}"]
+        )
+        for name, per_batch in r["models"].items():
+            m = per_batch[batch]
+            rows.append(
+                [f"ChimeraSeg {name}", batch, f"{m['images_per_s']:.3f}"]
+                + [f"**{m['ratio_vs_baseline']:.2f}x**", _mb(m["peak_mem_mb"])]
+                + [f"{m['fraction_of_gemm']:.2f}"]
+            )
+    head = [f"model ({size}x{size}, {num_classes} classes)", "batch", "images/s", "vs baseline"]
+    head += ["peak MB above weights", "x machine GEMM"]
+    gflop = ", ".join(f"{k} {v:.1f}" for k, v in r["gflop_per_image"].items())
+    lines = _table(head, rows) + [f"GFLOP per image: {gflop}.", ""]
+    for name, b in r["breakdown"].items():
+        stage_rows = [
+            [
+                stage,
+                f"{1000 * s['median_s']:.1f}",
+                f"{100 * s['share']:.1f}%" if "share" in s else "",
+                f"{s['gflop']:.2f}",
+                f"{s['gflops']:.1f}",
+                f"{s['fraction_of_gemm']:.2f}",
+            ]
+            for stage, s in [*b["stages"].items(), ("**CSH total**", b["csh"])]
+        ]
+        lines += [f"Stages of {name}, batch 1:", ""]
+        head = ["stage", "ms", "share", "GFLOP", "GFLOP/s", "x machine GEMM"]
+        lines += _table(head, stage_rows)
+    rows = []
+    for name, e in r["exactness"].items():
+        v, p, s8 = e["value_folding"], e["projection_folding"], e["stride8_inexact"]
+        speed = ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"])
+        rows.append([name, "folded value path (exact)", f"{v['max_abs_diff']:.1e}", "-", speed])
+        rows.append(
+            [name, "projection folded into text (exact)", f"{p['max_abs_diff']:.1e}"]
+            + [f"{100 * p['agreement']:.2f}%", f"{p['speedup']:.2f}x"]
+        )
+        rows.append(
+            [name, "CSH at stride 8 (inexact, off)", f"{s8['max_abs_diff']:.1e}"]
+            + [f"{100 * s8['agreement']:.2f}%", f"{s8['speedup']:.2f}x"]
+        )
+    head = ["model", "path vs reference", "max abs diff", "argmax agreement", "speed-up"]
+    return lines + _table(head, rows)
+
+
+def _training(r: dict[str, Any]) -> list[str]:
+    rows = [
+        [name, f"{1000 * t:.0f}", f"{100 * r['shares'][name]:.1f}%"]
+        for name, t in r["stages_s"].items()
+    ]
+    rows.append(["**step**", f"{1000 * r['step_s']:.0f}", f"peak {_mb(r['peak_mem_mb'])} MB"])
+    title = f"Training step, {r['model']}, batch {r['batch']}, {r['size']}x{r['size']} crop:"
+    return [title, "", *_table(["stage", "ms", "share"], rows)]
+
+
+def _evaluator(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return [f"Evaluator: skipped ({r['skipped']})", ""]
+    rows = [
+        [name, f"{e['pixels_per_s'] / 1e6:.2f}", f"**{e['ratio_vs_detectron2']:.2f}x**"]
+        + [f"{e['ratio_vs_detectron2_no_boundary']:.2f}x", f"{e['mIoU']:.3f}"]
+        for name, e in r["evaluators"].items()
+    ]
+    title = f"Evaluator, {r['images']} predictions {r['size']}x{r['size']}, {r['num_classes']} cls:"
+    head = ["evaluator", "Mpixel/s", "vs d2", "vs d2 w/o boundary IoU", "mIoU"]
+    return [title, "", *_table(head, rows)]
+
+
+def _pseudo(r: dict[str, Any]) -> list[str]:
+    rows = [[m, f"{r[m]['ms_per_image']:.1f}"] for m in ("inductive", "transductive")]
+    return [f"Pseudo masks, {r['size']}x{r['size']}:", "", *_table(["mode", "ms/image"], rows)]
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """All sections of ``report`` as markdown, headed by the machine description."""
+    m, g = report["machine"], report["gemm"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['logical_cpus']} logical CPUs, "
+        f"{m['torch_num_threads']} torch threads, {m.get('memory_gb') or 0:.0f} GB), "
+        f"torch {m['torch']}, device {m['device']}; load average "
+        f"{m.get('load_average_1min', float('nan')):.1f} at start, "
+        f"{m.get('load_average_1min_end', float('nan')):.1f} at end. CLIP: {report['clip']}. "
+        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s.",
+        "",
+    ]
+    size, n = report["settings"]["size"], report["num_classes"]
+    sections = {"inference": lambda r: _inference(r, size, n), "train": _training}
+    sections |= {"evaluator": _evaluator, "pseudo": _pseudo}
+    for key, fmt in sections.items():
+        if key in report:
+            lines += fmt(report[key])
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Plain-text tables of a benchmark report, each figure next to its competitor as a ratio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _inference(r: dict[str, Any]) -> list[str]:
+    lines = ["", "Inference (whole image; ratio = images/s vs MaskCLIP-style full-CLIP baseline)"]
+    lines.append(f"{'model':<22}{'batch':>6}{'img/s':>10}{'ratio':>8}{'peak MB':>10}")
+    for batch, base in r["baseline"].items():
+        lines.append(
+            f"{'MaskCLIP ViT-B/16':<22}{batch:>6}{base['images_per_s']:>10.3f}{1.0:>8.2f}"
+            f"{_mb(base['peak_mem_mb']):>10}"
+        )
+        for name, per_batch in r["models"].items():
+            m = per_batch[batch]
+            lines.append(
+                f"{'ChimeraSeg ' + name:<22}{batch:>6}{m['images_per_s']:>10.3f}"
+                f"{m['ratio_vs_baseline']:>8.2f}{_mb(m['peak_mem_mb']):>10}"
+            )
+    for name, b in r["breakdown"].items():
+        lines += ["", f"Stages of {name} (batch 1): ms, share, GFLOP, GFLOP/s, fraction of GEMM"]
+        rows = list(b["stages"].items()) + [("CSH total", b["csh"])]
+        for stage, s in rows:
+            share = f"{100 * s['share']:5.1f}%" if "share" in s else "      "
+            lines.append(
+                f"  {stage:<20}{1000 * s['median_s']:>9.1f} {share}{s['gflop']:>9.2f}"
+                f"{s['gflops']:>9.1f}{s['fraction_of_gemm']:>8.2f}"
+            )
+    for name, e in r["exactness"].items():
+        v, p, s8 = e["value_folding"], e["projection_folding"], e["stride8_inexact"]
+        lines += [
+            "",
+            f"Exactness of {name}:",
+            f"  folded value path   max|diff| {v['max_abs_diff']:.2e}  speedup "
+            + ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"]),
+            f"  folded projection   max|diff| {p['max_abs_diff']:.2e}  agreement "
+            f"{p['agreement']:.4f}  speedup {p['speedup']:.2f}x",
+            f"  stride-8 (inexact)  agreement {s8['agreement']:.4f}  speedup {s8['speedup']:.2f}x",
+        ]
+    return lines
+
+
+def _training(r: dict[str, Any]) -> list[str]:
+    lines = ["", f"Training step ({r['model']}, batch {r['batch']}, {r['size']} crop)"]
+    for name, t in r["stages_s"].items():
+        lines.append(f"  {name:<20}{1000 * t:>9.1f} ms {100 * r['shares'][name]:5.1f}%")
+    lines.append(f"  {'total':<20}{1000 * r['step_s']:>9.1f} ms  peak {_mb(r['peak_mem_mb'])} MB")
+    return lines
+
+
+def _evaluator(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return ["", f"Evaluator: skipped ({r['skipped']})"]
+    lines = [
+        "",
+        f"Evaluator ({r['images']} images {r['size']}x{r['size']}, {r['num_classes']} cls)",
+    ]
+    lines.append(f"  {'evaluator':<26}{'Mpix/s':>9}{'vs d2':>8}{'vs d2 no-bIoU':>15}{'mIoU':>9}")
+    for name, e in r["evaluators"].items():
+        lines.append(
+            f"  {name:<26}{e['pixels_per_s'] / 1e6:>9.2f}{e['ratio_vs_detectron2']:>8.2f}"
+            f"{e['ratio_vs_detectron2_no_boundary']:>15.2f}{e['mIoU']:>9.3f}"
+        )
+    lines.append(f"  equal mIoU: {r['equal_mIoU']}")
+    return lines
+
+
+def _pseudo(r: dict[str, Any]) -> list[str]:
+    return ["", f"Pseudo masks ({r['size']}x{r['size']}, batch {r['batch']})"] + [
+        f"  {mode:<14}{r[mode]['ms_per_image']:>9.1f} ms/image"
+        for mode in ("inductive", "transductive")
+    ]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Prints every section present in ``report``."""
+    m, g = report["machine"], report["gemm"]
+    lines = [
+        f"ChimeraSeg benchmark  {m['date']}  {m['cpu']}  {m['device']}  "
+        f"threads={m['torch_num_threads']}  torch {m['torch']}",
+        f"CLIP: {report['clip']}  classes: {report['num_classes']}",
+        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s",
+    ]
+    formatters = {
+        "inference": _inference,
+        "train": _training,
+        "evaluator": _evaluator,
+        "pseudo": _pseudo,
+    }
+    for key, fmt in formatters.items():
+        if key in report:
+            lines += fmt(report[key])
+    print("\n".join(lines))

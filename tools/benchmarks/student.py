@@ -1,0 +1,111 @@
+"""The package's ``ChimeraSegModel`` for the benchmark, with its inference split into stages.
+
+Whole-model inference is the core's own path, ``ChimeraSegModel.forward_test`` (whole image,
+logits upsampled once). The stage methods re-use the same modules so each stage can be timed on
+its own input:
+
+    images (B, 3, H, W) 0..255 -> ImageNet normalisation -> backbone -> decoder F (B, E, h, w)
+    -> tokens (B, h, w, E) -> MLP Fp (B, h, w, Dv) -> VEncoder Fv -> Norm + residual Fres
+    -> projection Fc (B, h, w, D) -> cosine vs text / tau (B, N, h, w) -> bilinear (B, N, H, W)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.clip_setup import Vocabulary
+from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
+from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
+from chimeraseg.modeling.csh import CLIPSemanticHead
+from chimeraseg.modeling.decoder.segformer_head import SegFormerDecoder
+from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
+
+TEMPERATURE = 0.07
+
+
+def build_model(
+    backbone_name: str, clip_model: nn.Module, vocab: Vocabulary, with_teacher: bool
+) -> ChimeraSegModel:
+    """The paper-default model (SPEC §1) for one student backbone, random student weights.
+
+    Args:
+        backbone_name: ``"mit_b0"``, ``"mit_b4"``, ``"vit_b16"``, ...
+        clip_model: open_clip CLIP the head copies from (and the teacher uses).
+        vocab: class names, split and ``(N, D)`` text embeddings.
+        with_teacher: attach a :class:`CLIPTeacher` (training) or not (inference only).
+    """
+    backbone = build_student_backbone(backbone_name, drop_path_rate=0.1)
+    embed_dim = student_decoder_dim(backbone_name)
+    return ChimeraSegModel(
+        backbone=backbone,
+        decoder=SegFormerDecoder(dict(backbone.out_channels), embed_dim),
+        head=CLIPSemanticHead(embed_dim, clip_model.visual),
+        teacher=CLIPTeacher(clip_model) if with_teacher else None,
+        seen_text=vocab.text[list(vocab.seen)],
+        unseen_text=vocab.text[list(vocab.unseen)],
+        seen_ids=vocab.seen,
+        unseen_ids=vocab.unseen,
+        num_classes=len(vocab.names),
+        sgd=SelectiveGlobalDistillation(gather_across_processes=False),
+        seed=0,
+    )
+
+
+class StudentPipeline(nn.Module):
+    """Inference of one :class:`ChimeraSegModel`, plus stage methods for timing.
+
+    Args:
+        backbone_name: Student backbone name.
+        clip_model: open_clip CLIP.
+        vocab: The evaluation vocabulary (all ``N`` classes compete).
+    """
+
+    def __init__(self, backbone_name: str, clip_model: nn.Module, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.model = build_model(backbone_name, clip_model, vocab, with_teacher=False).eval()
+        self.backbone, self.decoder, self.csh = (
+            self.model.backbone,
+            self.model.decoder,
+            self.model.head,
+        )
+        self.register_buffer("text", F.normalize(vocab.text, dim=-1), persistent=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.model.pixel_mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.model.pixel_std
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` 0..255 -> decoder output ``(B, E, H/4, W/4)``."""
+        return self.decoder(self.backbone((images - self.mean) / self.std))
+
+    def classify(self, fc: torch.Tensor) -> torch.Tensor:
+        """Cosine logits ``(B, h, w, D) -> (B, N, h, w)``, divided by the temperature."""
+        logits = F.normalize(fc, dim=-1) @ self.text.t() / TEMPERATURE  # (B, h, w, N)
+        return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
+
+    @staticmethod
+    def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear ``(B, N, h, w) -> (B, N, H, W)`` (done once, on the logits)."""
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor, head_stride: int = 4) -> torch.Tensor:
+        """Full inference ``(B, 3, H, W) -> (B, N, H, W)`` logits.
+
+        ``head_stride=4`` is the core's exact ``forward_test``. ``head_stride=8`` is the inexact
+        speed option measured here: the decoder output is 2x2 average-pooled before the CSH
+        (4x fewer positions) and the logits are upsampled from stride 8.
+        """
+        if head_stride == 4:
+            return self.model.forward_test(images, self.text)
+        if head_stride != 8:
+            raise ValueError(f"head_stride must be 4 (exact) or 8 (inexact), got {head_stride}")
+        features = F.avg_pool2d(self.features(images), 2, ceil_mode=True)  # (B, E, h/2, w/2)
+        logits = self.classify(self.csh.forward_tokens(features))  # (B, N, h/2, w/2)
+        return self.upsample(logits, tuple(images.shape[-2:]))
