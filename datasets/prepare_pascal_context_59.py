@@ -23,7 +23,13 @@ import sys
 import numpy as np
 
 from chimeraseg.data.class_tables import PASCAL_CONTEXT_59_CLASSES
-from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
+from chimeraseg.data.conversion import (
+    LabelJob,
+    print_summary,
+    read_image_id_list,
+    run_label_jobs,
+    verify_count,
+)
 
 EXPECTED_COUNTS = {
     "context": {"train": 4_996, "val": 5_104},
@@ -59,21 +65,13 @@ def context59_lut(label_names: dict[str, int]) -> np.ndarray:
     return lut
 
 
-def read_id_list(path: str) -> list[str]:
-    """Image ids of an ImageSets list (first token of each line)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image list not found: {path}")
-    with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
-
-
 def build_jobs(
     voc_dir: str, split: str, split_source: str, lut: np.ndarray, check_images: bool
 ) -> list[LabelJob]:
     """One job per id of the split list."""
     list_file = os.path.join(voc_dir, "ImageSets", LIST_DIRS[split_source], split + ".txt")
     jobs = []
-    for image_id in read_id_list(list_file):
+    for image_id in read_image_id_list(list_file):
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg") if check_images else None
         src = os.path.join(voc_dir, "trainval", image_id + ".mat")
         dst = os.path.join(voc_dir, "annotations_detectron2", "pc59", split, image_id + ".png")

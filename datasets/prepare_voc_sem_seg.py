@@ -17,7 +17,13 @@ import sys
 
 import numpy as np
 
-from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
+from chimeraseg.data.conversion import (
+    LabelJob,
+    print_summary,
+    read_image_id_list,
+    run_label_jobs,
+    verify_count,
+)
 
 NUM_CLASSES = 20
 EXPECTED_COUNTS = {"train": 1_464, "val": 1_449}
@@ -31,20 +37,12 @@ def voc_lut() -> np.ndarray:
     return lut
 
 
-def read_id_list(path: str) -> list[str]:
-    """Image ids of an ImageSets list (one id per line)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image list not found: {path}")
-    with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
-
-
 def build_jobs(
     voc_dir: str, split: str, list_file: str, label_dir: str, check_images: bool
 ) -> list[LabelJob]:
     """One job per id of ``list_file`` (labels read from ``label_dir``)."""
     lut, jobs = voc_lut(), []
-    for image_id in read_id_list(list_file):
+    for image_id in read_image_id_list(list_file):
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg") if check_images else None
         src = os.path.join(label_dir, image_id + ".png")
         dst = os.path.join(voc_dir, "annotations_detectron2", split, image_id + ".png")

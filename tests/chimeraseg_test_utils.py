@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import random
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -47,3 +48,17 @@ def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def load_script(relative_path: str, module_name: str | None = None) -> ModuleType:
+    """Imports a repository script (``tools/*.py``, ``datasets/*.py``) as a module.
+
+    Args:
+        relative_path: path from the repository root, e.g. ``"tools/train_net.py"``.
+        module_name: name to give the module (default: the file's stem).
+    """
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(module_name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

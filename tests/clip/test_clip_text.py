@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from chimeraseg_test_utils import TINY_CLIP_CONFIG
+from chimeraseg_test_utils import TINY_CLIP_CONFIG, load_script
 
 import chimeraseg.clip.text as text_module
 from chimeraseg.clip.names import humanize_class_name
 from chimeraseg.clip.templates import TEMPLATE_SETS, resolve_templates
 from chimeraseg.clip.text import encode_class_names
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "build_text_embeddings.py"
 
 
 def _prompt_embedding(clip, prompts: list[str]) -> torch.Tensor:
@@ -117,9 +113,7 @@ def test_build_text_embeddings_tool(tmp_path, capsys):
     open_clip.add_model_config(config_dir)
     names_file = tmp_path / "names.txt"
     names_file.write_text("# vocabulary\ncat\nwall-concrete\n\nperson, people\n")
-    spec = importlib.util.spec_from_file_location("build_text_embeddings", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/build_text_embeddings.py")
     common = [
         "--clip-model",
         "chimeraseg-tool-tiny",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip("detectron2", reason="detectron2 adapters need detectron2")
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.layers import ShapeSpec  # noqa: E402

@@ -6,13 +6,9 @@ import glob
 import os
 
 import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip(
-    "detectron2",
-    reason=(
-        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
-    ),
-)
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
 from pathlib import Path  # noqa: E402
 

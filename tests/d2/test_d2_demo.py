@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip(
-    "detectron2",
-    reason=(
-        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
-    ),
-)
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
-from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+from chimeraseg_test_utils import SYNTHETIC_CONFIG, load_script  # noqa: E402
 
 
 def _demo_module():
-    spec = importlib.util.spec_from_file_location("chimeraseg_demo_tool", TOOLS / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/demo.py", "chimeraseg_demo_tool")
 
 
 def test_demo_writes_images_for_a_custom_vocabulary(tiny_opts, synthetic_root, tmp_path):

@@ -7,27 +7,20 @@ iterations, whether the checkpointer writes, final weights, evaluation results).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip(
-    "detectron2",
-    reason=(
-        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
-    ),
-)
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
 import torch  # noqa: E402
-from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
+from chimeraseg_test_utils import SYNTHETIC_CONFIG, load_script  # noqa: E402
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 WORLD, MAX_ITER = 2, 2
 METRIC_KEYS = ("sIoU", "uIoU", "hIoU", "mIoU", "hIoU@gamma=1.00")
 
@@ -41,10 +34,7 @@ def _free_port() -> int:
 
 def _train_net() -> Any:
     """tools/train_net.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("chimeraseg_train_net", TOOLS / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/train_net.py", "chimeraseg_train_net")
 
 
 def _trainable_vector(model: torch.nn.Module) -> torch.Tensor:

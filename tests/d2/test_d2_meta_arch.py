@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip(
-    "detectron2",
-    reason=(
-        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
-    ),
-)
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
 import torch  # noqa: E402
 from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402

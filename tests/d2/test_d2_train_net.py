@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
 
-pytest.importorskip(
-    "detectron2",
-    reason=(
-        "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
-    ),
-)
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
-from chimeraseg_test_utils import SYNTHETIC_CONFIG  # noqa: E402
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+from chimeraseg_test_utils import SYNTHETIC_CONFIG, load_script  # noqa: E402
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("chimeraseg_train_net", TOOLS / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/train_net.py", "chimeraseg_train_net")
 
 
 def _args(module, extra):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from chimeraseg_test_utils import load_script as load_repo_script
 from PIL import Image
 
 from chimeraseg.data.class_tables import PASCAL_CONTEXT_59_CLASSES
@@ -19,10 +19,7 @@ DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 
 def load_script(name: str):
     """Imports ``datasets/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, DATASETS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script(f"datasets/{name}.py")
 
 
 def _save(path: Path, array: np.ndarray, **kwargs) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+from chimeraseg_test_utils import load_script
 from PIL import Image
 
 from chimeraseg.data.io import read_image, read_label
@@ -92,10 +92,7 @@ def test_idempotent_and_repairs_missing_files(tmp_path) -> None:
 
 
 def test_script_writes_dataset(tmp_path, capsys) -> None:
-    path = Path(__file__).resolve().parents[2] / "datasets" / "make_synthetic_zs_dataset.py"
-    spec = importlib.util.spec_from_file_location("make_synthetic_zs_dataset", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("datasets/make_synthetic_zs_dataset.py")
     argv = ["--root", str(tmp_path), "--num-train", "2", "--num-val", "1", "--height", "32"]
     assert script.main(argv) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "synthetic_zs")

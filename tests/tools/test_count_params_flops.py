@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import load_script
 from fvcore.nn import FlopCountAnalysis
 
 from chimeraseg.modeling.backbone import build_mit
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "count_params_flops.py"
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("count_params_flops", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/count_params_flops.py")
 
 
 class _Sdpa(torch.nn.Module):
