@@ -99,3 +99,10 @@ def test_optimizer_multipliers_and_poly_schedule(tiny_opts, synthetic_root):
     assert factors[0] == pytest.approx(cfg.SOLVER.WARMUP_FACTOR, rel=1e-3)
     assert factors[warm + 10] == pytest.approx(1 - (warm + 10) / total, rel=1e-6)
     assert factors[-1] < factors[warm]
+
+
+def test_inference_speed_keys_reach_the_core(tiny_opts, synthetic_root):
+    model = _model(tiny_opts + ["TEST.CSH_DOWNSAMPLE", "2", "TEST.CSH_CHUNK_TOKENS", "64"])
+    assert model.model.head_downsample == 2 and model.model.head.chunk_tokens == 64
+    default = _model(tiny_opts)
+    assert default.model.head_downsample == 1 and default.model.head.chunk_tokens == 4096

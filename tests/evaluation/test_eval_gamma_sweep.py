@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from chimeraseg.evaluation import gamma_sweep
 from chimeraseg.evaluation.gamma_sweep import (
     GammaSweepAccumulator,
     _class_dim_first,
-    _first_max,
+    _pixel_statistics_cpu,
+    _pixel_statistics_generic,
     _prepare,
     biased_argmax,
     sweep_confusion,
@@ -18,6 +20,16 @@ from chimeraseg.evaluation.gamma_sweep import (
 from chimeraseg.evaluation.metrics import confusion_matrix
 
 N = 7
+
+
+@pytest.fixture(autouse=True, params=["cpu_scan", "max_dim0"])
+def statistics_path(request, monkeypatch):
+    """Runs every test through both statistics paths, whatever the image size."""
+    threshold = 0 if request.param == "cpu_scan" else 1 << 62
+    monkeypatch.setattr(gamma_sweep, "_CPU_SCAN_MIN_PIXELS", threshold)
+    return request.param
+
+
 GAMMAS = [0.5, -1.0, 0.0, 2.0, 1.0, 0.5, 3.0]  # unsorted, with a duplicate
 
 
@@ -83,18 +95,34 @@ def test_sweep_is_exact_when_adding_gamma_rounds_unseen_logits_together():
 
 
 @pytest.mark.parametrize("num_classes", [3, 171, 300])
-def test_first_max_equals_torch_argmax_across_chunks_and_index_widths(num_classes):
-    """Ties everywhere, more pixels than one CPU chunk, class counts for uint8 and int16."""
+@pytest.mark.parametrize("unseen_every", [1, 2, 11, 0])  # all unseen, ..., none unseen
+def test_cpu_class_scan_equals_argmax_statistics_across_blocks(
+    monkeypatch, num_classes, unseen_every
+):
+    """Streaming scan == whole-tensor argmax: ties everywhere, -inf columns, several blocks."""
+    monkeypatch.setattr(gamma_sweep, "_CPU_BLOCK", 4096)
     z = torch.randint(-1, 2, (num_classes, 9000)).float()
     z[:, 5] = float("-inf")
-    values, indices = _first_max(z)
-    assert torch.equal(indices, z.argmax(dim=0))
-    assert torch.equal(values, z.amax(dim=0))
+    z[:, 6] = float("inf")
+    unseen = list(range(0, num_classes, unseen_every)) if unseen_every else []
+    mask = unseen_class_mask(num_classes, unseen)
+    fast, ref = _pixel_statistics_cpu(z, mask), _pixel_statistics_generic(z, mask)
+    for name in ("seen_max", "seen_arg", "unseen_max", "unseen_arg", "unseen_below_max"):
+        assert torch.equal(getattr(fast, name), getattr(ref, name)), name
+    if len(unseen) > 1:  # the test is meaningful: duplicated unseen maxima are common
+        zu = z[mask]
+        assert ((zu == ref.unseen_max).sum(0) > 1).sum() > 100
 
 
-def test_sweep_on_more_pixels_than_one_chunk():
-    logits = torch.randint(-2, 3, (N, 100, 90)).float()
-    _check_sweep(logits, torch.randint(0, N, (100, 90)), [1, 2], [0.0, 1.0])
+def test_sweep_with_infinite_seen_and_unseen_logits_tied():
+    """+inf in a seen and an unseen class: the exact path decides by class index."""
+    logits = torch.randn(N, 4, 4)
+    logits[[0, 3], 0, 0] = float("inf")  # seen 0 first: wins
+    logits[[2, 5], 0, 1] = float("inf")  # unseen 2 first: wins
+    logits[5, 0, 2] = float("inf")  # seen 5 alone
+    logits[2, 1, 0] = float("inf")  # unseen 2 alone
+    logits[[0, 2], 1, 1] = torch.finfo(torch.float32).max  # u + γ overflows to inf
+    _check_sweep(logits, torch.randint(0, N, (4, 4)), [2, 3], GAMMAS)
 
 
 def test_fast_path_is_used_for_ordinary_logits():

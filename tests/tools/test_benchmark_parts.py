@@ -71,7 +71,11 @@ def test_stages_compose_to_the_core_forward_test(tiny_clip) -> None:
         torch.testing.assert_close(chained, pipe(images), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fns["upsampling"](), chained)
         fast = pipe(images, head_stride=8)
+        core_fast = pipe.model.forward_test(images, pipe.text, head_downsample=2)
+        chunked = pipe(images, chunk_tokens=5)
     assert fast.shape == chained.shape == (1, 12, 64, 64)
+    assert torch.equal(fast, core_fast)  # the benchmark times the core's option, no copy of it
+    assert (chunked - chained).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="head_stride"):
         pipe(images, head_stride=2)
 

@@ -3,6 +3,7 @@
 - Folded VEncoder value path (one ``Dv x Dv`` matrix) vs ``out_proj(v_proj(.))`` unfused.
 - Projection folded into the text matrix (``chimeraseg.modeling.csh.folded_cosine_logits``) vs
   projection then cosine.
+- CSH over chunks of positions (the core's default at inference) vs one pass over all positions.
 - Inexact speed option: CSH at stride 8 (2x2-average-pooled decoder output) with the logits
   upsampled, vs the exact stride-4 model (agreement of the per-pixel argmax at full resolution).
 """
@@ -75,6 +76,26 @@ def check_projection_folding(
         "max_abs_diff": float((a - b).abs().max()),
         "agreement": _agreement(a, b),
         **_timed_pair(folded, reference, fres.device, warmup, repeats),
+    }
+
+
+def check_chunking(
+    pipe: StudentPipeline, images: torch.Tensor, warmup: int, repeats: int, exact_s: float
+) -> dict[str, Any]:
+    """The core's chunked CSH (default) vs one pass over all positions (``chunk_tokens=0``).
+
+    ``exact_s`` is the default (chunked) model's median time on ``images`` from the throughput
+    section of the same run.
+    """
+    chunked, whole = pipe(images), pipe(images, chunk_tokens=0)
+    t_whole = measure(lambda: pipe(images, chunk_tokens=0), images.device, warmup, repeats)
+    return {
+        "chunk_tokens": pipe.csh.chunk_tokens,
+        "max_abs_diff": float((chunked - whole).abs().max()),
+        "agreement": _agreement(chunked, whole),
+        "optimised_s": exact_s,
+        "reference_s": t_whole.median_s,
+        "speedup": t_whole.median_s / exact_s,
     }
 
 

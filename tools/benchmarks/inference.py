@@ -12,7 +12,12 @@ from torch import nn
 from benchmarks.baseline import MaskCLIPDense
 from benchmarks.breakdown import count_flops, stage_breakdown, stage_inputs
 from benchmarks.clip_setup import Vocabulary
-from benchmarks.exactness import check_projection_folding, check_stride8, check_value_folding
+from benchmarks.exactness import (
+    check_chunking,
+    check_projection_folding,
+    check_stride8,
+    check_value_folding,
+)
 from benchmarks.measure import measure
 from benchmarks.student import StudentPipeline
 
@@ -83,14 +88,14 @@ def run_inference(
                 pipe, images, args.warmup, args.repeats, args.gemm_gflops
             )
             t = stage_inputs(pipe, images)
+            exact_s = out["models"][name]["1"]["median_s"]
             out["exactness"][name] = {
                 "value_folding": check_value_folding(pipe, t["fp"], args.warmup, args.repeats),
                 "projection_folding": check_projection_folding(
                     pipe, t["fres"], args.warmup, args.repeats
                 ),
-                "stride8_inexact": check_stride8(
-                    pipe, images, args.warmup, args.repeats, out["models"][name]["1"]["median_s"]
-                ),
+                "chunking": check_chunking(pipe, images, args.warmup, args.repeats, exact_s),
+                "stride8_inexact": check_stride8(pipe, images, args.warmup, args.repeats, exact_s),
             }
             del t
     return out

@@ -59,6 +59,13 @@ def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
             [name, "projection folded into text (exact)", f"{p['max_abs_diff']:.1e}"]
             + [f"{100 * p['agreement']:.2f}%", f"{p['speedup']:.2f}x"]
         )
+        if "chunking" in e:
+            c = e["chunking"]
+            rows.append(
+                [name, f"CSH in {c['chunk_tokens']}-position chunks (exact)"]
+                + [f"{c['max_abs_diff']:.1e}", f"{100 * c['agreement']:.2f}%"]
+                + [f"{c['speedup']:.2f}x"]
+            )
         rows.append(
             [name, "CSH at stride 8 (inexact, off)", f"{s8['max_abs_diff']:.1e}"]
             + [f"{100 * s8['agreement']:.2f}%", f"{s8['speedup']:.2f}x"]

@@ -41,6 +41,15 @@ def _inference(r: dict[str, Any]) -> list[str]:
             + ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"]),
             f"  folded projection   max|diff| {p['max_abs_diff']:.2e}  agreement "
             f"{p['agreement']:.4f}  speedup {p['speedup']:.2f}x",
+            *(
+                [
+                    f"  chunked CSH         max|diff| {e['chunking']['max_abs_diff']:.2e}  "
+                    f"agreement {e['chunking']['agreement']:.4f}  "
+                    f"speedup {e['chunking']['speedup']:.2f}x"
+                ]
+                if "chunking" in e
+                else []
+            ),
             f"  stride-8 (inexact)  agreement {s8['agreement']:.4f}  speedup {s8['speedup']:.2f}x",
         ]
     return lines

@@ -95,17 +95,19 @@ class StudentPipeline(nn.Module):
         """Bilinear ``(B, N, h, w) -> (B, N, H, W)`` (done once, on the logits)."""
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
-    def forward(self, images: torch.Tensor, head_stride: int = 4) -> torch.Tensor:
-        """Full inference ``(B, 3, H, W) -> (B, N, H, W)`` logits.
+    def forward(
+        self, images: torch.Tensor, head_stride: int = 4, chunk_tokens: int | None = None
+    ) -> torch.Tensor:
+        """Full inference ``(B, 3, H, W) -> (B, N, H, W)`` logits: the core's ``forward_test``.
 
-        ``head_stride=4`` is the core's exact ``forward_test``. ``head_stride=8`` is the inexact
-        speed option measured here: the decoder output is 2x2 average-pooled before the CSH
-        (4x fewer positions) and the logits are upsampled from stride 8.
+        Args:
+            images: ``(B, 3, H, W)`` 0..255.
+            head_stride: 4 = the exact model; 8 = the core's inexact ``head_downsample=2``
+                option (decoder output 2x2 average-pooled before the CSH, logits upsampled once).
+            chunk_tokens: CSH positions per chunk (None = the core's default, 0 = one pass).
         """
-        if head_stride == 4:
-            return self.model.forward_test(images, self.text)
-        if head_stride != 8:
+        if head_stride not in (4, 8):
             raise ValueError(f"head_stride must be 4 (exact) or 8 (inexact), got {head_stride}")
-        features = F.avg_pool2d(self.features(images), 2, ceil_mode=True)  # (B, E, h/2, w/2)
-        logits = self.classify(self.csh.forward_tokens(features))  # (B, N, h/2, w/2)
-        return self.upsample(logits, tuple(images.shape[-2:]))
+        return self.model.forward_test(
+            images, self.text, chunk_tokens=chunk_tokens, head_downsample=head_stride // 4
+        )

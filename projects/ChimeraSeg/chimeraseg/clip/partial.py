@@ -227,7 +227,15 @@ class ValueBlock(nn.Module):
         sources = [self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias]
         sources.append(gamma)
         # data_ptr catches .to()/load into new storage, _version catches in-place updates.
-        key = tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in sources)
+        # Inference tensors (weights created under torch.inference_mode) have no version counter
+        # (reading it raises); they count as version 0, so only their storage and dtype are
+        # compared: an in-place edit of such weights inside inference mode is not detected.
+        key = tuple(
+            (t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype)
+            if t is not None
+            else None
+            for t in sources
+        )
         if self._fused is None or key != self._fused_key:
             # Computed outside inference mode so that a cache filled during evaluation remains
             # usable by later training forwards (inference tensors cannot be saved for backward).

@@ -160,6 +160,12 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.GAMMA = 0.0
     # Extra gamma values evaluated in the same pass (Fig. 10); [] = only TEST.GAMMA.
     cfg.TEST.GAMMA_SWEEP = []
+    # CSH positions per chunk at inference (exact: same logits, cache-sized intermediates and
+    # far less memory at large batches); 0 = all positions in one pass. Never used in training.
+    cfg.TEST.CSH_CHUNK_TOKENS = 4096
+    # INEXACT speed option, off by default (1): k > 1 average-pools the decoder output k x k
+    # before the CSH (2 = CSH at stride 8, ~4x fewer positions), logits upsampled once.
+    cfg.TEST.CSH_DOWNSAMPLE = 1
 
 
 def _add_solver_config(cfg: CN) -> None:
@@ -230,6 +236,10 @@ def validate_chimeraseg_config(cfg: CN) -> None:
             "config key MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS = "
             f"{cfg.MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS} must be in 0..3"
         )
+    for key, low in (("CSH_CHUNK_TOKENS", 0), ("CSH_DOWNSAMPLE", 1)):
+        value = cfg.TEST[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"config key TEST.{key} = {value!r} must be an int >= {low}")
     if cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS not in (1, 2):
         raise ValueError(
             f"config key MODEL.CHIMERASEG.CSH.MLP_LAYERS = {cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS} "

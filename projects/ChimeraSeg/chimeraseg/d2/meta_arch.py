@@ -115,6 +115,7 @@ def _build_head(cfg: CfgNode, in_channels: int, clip_visual: nn.Module) -> CLIPS
         norm=c.NORM,
         residual=c.RESIDUAL,
         proj=c.PROJ,
+        chunk_tokens=cfg.TEST.CSH_CHUNK_TOKENS,
     )
 
 
@@ -205,6 +206,7 @@ class ChimeraSeg(nn.Module):
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
             fold_projection=m.FOLD_PROJECTION,
+            head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
             seed=cfg.SEED if cfg.SEED >= 0 else None,
             ignore_index=m.IGNORE_VALUE,
         )

@@ -17,6 +17,11 @@ One corner is handled exactly rather than approximately: when adding γ rounds t
 unseen logits to the same value, the reference argmax may pick a lower-index unseen class than
 ``a_u``. Such pixels (detected with the second-largest unseen value) are recomputed with the
 reference per γ; with real logits they are rare (none in the random-logit tests).
+
+Speed (CPU): ``argmax`` over the class dimension of ``(N, H*W)`` logits is slow, so the
+statistics come from one streaming pass over the class rows with vectorised float ops
+(running maxima, strict ``>`` for first-max ties); per γ only a few ``(P,)`` ops remain and the
+confusion matrices come from two ``bincount`` calls. Accelerators use ``torch.max(dim=0)``.
 """
 
 from __future__ import annotations
@@ -99,74 +104,134 @@ class _PixelStatistics:
     unseen_below_max: torch.Tensor  # largest unseen logit strictly below unseen_max, else -inf
 
 
-# Pixels per chunk of the CPU arg-max: (N, 8192) float32 blocks stay in cache for N ~ 171.
-_CPU_CHUNK = 8192
+# Pixels per block of the CPU class scan (the running state of one block stays in cache).
+_CPU_BLOCK = 1 << 18
+# Below this many pixels the per-class Python loop costs more than ``torch.max(dim=0)``.
+_CPU_SCAN_MIN_PIXELS = 8192
 
 
 def _first_max(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max over dim 0 of ``z`` ``(C, P)`` and the FIRST index attaining it, both ``(P,)``.
-
-    Same result as ``torch.argmax`` (first maximum). On CPU, ``argmax`` over dim 0 is several
-    times slower than ``amax``, so the index is found from ``amax`` instead: the largest
-    ``C - c`` over the classes ``c`` equal to the maximum. Columns holding NaN get index ``C``;
-    callers reject NaN first.
-    """
-    if z.device.type != "cpu":
-        idx = z.argmax(dim=0)
-        return z.gather(0, idx[None])[0], idx
-    c, p = z.shape
-    rev_dtype = torch.uint8 if c <= 255 else torch.int16 if c <= 32767 else torch.int32
-    rev = torch.arange(c, 0, -1, dtype=rev_dtype)[:, None]  # (C, 1): C, C-1, ..., 1
-    values = torch.empty(p, dtype=z.dtype)
-    indices = torch.empty(p, dtype=torch.long)
-    for start in range(0, p, _CPU_CHUNK):
-        block = z[:, start : start + _CPU_CHUNK]  # (C, chunk)
-        top = block.amax(dim=0)
-        values[start : start + _CPU_CHUNK] = top
-        indices[start : start + _CPU_CHUNK] = c - ((block == top) * rev).amax(dim=0).long()
+    """Max over dim 0 of ``z`` ``(C, P)`` and the first index attaining it, both ``(P,)``."""
+    values, indices = z.max(dim=0)
     return values, indices
 
 
-def _seen_best_where_unseen_leads(
-    z: torch.Tensor,
-    seen_ids: torch.Tensor,
-    top: torch.Tensor,
-    top_arg: torch.Tensor,
-    unseen_mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best seen value/class per pixel, reusing the all-class maximum where a seen class leads.
+class _RunningMax:
+    """First maximum over rows fed in ascending class order; ``(p,)`` state, float only.
 
-    Where the first all-class arg-max ``top_arg`` is seen, it is also the first seen arg-max;
-    only the other pixels are rescanned over the seen rows.
+    ``z_c > best`` (strict) moves the maximum, so ties keep the lower class, as
+    ``torch.argmax`` does. The class index is kept as a float (exact below 2**24) and updated
+    as ``max(index, c * [z_c > best])``, valid because ``c`` exceeds every earlier index:
+    on CPU these vectorised float ops are several times faster than ``masked_fill`` or
+    ``where`` with a bool mask. ``torch.maximum`` propagates NaN, so NaN rows leave NaN.
     """
-    s_max, s_arg = top.clone(), top_arg.clone()
-    redo = unseen_mask[top_arg].nonzero()[:, 0]  # pixels led by an unseen class
-    if len(redo):
-        sub = z.index_select(1, redo).index_select(0, seen_ids)  # (Ns, P_redo)
-        values, local = _first_max(sub)
-        s_max[redo], s_arg[redo] = values, seen_ids[local]
-    return s_max, s_arg
+
+    def __init__(self, row: torch.Tensor, class_id: int) -> None:
+        self.value = row.clone()
+        self.index = torch.full(row.shape, float(class_id), dtype=torch.float32)
+        self._moved = torch.empty(row.shape, dtype=torch.float32)
+
+    def add(self, row: torch.Tensor, class_id: int) -> None:
+        """Feeds the ``(p,)`` logits of class ``class_id``."""
+        torch.gt(row, self.value, out=self._moved)  # 1.0 where the class takes the lead
+        torch.maximum(self.value, row, out=self.value)
+        torch.maximum(self.index, self._moved.mul_(class_id), out=self.index)
+
+
+def _scan_block(
+    rows: torch.Tensor, seen_ids: list[int], unseen_ids: list[int]
+) -> tuple[_RunningMax | None, _RunningMax | None, torch.Tensor | None]:
+    """One pass over ``rows`` ``(N, p)``: first maxima over the seen and the unseen classes,
+    and the second largest unseen value counted with multiplicity (``-inf`` if none).
+    """
+    seen = _RunningMax(rows[seen_ids[0]], seen_ids[0]) if seen_ids else None
+    for c in seen_ids[1:]:
+        seen.add(rows[c], c)
+    if not unseen_ids:
+        return seen, None, None
+    unseen = _RunningMax(rows[unseen_ids[0]], unseen_ids[0])
+    second = torch.full_like(unseen.value, float("-inf"))
+    for c in unseen_ids[1:]:
+        row = rows[c]
+        torch.maximum(second, torch.minimum(row, unseen.value), out=second)
+        unseen.add(row, c)
+    return seen, unseen, second
+
+
+def _strictly_below(
+    z: torch.Tensor, unseen_ids: list[int], top: torch.Tensor, second: torch.Tensor
+) -> torch.Tensor:
+    """Largest unseen value strictly below ``top``, from the multiset second maximum.
+
+    They differ only where the unseen maximum occurs twice (``second == top``); those pixels
+    (rare with real logits) are recomputed exactly.
+    """
+    dup = ((second == top) & (top > float("-inf"))).nonzero()[:, 0]
+    if len(dup):
+        sub = z.index_select(0, torch.tensor(unseen_ids)).index_select(1, dup)  # (Nu, P_dup)
+        second = second.clone()
+        second[dup] = sub.masked_fill(sub == top[dup], float("-inf")).amax(dim=0)
+    return second
+
+
+def _pixel_statistics_cpu(z: torch.Tensor, unseen_mask: torch.Tensor) -> _PixelStatistics:
+    """Per-pixel statistics on CPU: one streaming pass over the classes per pixel block.
+
+    ``argmax`` over the class dimension of a ``(N, P)`` tensor is slow on CPU; feeding the
+    classes one row at a time into running maxima reads every logit once with vectorised
+    element-wise ops instead.
+    """
+    n, p = z.shape
+    seen_ids = (~unseen_mask).nonzero()[:, 0].tolist()  # ascending
+    unseen_ids = unseen_mask.nonzero()[:, 0].tolist()
+    s_max, u_max, second = (torch.full((p,), float("-inf"), dtype=z.dtype) for _ in range(3))
+    s_arg, u_arg = (torch.full((p,), float(n)) for _ in range(2))  # n marks an empty set
+    for start in range(0, p, _CPU_BLOCK):
+        part = slice(start, start + _CPU_BLOCK)
+        seen, unseen, sec = _scan_block(z[:, part], seen_ids, unseen_ids)  # (N, p_block)
+        if p <= _CPU_BLOCK:  # one block: keep its state, no copies
+            s_max, s_arg = (seen.value, seen.index) if seen is not None else (s_max, s_arg)
+            if unseen is not None:
+                u_max, u_arg, second = unseen.value, unseen.index, sec
+            break
+        if seen is not None:
+            s_max[part], s_arg[part] = seen.value, seen.index
+        if unseen is not None:
+            u_max[part], u_arg[part], second[part] = unseen.value, unseen.index, sec
+    below = _strictly_below(z, unseen_ids, u_max, second) if unseen_ids else second
+    return _PixelStatistics(s_max, s_arg.long(), u_max, u_arg.long(), below)
 
 
 def _pixel_statistics(z: torch.Tensor, unseen_mask: torch.Tensor) -> _PixelStatistics:
     """Computes the per-pixel statistics of ``z`` ``(N, P)`` once for every γ."""
-    n, p = z.shape
     mask = unseen_mask.to(z.device)
+    n, p = z.shape
+    if z.device.type == "cpu" and p >= _CPU_SCAN_MIN_PIXELS and n <= 2**24:  # exact float ids
+        stats = _pixel_statistics_cpu(z, mask)
+    else:
+        stats = _pixel_statistics_generic(z, mask)
+    if torch.isnan(stats.seen_max).any() or torch.isnan(stats.unseen_max).any():
+        raise ValueError("logits contain NaN")  # max propagates NaN: covers every class
+    return stats
+
+
+def _pixel_statistics_generic(z: torch.Tensor, mask: torch.Tensor) -> _PixelStatistics:
+    """Per-pixel statistics with whole-tensor reductions (accelerators: argmax is fast there)."""
+    n, p = z.shape
     seen_ids, unseen_ids = (~mask).nonzero()[:, 0], mask.nonzero()[:, 0]  # ascending
-    top, top_arg = _first_max(z)  # (P,) over all classes
-    if torch.isnan(top).any():  # max propagates NaN: one check covers every class
-        raise ValueError("logits contain NaN")
     neg_inf = torch.full((p,), float("-inf"), dtype=z.dtype, device=z.device)
     sentinel = torch.full((p,), n, dtype=torch.long, device=z.device)
     if len(unseen_ids) == 0:
-        return _PixelStatistics(top, top_arg, neg_inf, sentinel, neg_inf)
+        s_max, s_arg = _first_max(z)
+        return _PixelStatistics(s_max, s_arg, neg_inf, sentinel, neg_inf)
     zu = z.index_select(0, unseen_ids)  # (Nu, P)
     u_max, u_local = _first_max(zu)
     below = zu.masked_fill(zu == u_max, float("-inf")).amax(dim=0)  # (P,)
     if len(seen_ids) == 0:
         s_max, s_arg = neg_inf, sentinel
     else:
-        s_max, s_arg = _seen_best_where_unseen_leads(z, seen_ids, top, top_arg, mask)
+        s_max, s_local = _first_max(z.index_select(0, seen_ids))
+        s_arg = seen_ids[s_local]
     return _PixelStatistics(s_max, s_arg, u_max, unseen_ids[u_local], below)
 
 
@@ -176,24 +241,57 @@ def _unseen_wins(stats: _PixelStatistics, g: torch.Tensor) -> torch.Tensor:
     return (m > stats.seen_max) | ((m == stats.seen_max) & (stats.unseen_arg < stats.seen_arg))
 
 
-def _rounding_collapse(stats: _PixelStatistics, g: torch.Tensor) -> torch.Tensor:
-    """``(P,)`` bool: adding ``g`` makes a smaller unseen logit equal the biased maximum."""
-    below, top = stats.unseen_below_max, stats.unseen_max
+def _seen_threshold(stats: _PixelStatistics) -> torch.Tensor:
+    """``(P,)`` ``t`` with: the seen class wins under ``g`` iff ``fl(u + g) < t``.
+
+    The seen class wins iff ``m < s``, or ``m == s`` and it has the lower index; in the
+    latter case ``m <= s`` is ``m < nextafter(s, +inf)`` (wrong only for ``s = +inf``, which
+    :func:`_prepare` sends to the exact per-γ path).
+    """
+    s = stats.seen_max
+    seen_first = stats.seen_arg < stats.unseen_arg
+    return torch.where(seen_first, torch.nextafter(s, torch.full_like(s, float("inf"))), s)
+
+
+def _collapse_candidates(stats: _PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
+    """Pixel ids where adding some γ might round the two largest unseen logits together.
+
+    If ``b < u`` and ``fl(b + g) == fl(u + g) = f`` then ``u - b <= ulp(f) <= eps*(|u| + |g|)
+    + tiny``; the test below (in float64, with a factor 8 margin) keeps a superset.
+    """
+    finfo = torch.finfo(stats.unseen_max.dtype)
+    u, b = stats.unseen_max.double(), stats.unseen_below_max.double()
+    g_max = max(abs(float(g)) for g in gs)
+    bound = (u.abs() + g_max) * (8 * finfo.eps) + 8 * finfo.tiny
+    return ((b < u) & (u - b <= bound)).nonzero()[:, 0]
+
+
+def _rounding_collapse(stats: _PixelStatistics, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``(P_idx,)`` bool: adding ``g`` makes a smaller unseen logit equal the biased maximum."""
+    below, top = stats.unseen_below_max[idx], stats.unseen_max[idx]
     return (below < top) & (below + g == top + g)
 
 
 def _prepare(
     logits: torch.Tensor, unseen_mask: torch.Tensor, gammas: Sequence[float]
 ) -> tuple[torch.Tensor, _PixelStatistics, list[torch.Tensor], torch.Tensor]:
-    """Flattens, checks for NaN and returns ``(z, stats, gamma tensors, slow-pixel mask)``."""
+    """Flattens, checks for NaN and returns ``(z, stats, gamma tensors, slow-pixel mask)``.
+
+    Slow pixels (rounding collapse for some γ, or a ``+inf`` seen logit) are predicted with
+    the reference argmax per γ.
+    """
     z = _class_dim_first(logits, unseen_mask)
     if len(gammas) == 0:
         raise ValueError("the gamma list is empty")
     stats = _pixel_statistics(z, unseen_mask)
     gs = [_gamma_tensor(g, z) for g in gammas]
-    slow = torch.zeros_like(stats.seen_arg, dtype=torch.bool)
-    for g in gs:
-        slow |= _rounding_collapse(stats, g)
+    slow = stats.seen_max == float("inf")
+    candidates = _collapse_candidates(stats, gs)
+    if len(candidates):
+        collapse = torch.zeros(len(candidates), dtype=torch.bool, device=z.device)
+        for g in gs:
+            collapse |= _rounding_collapse(stats, g, candidates)
+        slow[candidates[collapse]] = True
     return z, stats, gs, slow
 
 
@@ -224,8 +322,10 @@ def sweep_predictions(
     return torch.stack(preds).reshape(len(gs), *spatial)  # (G, P) -> (G, [B,] H, W)
 
 
-def _ground_truth(gt: ArrayLike, logits: torch.Tensor, source: str | None) -> torch.Tensor:
-    """Ground truth as ``(P,)`` long on the logits' device, after shape checks."""
+def _ground_truth(
+    gt: ArrayLike, logits: torch.Tensor, ignore: int, source: str | None
+) -> torch.Tensor:
+    """Checked ground truth as ``(P,)`` long on the logits' device."""
     if isinstance(gt, np.ndarray) and not gt.flags.writeable:
         gt = gt.copy()  # e.g. np.asarray(PIL image); torch warns on read-only buffers
     gt = torch.as_tensor(gt).to(logits.device, non_blocking=True)
@@ -235,7 +335,22 @@ def _ground_truth(gt: ArrayLike, logits: torch.Tensor, source: str | None) -> to
         raise ValueError(
             f"ground-truth shape {tuple(gt.shape)} != prediction shape {tuple(expected)}{where}"
         )
+    # checked in its own (often uint8) dtype: cheaper than on int64
+    check_class_ids(gt, logits.shape[-3], what="ground truth", ignore=ignore, source=source)
     return gt.reshape(-1).long()
+
+
+def _seen_counts(stats: _PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
+    """``(P,)`` long ``k``: for how many γ the seen class wins (the smallest ``k``, by
+    monotonicity); float accumulation of ``<`` is the fastest vectorised form on CPU."""
+    threshold = _seen_threshold(stats)
+    biased = torch.empty_like(stats.unseen_max)
+    wins = torch.empty(threshold.shape, dtype=torch.float32, device=threshold.device)
+    k = torch.zeros(threshold.shape, dtype=torch.float32, device=threshold.device)
+    for g in gs:
+        torch.add(stats.unseen_max, g, out=biased)
+        k += torch.lt(biased, threshold, out=wins)
+    return k.long()
 
 
 def sweep_confusion(
@@ -261,29 +376,35 @@ def sweep_confusion(
         ``(G, N, N)`` int64 on the logits' device; rows = ground truth, columns = prediction.
     """
     n = logits.shape[-3]
-    gt_flat = _ground_truth(gt, logits, source)
-    check_class_ids(gt_flat, n, what="ground truth", ignore=ignore, source=source)
+    gt_flat = _ground_truth(gt, logits, ignore, source)
     z, stats, gs, slow = _prepare(logits, unseen_mask, gammas)
     order = sorted(range(len(gs)), key=lambda i: float(gammas[i]))
     # k = number of (sorted) γ for which the seen class still wins; monotone in γ.
-    k = torch.zeros_like(stats.seen_arg)
-    for i in order:
-        k += ~_unseen_wins(stats, gs[i])
+    k = _seen_counts(stats, gs)
     valid = gt_flat != ignore
-    fast = valid & ~slow
     num_g, nn = len(gs), n * n
-    hist = []
-    for arg in (stats.seen_arg, stats.unseen_arg):
-        # Sentinel ids (N) only occur where they are never used (k == 0 or k == G): clamp them.
-        keys = k[fast] * nn + gt_flat[fast] * n + arg[fast].clamp(max=n - 1)
-        hist.append(torch.bincount(keys, minlength=(num_g + 1) * nn).view(num_g + 1, n, n))
-    seen_hist, unseen_hist = hist  # (G+1, N, N) each, indexed by k
-    seen_from = seen_hist.flip(0).cumsum(0).flip(0)  # [j] = pixels with k >= j
-    unseen_upto = unseen_hist.cumsum(0)  # [j] = pixels with k <= j
-    conf_sorted = seen_from[1:] + unseen_upto[:-1]  # (G, N, N): sorted γ j uses k > j / k <= j
+    dump = (num_g + 1) * nn  # key of ignore and slow pixels: counted past the kept bins
+    base = torch.where(valid, k * nn + gt_flat * n, dump)  # (P,)
+    slow_idx = slow.nonzero()[:, 0]
+    if len(slow_idx):
+        base[slow_idx] = dump
+    # Sentinel ids (N) occur only for an empty class set, where they are never used (k == 0 or
+    # k == G); clamped so their keys stay inside the pixel's own row.
+    has_sentinel = bool(unseen_mask.all()) or not bool(unseen_mask.any())
+    seen_cum, unseen_cum = (
+        torch.bincount(base + (arg.clamp(max=n - 1) if has_sentinel else arg), minlength=dump + n)[
+            :dump
+        ].view(num_g + 1, n, n)
+        for arg in (stats.seen_arg, stats.unseen_arg)
+    )
+    for j in range(1, num_g + 1):  # in place: [j] = pixels with k <= j (faster than cumsum)
+        seen_cum[j] += seen_cum[j - 1]
+        unseen_cum[j] += unseen_cum[j - 1]
+    # sorted γ j: the seen class is predicted where k > j, the unseen one where k <= j
+    conf_sorted = (seen_cum[-1] - seen_cum[:-1]) + unseen_cum[:-1]  # (G, N, N)
     conf = torch.empty_like(conf_sorted)
     conf[order] = conf_sorted
-    slow_valid = (slow & valid).nonzero()[:, 0]
+    slow_valid = slow_idx[valid[slow_idx]]
     if len(slow_valid):
         conf += _slow_confusion(z, gt_flat, unseen_mask, gs, slow_valid)
     return conf

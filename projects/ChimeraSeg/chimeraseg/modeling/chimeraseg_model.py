@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.modeling.csh import CLIPSemanticHead, fold_projection, folded_cosine_logits
+from chimeraseg.modeling.csh import (
+    CLIPSemanticHead,
+    RowFn,
+    fold_projection,
+    folded_cosine_rows,
+)
 from chimeraseg.modeling.inference import LogitsFn, slide_inference, whole_inference
 from chimeraseg.modeling.losses.segmentation import segmentation_loss
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
@@ -68,6 +73,10 @@ class ChimeraSegModel(nn.Module):
         pixel_std: student normalisation std.
         fold_projection: at inference, use the folded ``Fres·(P·Âᵀ)`` path (exact; more work,
             see :func:`~chimeraseg.modeling.csh.fold_projection`).
+        head_downsample: INEXACT speed option, off by default (1). ``k > 1`` average-pools the
+            decoder output ``k x k`` (``ceil_mode``) before the CSH at inference, so the CSH runs
+            at stride ``4k`` on ``k²`` times fewer positions; the logits are still upsampled once
+            to the input size. Training never pools.
         seed: seed of the Gumbel-noise generator (offset by the process rank); None = global RNG.
         ignore_index: ignore label.
     """
@@ -98,6 +107,7 @@ class ChimeraSegModel(nn.Module):
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
         fold_projection: bool = False,
+        head_downsample: int = 1,
         seed: int | None = None,
         ignore_index: int = 255,
     ) -> None:
@@ -113,6 +123,7 @@ class ChimeraSegModel(nn.Module):
         self.ce_weight, self.focal_weight = float(ce_weight), float(focal_weight)
         self.focal_gamma = float(focal_gamma)
         self.fold_projection = fold_projection
+        self.head_downsample = _check_head_downsample(head_downsample)
         self.seed = seed
         self.ignore_index = ignore_index
         self.num_classes = num_classes
@@ -323,10 +334,15 @@ class ChimeraSegModel(nn.Module):
         mode: str = "whole",
         crop: tuple[int, int] | None = None,
         stride: tuple[int, int] | None = None,
+        chunk_tokens: int | None = None,
+        head_downsample: int | None = None,
     ) -> torch.Tensor:
         """Cosine logits over any vocabulary (no CLIP image encoder is run).
 
-        Call under ``torch.inference_mode()`` for speed.
+        Call under ``torch.inference_mode()`` for speed: without autograd the CSH and the cosine
+        run over chunks of positions (exact, see
+        :meth:`~chimeraseg.modeling.csh.CLIPSemanticHead.map_positions`) and the logits are
+        upsampled image by image.
 
         Args:
             images: ``(B, 3, H, W)`` float RGB 0..255.
@@ -336,6 +352,9 @@ class ChimeraSegModel(nn.Module):
             mode: ``"whole"`` or ``"slide"``.
             crop: slide window ``(h, w)`` (required for ``"slide"``).
             stride: slide step ``(h, w)`` (required for ``"slide"``).
+            chunk_tokens: CSH positions per chunk; None = ``head.chunk_tokens``; 0 = one pass.
+            head_downsample: None = ``self.head_downsample``; ``k > 1`` runs the CSH on the
+                ``k x k`` average-pooled decoder output (INEXACT speed option).
 
         Returns:
             ``(B, N, H, W)`` logits ``cos(Fc, A)/τ (+ γ)``.
@@ -346,7 +365,9 @@ class ChimeraSegModel(nn.Module):
                 f"vocabulary_embeddings {tuple(vocabulary_embeddings.shape)} must be "
                 f"(N, {self.head.embed_dim})"
             )
-        logits_fn = self._folded_logits_fn(text) if self.fold_projection else self._logits_fn(text)
+        down = self.head_downsample if head_downsample is None else head_downsample
+        row_fn = self._folded_row_fn(text) if self.fold_projection else self._row_fn(text)
+        logits_fn = self._logits_fn(row_fn, chunk_tokens, _check_head_downsample(down))
         if mode == "whole":
             logits = whole_inference(logits_fn, images)
         elif mode == "slide":
@@ -358,28 +379,55 @@ class ChimeraSegModel(nn.Module):
         if unseen_mask is not None and gamma != 0.0:
             if unseen_mask.shape != (text.shape[0],) or unseen_mask.dtype != torch.bool:
                 raise ValueError(f"unseen_mask must be bool ({text.shape[0]},)")
-            bias = unseen_mask.to(logits.dtype) * gamma  # (N,)
-            logits = logits + bias.view(1, -1, 1, 1)
+            bias = unseen_mask.to(logits.dtype).view(1, -1, 1, 1) * gamma  # (1, N, 1, 1)
+            # in place without autograd: no second (B, N, H, W) tensor
+            logits = logits + bias if torch.is_grad_enabled() else logits.add_(bias)
         return logits
 
-    def _logits_fn(self, text: torch.Tensor) -> LogitsFn:
-        def logits_fn(images: torch.Tensor) -> torch.Tensor:
-            tokens = self.head.proj(self.residual_tokens(images))  # (B, h, w, D)
-            cosine = F.normalize(tokens.float(), dim=-1) @ text.t()  # (B, h, w, N)
-            return (cosine / self.tau).permute(0, 3, 1, 2)  # (B, N, h, w)
+    def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
+        """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.
 
-        return logits_fn
+        ``downsample = k > 1`` average-pools ``k x k`` with ``ceil_mode`` (inexact option).
+        """
+        x = (images - self.pixel_mean) / self.pixel_std
+        features = self.decoder(self.backbone(x))  # (B, E, h, w)
+        if downsample == 1:
+            return features
+        return F.avg_pool2d(features, downsample, ceil_mode=True)  # (B, E, h/k, w/k)
 
-    def _folded_logits_fn(self, text: torch.Tensor) -> LogitsFn:
+    def _row_fn(self, text: torch.Tensor) -> RowFn:
+        """``Fres (..., Dv) -> cos(Fres·P, A)/τ (..., N)``."""
+
+        def row_fn(residual: torch.Tensor) -> torch.Tensor:
+            tokens = self.head.proj(residual)  # (..., D)
+            return (F.normalize(tokens.float(), dim=-1) @ text.t()) / self.tau  # (..., N)
+
+        return row_fn
+
+    def _folded_row_fn(self, text: torch.Tensor) -> RowFn:
+        """Like :meth:`_row_fn` through the folded classifier ``P·Âᵀ`` (exact, more work)."""
         weight = self.head.proj.weight.float()  # (Dv, D)
         folded = fold_projection(text, weight)  # (Dv, N)
         gram = weight @ weight.t()  # (Dv, Dv)
 
+        def row_fn(residual: torch.Tensor) -> torch.Tensor:
+            return folded_cosine_rows(residual.float(), folded, gram, self.tau)  # (..., N)
+
+        return row_fn
+
+    def _logits_fn(self, row_fn: RowFn, chunk_tokens: int | None, downsample: int) -> LogitsFn:
         def logits_fn(images: torch.Tensor) -> torch.Tensor:
-            residual = self.residual_tokens(images).float()  # (B, h, w, Dv)
-            return folded_cosine_logits(residual, folded, gram, self.tau)
+            features = self.head_features(images, downsample)  # (B, E, h, w)
+            logits = self.head.map_positions(features, row_fn, chunk_tokens)  # (B, h, w, N)
+            return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
         return logits_fn
+
+
+def _check_head_downsample(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ChimeraSegModel: head_downsample={value!r} must be an int >= 1")
+    return value
 
 
 def _drop_frozen_clip_keys(

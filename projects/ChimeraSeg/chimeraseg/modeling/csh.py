@@ -11,6 +11,8 @@ Per pixel, on channel-last tokens (contiguous GEMMs, no per-layer permutes)::
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,9 +23,17 @@ __all__ = [
     "CLIPSemanticHead",
     "ChannelLastBatchNorm",
     "ChannelLastGroupNorm",
+    "DEFAULT_CHUNK_TOKENS",
+    "RowFn",
     "fold_projection",
     "folded_cosine_logits",
+    "folded_cosine_rows",
 ]
+
+DEFAULT_CHUNK_TOKENS = 4096  # positions per CSH chunk at inference (FFN intermediate ~50 MB)
+
+# Maps ``Fres`` rows ``(..., Dv)`` to per-position outputs ``(..., K)`` (any leading shape).
+RowFn = Callable[[torch.Tensor], torch.Tensor]
 
 NORM_TYPES = ("BN", "GN", "LN_clip", "LN", "none")
 PROJ_TYPES = ("frozen", "learnable", "he")
@@ -92,6 +102,11 @@ class CLIPSemanticHead(nn.Module):
         norm: ``"BN" | "GN" | "LN_clip" | "LN" | "none"`` (Table IX).
         residual: ``Fres = Fp + Fbn`` (else ``Fbn``) (Table IV).
         proj: ``"frozen"`` CLIP copy, ``"learnable"`` CLIP init, ``"he"`` Kaiming init (Table V).
+        chunk_tokens: when no gradient is recorded (``torch.no_grad``/``inference_mode``) and the
+            norm is per-position (BN in eval mode, LN, LN_clip, none), run the head over chunks
+            of this many positions (exact: the same per-position maps, smaller intermediates;
+            the FFN's ``4·Dv`` intermediate stays cache-sized). 0 disables chunking. Never
+            chunks in training or with GN (their statistics span all positions).
     """
 
     def __init__(
@@ -108,6 +123,7 @@ class CLIPSemanticHead(nn.Module):
         norm: str = "BN",
         residual: bool = True,
         proj: str = "frozen",
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     ) -> None:
         super().__init__()
         if norm not in NORM_TYPES:
@@ -116,6 +132,7 @@ class CLIPSemanticHead(nn.Module):
             raise ValueError(f"CLIPSemanticHead: proj={proj!r} is not one of {PROJ_TYPES}")
         if mlp_layers not in (1, 2):
             raise ValueError(f"CLIPSemanticHead: mlp_layers={mlp_layers} must be 1 or 2")
+        _check_chunk_tokens(chunk_tokens)
         self.vencoder = build_vencoder(
             clip_visual,
             num_blocks=vencoder_blocks,
@@ -141,6 +158,7 @@ class CLIPSemanticHead(nn.Module):
         self.residual = residual
         self.norm_type = norm
         self.proj_type = proj
+        self.chunk_tokens = chunk_tokens
 
     def frozen_clip_modules(self) -> dict[str, nn.Module]:
         """Submodules holding frozen CLIP copies (name -> module), for checkpoint filtering."""
@@ -159,39 +177,100 @@ class CLIPSemanticHead(nn.Module):
                 module.eval()
         return self
 
-    def residual_tokens(self, features: torch.Tensor) -> torch.Tensor:
-        """``Fres`` on channel-last tokens.
+    def chunking_allowed(self) -> bool:
+        """Whether chunking over positions is exact now: no autograd, per-position norm.
+
+        BN in training mode and GN take statistics over all positions, so splitting the
+        positions would change the result; with gradients enabled the whole graph is kept anyway.
+        """
+        if torch.is_grad_enabled() or self.norm_type == "GN":
+            return False
+        return not (self.norm_type == "BN" and self.norm.training)
+
+    def residual_rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``Fres`` (MLP, VEncoder, norm, residual) of tokens ``(..., E) -> (..., Dv)``."""
+        fp = self.mlp(tokens)  # (..., Dv)
+        fbn = self.norm(self.vencoder(fp))  # (..., Dv)
+        return fp + fbn if self.residual else fbn
+
+    def map_positions(
+        self,
+        features: torch.Tensor,
+        row_fn: RowFn | None = None,
+        chunk_tokens: int | None = None,
+    ) -> torch.Tensor:
+        """``row_fn(Fres)`` at every position, in chunks of positions when that is exact.
 
         Args:
             features: ``(B, E, h, w)`` student features ``F``.
+            row_fn: per-position map of ``Fres`` rows ``(L, Dv) -> (L, K)``; it must treat rows
+                independently (projection, cosine vs text, ...). None = identity (``K = Dv``).
+            chunk_tokens: positions per chunk; None = ``self.chunk_tokens``; 0 = one pass.
+                Used only when :meth:`chunking_allowed`.
 
         Returns:
-            ``(B, h, w, Dv)`` contiguous ``Fres`` (before ``proj``).
+            ``(B, h, w, K)`` contiguous.
         """
         if features.dim() != 4 or features.shape[1] != self.in_channels:
             raise ValueError(
                 f"CLIPSemanticHead expects features (B, {self.in_channels}, h, w); got "
                 f"{tuple(features.shape)}"
             )
-        tokens = features.permute(0, 2, 3, 1).contiguous()  # (B, h, w, E) channel-last
-        fp = self.mlp(tokens)  # (B, h, w, Dv)
-        fbn = self.norm(self.vencoder(fp))  # (B, h, w, Dv)
-        return fp + fbn if self.residual else fbn
+        chunk = self.chunk_tokens if chunk_tokens is None else chunk_tokens
+        _check_chunk_tokens(chunk)
+        tokens = features.permute(0, 2, 3, 1)  # (B, h, w, E) channel-last view
+        positions = tokens.shape[0] * tokens.shape[1] * tokens.shape[2]
+        if chunk == 0 or positions <= chunk or not self.chunking_allowed():
+            out = self.residual_rows(tokens.contiguous())  # (B, h, w, Dv)
+            return out if row_fn is None else row_fn(out)
+        rows = tokens.reshape(positions, -1)  # (L, E), one copy into channel-last rows
+        first = self.residual_rows(rows[:chunk])  # (chunk, Dv)
+        first = first if row_fn is None else row_fn(first)  # (chunk, K)
+        out = first.new_empty(positions, first.shape[-1])  # (L, K)
+        out[:chunk] = first
+        for start in range(chunk, positions, chunk):
+            part = self.residual_rows(rows[start : start + chunk])  # (<=chunk, Dv)
+            out[start : start + chunk] = part if row_fn is None else row_fn(part)
+        return out.view(*tokens.shape[:3], -1)  # (B, h, w, K)
 
-    def forward_tokens(self, features: torch.Tensor) -> torch.Tensor:
-        """``Fc`` channel-last: ``(B, E, h, w) -> (B, h, w, D)``."""
-        return self.proj(self.residual_tokens(features))
+    def residual_tokens(
+        self, features: torch.Tensor, chunk_tokens: int | None = None
+    ) -> torch.Tensor:
+        """``Fres`` on channel-last tokens.
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        Args:
+            features: ``(B, E, h, w)`` student features ``F``.
+            chunk_tokens: see :meth:`map_positions` (None = ``self.chunk_tokens``).
+
+        Returns:
+            ``(B, h, w, Dv)`` contiguous ``Fres`` (before ``proj``).
+        """
+        return self.map_positions(features, None, chunk_tokens)
+
+    def forward_tokens(
+        self, features: torch.Tensor, chunk_tokens: int | None = None
+    ) -> torch.Tensor:
+        """``Fc`` channel-last ``(B, E, h, w) -> (B, h, w, D)``, chunked as in ``map_positions``."""
+        return self.map_positions(features, self.proj, chunk_tokens)
+
+    def forward(self, features: torch.Tensor, chunk_tokens: int | None = None) -> torch.Tensor:
         """Maps student features to CLIP-bridged features.
 
         Args:
             features: ``(B, E, h, w)`` student features ``F``.
+            chunk_tokens: see :meth:`map_positions` (None = ``self.chunk_tokens``).
 
         Returns:
             ``(B, D, h, w)`` ``Fc`` (a channels-last strided view of the token tensor).
         """
-        return self.forward_tokens(features).permute(0, 3, 1, 2)  # (B, D, h, w) view
+        return self.forward_tokens(features, chunk_tokens).permute(0, 3, 1, 2)  # (B, D, h, w)
+
+
+def _check_chunk_tokens(chunk_tokens: int) -> None:
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 0:
+        raise ValueError(
+            f"CLIPSemanticHead: chunk_tokens={chunk_tokens!r} must be an int >= 0 (0 = no chunking)"
+        )
 
 
 def fold_projection(text: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tensor:
@@ -219,6 +298,26 @@ def fold_projection(text: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tens
     return proj_weight @ F.normalize(text, dim=-1).t()  # (Dv, D) @ (D, N)
 
 
+def folded_cosine_rows(
+    residual: torch.Tensor, folded: torch.Tensor, gram: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """``cos(Fres·P, A)/τ`` per position, channel-last: ``(..., Dv) -> (..., N)``.
+
+    Args:
+        residual: ``(..., Dv)`` ``Fres`` tokens.
+        folded: ``(Dv, N)`` from :func:`fold_projection`.
+        gram: ``(Dv, Dv)`` ``P · Pᵀ``.
+        tau: temperature.
+
+    Returns:
+        ``(..., N)`` logits.
+    """
+    dots = residual @ folded  # (..., N) = Fc · Âᵀ
+    sq_norm = ((residual @ gram) * residual).sum(-1, keepdim=True)  # (..., 1) = ‖Fc‖²
+    norm = sq_norm.clamp_min(1e-24).sqrt().clamp_min(1e-12)  # same eps as F.normalize
+    return dots / norm / tau
+
+
 def folded_cosine_logits(
     residual: torch.Tensor, folded: torch.Tensor, gram: torch.Tensor, tau: float
 ) -> torch.Tensor:
@@ -233,7 +332,4 @@ def folded_cosine_logits(
     Returns:
         ``(B, N, h, w)`` logits.
     """
-    dots = residual @ folded  # (B, h, w, N) = Fc · Âᵀ
-    sq_norm = ((residual @ gram) * residual).sum(-1, keepdim=True)  # (B, h, w, 1) = ‖Fc‖²
-    norm = sq_norm.clamp_min(1e-24).sqrt().clamp_min(1e-12)  # same eps as F.normalize
-    return (dots / norm / tau).permute(0, 3, 1, 2)  # (B, N, h, w)
+    return folded_cosine_rows(residual, folded, gram, tau).permute(0, 3, 1, 2)  # (B, N, h, w)

@@ -7,10 +7,35 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LogitsFn", "whole_inference", "slide_inference", "window_starts"]
+__all__ = ["LogitsFn", "upsample_logits", "whole_inference", "slide_inference", "window_starts"]
 
 # Maps images (B, 3, H', W') to low-resolution logits (B, N, h', w').
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=False``) of logits to ``size``.
+
+    Without autograd the images are upsampled one at a time into one preallocated contiguous
+    output (no batch-sized temporaries; each image's source stays cache-resident). The values
+    equal one batched ``F.interpolate``.
+
+    Args:
+        logits: ``(B, N, h, w)``, any strides (e.g. channels-last views).
+        size: output ``(H, W)``.
+
+    Returns:
+        ``(B, N, H, W)`` contiguous.
+    """
+    size = (int(size[0]), int(size[1]))
+    if torch.is_grad_enabled() or logits.shape[0] == 1:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    out = logits.new_empty(*logits.shape[:2], *size)  # (B, N, H, W)
+    for i in range(logits.shape[0]):
+        out[i : i + 1] = F.interpolate(
+            logits[i : i + 1], size=size, mode="bilinear", align_corners=False
+        )  # (1, N, H, W)
+    return out
 
 
 def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:
@@ -23,8 +48,7 @@ def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, N, H, W)`` bilinearly upsampled (``align_corners=False``) logits.
     """
-    logits = logits_fn(images)
-    return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample_logits(logits_fn(images), tuple(images.shape[-2:]))
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:

@@ -1,0 +1,203 @@
+"""Inference speed paths of the core: exact CSH chunking, per-image upsampling, stride-8 option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead
+from chimeraseg.modeling.inference import upsample_logits
+
+SEEN, UNSEEN = [0, 1, 2, 4], [3, 5]
+
+
+class TinyBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"res2": self.conv(x)}
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 1)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.conv(feats["res2"])
+
+
+def _randomise_bn(head: CLIPSemanticHead) -> None:
+    """Non-trivial BN statistics and affine, so a chunking error in BN would show."""
+    with torch.no_grad():
+        head.norm.bn.running_mean.normal_()
+        head.norm.bn.running_var.uniform_(0.5, 2.0)
+        head.norm.bn.weight.normal_()
+        head.norm.bn.bias.normal_()
+
+
+def _model(clip: nn.Module, **kwargs) -> ChimeraSegModel:
+    text = torch.randn(6, 32)
+    head = CLIPSemanticHead(16, clip.visual, **kwargs.pop("head_kwargs", {}))
+    _randomise_bn(head)
+    return ChimeraSegModel(
+        backbone=TinyBackbone(),
+        decoder=TinyDecoder(),
+        head=head,
+        teacher=None,
+        seen_text=text[SEEN],
+        unseen_text=text[UNSEEN],
+        seen_ids=SEEN,
+        unseen_ids=UNSEEN,
+        num_classes=6,
+        **kwargs,
+    ).eval()
+
+
+def _count_mlp_calls(head: CLIPSemanticHead) -> list[int]:
+    calls = [0]
+
+    def hook(*_: object) -> None:
+        calls[0] += 1
+
+    head.mlp.register_forward_hook(hook)
+    return calls
+
+
+@pytest.mark.parametrize("norm", ["BN", "LN_clip", "LN", "none"])
+def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
+    head = CLIPSemanticHead(16, tiny_clip.visual, norm=norm, chunk_tokens=7).eval()
+    if norm == "BN":
+        _randomise_bn(head)
+    calls = _count_mlp_calls(head)
+    x = torch.randn(2, 16, 5, 6)  # 60 positions: 8 chunks of 7 and one of 4
+    with torch.no_grad():
+        whole = head(x, chunk_tokens=0)
+        assert calls[0] == 1
+        chunked = head(x)
+        assert calls[0] == 1 + 9  # really chunked
+        fres = head.residual_tokens(x)
+    assert chunked.shape == whole.shape == (2, 32, 5, 6)
+    assert (chunked - whole).abs().max() <= 1e-5
+    assert fres.shape == (2, 5, 6, 64) and fres.is_contiguous()
+    torch.testing.assert_close(head.proj(fres).permute(0, 3, 1, 2), whole, rtol=0, atol=1e-5)
+
+
+def test_no_chunking_with_gradients_bn_training_or_gn(tiny_clip: nn.Module) -> None:
+    x = torch.randn(2, 16, 5, 6)
+    head = CLIPSemanticHead(16, tiny_clip.visual, chunk_tokens=7)
+    calls = _count_mlp_calls(head)
+    head.eval()
+    head(x)  # gradients enabled: one pass
+    assert calls[0] == 1
+    head.train()
+    with torch.no_grad():  # BN in training mode: statistics over all positions, one pass
+        before = head.norm.bn.num_batches_tracked.clone()
+        head(x)
+    assert calls[0] == 2 and int(head.norm.bn.num_batches_tracked - before) == 1
+    gn = CLIPSemanticHead(16, tiny_clip.visual, norm="GN", chunk_tokens=7).eval()
+    gn_calls = _count_mlp_calls(gn)
+    with torch.no_grad():
+        assert not gn.chunking_allowed()
+        gn(x)
+    assert gn_calls[0] == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_chunk_tokens_is_refused(tiny_clip: nn.Module, bad: object) -> None:
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        CLIPSemanticHead(16, tiny_clip.visual, chunk_tokens=bad)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_forward_test_chunked_equals_unchunked(tiny_clip: nn.Module, fold: bool) -> None:
+    model = _model(tiny_clip, fold_projection=fold)
+    images, vocab = torch.rand(2, 3, 64, 72) * 255, torch.randn(6, 32)  # 2 x 16 x 18 positions
+    calls = _count_mlp_calls(model.head)
+    with torch.inference_mode():
+        whole = model.forward_test(images, vocab, chunk_tokens=0)
+        chunked = model.forward_test(images, vocab, chunk_tokens=37)
+        window = {"mode": "slide", "crop": (64, 64), "stride": (32, 32)}
+        slide0 = model.forward_test(images, vocab, chunk_tokens=0, **window)
+        slide = model.forward_test(images, vocab, **window)
+    assert calls[0] == 1 + 16 + 2 + 2  # 576 / 37 -> 16 chunks; default 4096 -> one per window
+    assert chunked.shape == (2, 6, 64, 72)
+    assert (chunked - whole).abs().max() <= 1e-5
+    assert torch.equal(chunked.argmax(1), whole.argmax(1))
+    assert (slide - slide0).abs().max() <= 1e-5
+
+
+def _stride8_reference(model: ChimeraSegModel, images: torch.Tensor, vocab: torch.Tensor):
+    """Pooling by hand: 2x2 average (ceil) of the decoder output, CSH, cosine, upsample once."""
+    features = model.decoder(model.backbone((images - model.pixel_mean) / model.pixel_std))
+    h, w = features.shape[-2:]
+    pooled = torch.zeros(features.shape[0], features.shape[1], (h + 1) // 2, (w + 1) // 2)
+    for i in range(pooled.shape[-2]):
+        for j in range(pooled.shape[-1]):
+            pooled[..., i, j] = features[..., 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean((-2, -1))
+    fc = model.head(pooled, chunk_tokens=0)  # (B, D, h/2, w/2)
+    cos = torch.einsum("bdhw,nd->bnhw", F.normalize(fc, dim=1), F.normalize(vocab, dim=-1))
+    return F.interpolate(cos / model.tau, size=images.shape[-2:], mode="bilinear")
+
+
+def test_head_downsample_option(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip)
+    images, vocab = torch.rand(2, 3, 64, 76) * 255, torch.randn(6, 32)  # features 16 x 19 (odd)
+    with torch.inference_mode():
+        exact = model.forward_test(images, vocab)
+        same = model.forward_test(images, vocab, head_downsample=1)
+        fast = model.forward_test(images, vocab, head_downsample=2, chunk_tokens=11)
+        model.head_downsample = 2
+        default_fast = model.forward_test(images, vocab)
+        reference = _stride8_reference(model, images, vocab)
+    assert torch.equal(exact, same)
+    assert fast.shape == exact.shape == (2, 6, 64, 76)
+    assert (fast - reference).abs().max() <= 1e-5
+    assert (fast - exact).abs().max() > 1e-3  # inexact: it really changes the logits
+    torch.testing.assert_close(default_fast, fast, rtol=0, atol=1e-5)
+    assert _model(tiny_clip, head_downsample=2).head_downsample == 2
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="head_downsample"):
+            _model(tiny_clip, head_downsample=bad)
+        with pytest.raises(ValueError, match="head_downsample"):
+            model.forward_test(images, vocab, head_downsample=bad)
+
+
+def test_training_never_pools_or_chunks(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip, head_downsample=2, head_kwargs={"chunk_tokens": 7})
+    calls = _count_mlp_calls(model.head)
+    images = torch.rand(1, 3, 64, 64) * 255
+    assert model.clip_features(images).shape == (1, 32, 16, 16)  # gradients on: no chunks
+    assert calls[0] == 1
+
+
+def test_per_image_upsampling_equals_batched() -> None:
+    logits = torch.randn(3, 5, 7, 9).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    ref = F.interpolate(logits, size=(30, 37), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        out = upsample_logits(logits, (30, 37))
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    grad_in = logits.clone().requires_grad_(True)
+    upsample_logits(grad_in, (30, 37)).sum().backward()  # the autograd path still works
+    assert grad_in.grad is not None
+
+
+def test_model_built_inside_inference_mode(tiny_clip: nn.Module) -> None:
+    """ValueBlock's fused-value cache key must not read the version of inference tensors."""
+    images, vocab = torch.rand(1, 3, 64, 64) * 255, torch.randn(6, 32)
+    with torch.inference_mode():
+        model = _model(tiny_clip)
+        assert model.head.vencoder.blocks[0].v_proj.weight.is_inference()
+        first = model.forward_test(images, vocab)
+        second = model.forward_test(images, vocab)  # cache hit with the same key
+    reference = _model(tiny_clip)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = reference.forward_test(images, vocab)
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, expected, rtol=0, atol=1e-5)
