@@ -85,7 +85,7 @@ def test_bad_choice_fails_naming_key_and_value(key, value):
 
 def test_inference_speed_keys_default_exact_and_are_validated():
     cfg = get_chimeraseg_cfg(None, [])
-    assert cfg.TEST.CSH_DOWNSAMPLE == 1 and cfg.TEST.CSH_CHUNK_TOKENS == 4096
+    assert cfg.TEST.CSH_DOWNSAMPLE == 1 and cfg.TEST.CSH_CHUNK_TOKENS == 1024
     for key, bad in (("TEST.CSH_DOWNSAMPLE", "0"), ("TEST.CSH_CHUNK_TOKENS", "-1")):
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             get_chimeraseg_cfg(None, [key, bad])

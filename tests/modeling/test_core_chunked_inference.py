@@ -124,7 +124,7 @@ def test_forward_test_chunked_equals_unchunked(tiny_clip: nn.Module, fold: bool)
         window = {"mode": "slide", "crop": (64, 64), "stride": (32, 32)}
         slide0 = model.forward_test(images, vocab, chunk_tokens=0, **window)
         slide = model.forward_test(images, vocab, **window)
-    assert calls[0] == 1 + 16 + 2 + 2  # 576 / 37 -> 16 chunks; default 4096 -> one per window
+    assert calls[0] == 1 + 16 + 2 + 2  # 576 / 37 -> 16 chunks; default 1024 -> one per window
     assert chunked.shape == (2, 6, 64, 72)
     assert (chunked - whole).abs().max() <= 1e-5
     assert torch.equal(chunked.argmax(1), whole.argmax(1))

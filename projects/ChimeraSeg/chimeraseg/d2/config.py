@@ -162,7 +162,7 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.GAMMA_SWEEP = []
     # CSH positions per chunk at inference (exact: same logits, cache-sized intermediates and
     # far less memory at large batches); 0 = all positions in one pass. Never used in training.
-    cfg.TEST.CSH_CHUNK_TOKENS = 4096
+    cfg.TEST.CSH_CHUNK_TOKENS = 1024
     # INEXACT speed option, off by default (1): k > 1 average-pools the decoder output k x k
     # before the CSH (2 = CSH at stride 8, ~4x fewer positions), logits upsampled once.
     cfg.TEST.CSH_DOWNSAMPLE = 1

@@ -30,7 +30,7 @@ __all__ = [
     "folded_cosine_rows",
 ]
 
-DEFAULT_CHUNK_TOKENS = 4096  # positions per CSH chunk at inference (FFN intermediate ~50 MB)
+DEFAULT_CHUNK_TOKENS = 1024  # positions per CSH chunk at inference (FFN intermediate ~12 MB)
 
 # Maps ``Fres`` rows ``(..., Dv)`` to per-position outputs ``(..., K)`` (any leading shape).
 RowFn = Callable[[torch.Tensor], torch.Tensor]
