@@ -62,3 +62,25 @@ def load_script(relative_path: str, module_name: str | None = None) -> ModuleTyp
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class TinyBackbone(torch.nn.Module):
+    """Stand-in student: one stride-4 conv, ``(B, 3, H, W) -> {"res2": (B, 8, H/4, W/4)}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"res2": self.conv(x)}
+
+
+class TinyDecoder(torch.nn.Module):
+    """A stand-in decoder: ``{"res2": (B, 8, h, w)} -> (B, 16, h, w)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 1)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.conv(feats["res2"])

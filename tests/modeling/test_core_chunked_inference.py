@@ -5,30 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import TinyBackbone, TinyDecoder
 from torch import nn
 
 from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead
 from chimeraseg.modeling.inference import upsample_logits
 
 SEEN, UNSEEN = [0, 1, 2, 4], [3, 5]
-
-
-class TinyBackbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 4, stride=4)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"res2": self.conv(x)}
-
-
-class TinyDecoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 16, 1)
-
-    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.conv(feats["res2"])
 
 
 def _randomise_bn(head: CLIPSemanticHead) -> None:
