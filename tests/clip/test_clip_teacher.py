@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import build_tiny_clip
 
 from chimeraseg.clip.teacher import CLIPTeacher, interpolate_pos_embed
 
@@ -123,3 +124,15 @@ def test_teacher_rejects_bad_input(tiny_clip):
         teacher(torch.rand(1, 64, 64))
     with pytest.raises(ValueError, match="torch.uint8"):
         teacher(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_teacher_built_in_inference_mode_runs_and_matches():
+    """Weights created under inference mode have no version counter; the caches must still work."""
+    images = torch.rand(1, 3, 64, 96) * 255
+    reference = CLIPTeacher(build_tiny_clip(seed=3))(images)
+    with torch.inference_mode():
+        clip = build_tiny_clip(seed=3)
+        assert clip.visual.positional_embedding.is_inference()
+        out = CLIPTeacher(clip)(images)
+    assert torch.allclose(out.cls, reference.cls, atol=1e-6)
+    assert torch.allclose(out.dense, reference.dense, atol=1e-5)

@@ -89,3 +89,20 @@ def test_inference_speed_keys_default_exact_and_are_validated():
     for key, bad in (("TEST.CSH_DOWNSAMPLE", "0"), ("TEST.CSH_CHUNK_TOKENS", "-1")):
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             get_chimeraseg_cfg(None, [key, bad])
+
+
+def test_defaults_without_yaml_are_the_paper_settings():
+    cfg = get_chimeraseg_cfg()
+    assert cfg.MODEL.META_ARCHITECTURE == "ChimeraSeg" and cfg.INPUT.FORMAT == "RGB"
+    assert list(cfg.MODEL.PIXEL_MEAN) == [123.675, 116.28, 103.53]
+    assert cfg.SOLVER.BASE_LR == 6e-5 and cfg.SOLVER.WEIGHT_DECAY == 0.01
+    assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR" and cfg.SOLVER.WARMUP_ITERS == 1500
+    assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.SOLVER.MAX_ITER == 80000
+    assert cfg.INPUT.CROP.ENABLED and tuple(cfg.INPUT.CROP.SIZE) == (512, 512)
+
+
+def test_gamma_in_transductive_setting_fails_naming_both_keys():
+    with pytest.raises(ValueError, match=r"TEST.GAMMA = 0.5.*MODEL.CHIMERASEG.SETTING"):
+        get_chimeraseg_cfg(opts=["MODEL.CHIMERASEG.SETTING", "transductive", "TEST.GAMMA", "0.5"])
+    cfg = get_chimeraseg_cfg(opts=["MODEL.CHIMERASEG.SETTING", "transductive"])
+    assert cfg.TEST.GAMMA == 0.0

@@ -136,6 +136,19 @@ def _layer_scale_gamma(ls: nn.Module) -> torch.Tensor | None:
 
 
 @torch.no_grad()
+def tensor_cache_key(t: torch.Tensor | None) -> tuple | None:
+    """Identity of a weight's current values, for caches of tensors derived from it.
+
+    ``data_ptr`` catches ``.to()`` and loads into new storage, ``_version`` in-place updates.
+    Inference tensors (weights created under ``torch.inference_mode``) have no version counter
+    (reading it raises); they count as version 0, so an in-place edit of such weights inside
+    inference mode is not detected.
+    """
+    if t is None:
+        return None
+    return (t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype)
+
+
 def fuse_value_projection(
     v_weight: torch.Tensor,
     v_bias: torch.Tensor | None,
@@ -226,16 +239,7 @@ class ValueBlock(nn.Module):
         gamma = _layer_scale_gamma(self.ls_1)
         sources = [self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias]
         sources.append(gamma)
-        # data_ptr catches .to()/load into new storage, _version catches in-place updates.
-        # Inference tensors (weights created under torch.inference_mode) have no version counter
-        # (reading it raises); they count as version 0, so only their storage and dtype are
-        # compared: an in-place edit of such weights inside inference mode is not detected.
-        key = tuple(
-            (t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype)
-            if t is not None
-            else None
-            for t in sources
-        )
+        key = tuple(tensor_cache_key(t) for t in sources)
         if self._fused is None or key != self._fused_key:
             # Computed outside inference mode so that a cache filled during evaluation remains
             # usable by later training forwards (inference tensors cannot be saved for backward).

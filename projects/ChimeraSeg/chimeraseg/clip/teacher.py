@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection
+from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection, tensor_cache_key
 
 __all__ = ["TeacherOutput", "CLIPTeacher", "interpolate_pos_embed"]
 
@@ -106,7 +106,7 @@ class CLIPTeacher(nn.Module):
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
         """``(1 + h*w, Dv)`` positional embedding for ``grid``, cached per grid size."""
         pos = self.visual.positional_embedding
-        key = (grid, pos.data_ptr(), pos._version, pos.dtype)  # refresh if weights change
+        key = (grid, tensor_cache_key(pos))  # refresh if the weights change
         if key not in self._pos_cache:
             self._pos_cache = {k: v for k, v in self._pos_cache.items() if k[1:] == key[1:]}
             self._pos_cache[key] = interpolate_pos_embed(pos, self.native_grid, grid)
@@ -117,9 +117,10 @@ class CLIPTeacher(nn.Module):
         w = extract_block_weights(block, index="last")
         gamma = getattr(w.ls_1, "gamma", None)
         sources = (w.v_weight, w.v_bias, w.out_proj.weight, w.out_proj.bias, gamma)
-        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
+        key = tuple(tensor_cache_key(t) for t in sources)
         if self._fused is None or key != self._fused_key:
-            self._fused = fuse_value_projection(*sources)
+            with torch.inference_mode(False), torch.no_grad():  # usable outside inference mode
+                self._fused = fuse_value_projection(*sources)
             self._fused_key = key
         return self._fused
 

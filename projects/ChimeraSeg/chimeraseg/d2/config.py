@@ -189,6 +189,9 @@ def _add_solver_config(cfg: CN) -> None:
 def add_chimeraseg_config(cfg: CN) -> None:
     """Adds every ChimeraSeg key (with its default) to a detectron2 config, in place.
 
+    Also replaces the detectron2 defaults that ChimeraSeg reads by the paper's settings (SPEC 5),
+    so that a config without a YAML is the paper's COCO-Stuff MiT setting, not detectron2's.
+
     Args:
         cfg: a config from ``detectron2.config.get_cfg()``.
     """
@@ -197,6 +200,39 @@ def add_chimeraseg_config(cfg: CN) -> None:
     _add_test_config(cfg)
     _add_solver_config(cfg)
     _add_data_defaults(cfg)
+    _set_paper_defaults(cfg)
+
+
+def _set_paper_defaults(cfg: CN) -> None:
+    """Sets detectron2's own keys to the paper's values (SPEC 5); the Base YAMLs repeat them."""
+    # The meta-architecture and the student backbone adapter (MiT; "D2ViTB16" for ViT-B/16).
+    cfg.MODEL.META_ARCHITECTURE = "ChimeraSeg"
+    cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
+    # The model takes RGB 0..255 and normalises with ImageNet RGB statistics.
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    # Reference scale of the random rescale (short side, long-side cap), then 512x512 crops.
+    cfg.INPUT.MIN_SIZE_TRAIN = (512,)
+    cfg.INPUT.MAX_SIZE_TRAIN = 2048
+    cfg.INPUT.MIN_SIZE_TEST = 512
+    cfg.INPUT.MAX_SIZE_TEST = 2048
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute"
+    cfg.INPUT.CROP.SIZE = [512, 512]
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 0.75
+    cfg.INPUT.COLOR_AUG_SSD = True
+    # Batch 16, AdamW lr 6e-5 (decoder and CSH x10), weight decay 0.01 (none on norms),
+    # poly schedule (power 1.0) after 1,500 linear warm-up iterations, 80k iterations.
+    cfg.SOLVER.IMS_PER_BATCH = 16
+    cfg.SOLVER.BASE_LR = 6e-5
+    cfg.SOLVER.WEIGHT_DECAY = 0.01
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.WARMUP_ITERS = 1500
+    cfg.SOLVER.WARMUP_FACTOR = 1e-6
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    cfg.SOLVER.MAX_ITER = 80000
 
 
 def _add_data_defaults(cfg: CN) -> None:
@@ -244,6 +280,13 @@ def validate_chimeraseg_config(cfg: CN) -> None:
         raise ValueError(
             f"config key MODEL.CHIMERASEG.CSH.MLP_LAYERS = {cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS} "
             "must be 1 or 2"
+        )
+    if cfg.MODEL.CHIMERASEG.SETTING == "transductive" and cfg.TEST.GAMMA != 0.0:
+        # SPEC 2: the unseen-logit bias calibrates the inductive setting only.
+        raise ValueError(
+            f"config key TEST.GAMMA = {cfg.TEST.GAMMA} must be 0 when MODEL.CHIMERASEG.SETTING = "
+            "'transductive' (the unseen bias is for the inductive setting; TEST.GAMMA_SWEEP may "
+            "still list other values)"
         )
 
 
