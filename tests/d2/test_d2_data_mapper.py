@@ -78,6 +78,25 @@ def test_training_never_emits_unseen_labels(synthetic_names) -> None:
     assert 255 in emitted and len(emitted - {255}) >= 5  # seen classes survive
 
 
+def test_training_records_the_unpadded_size(synthetic_names) -> None:
+    from detectron2.data import DatasetCatalog
+
+    from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
+
+    train_name, val_name = synthetic_names
+    mapper = ZeroShotDatasetMapper(_cfg(train_name, val_name), is_train=True)
+    padded = 0
+    for _ in range(4):
+        for record in DatasetCatalog.get(train_name):
+            out = mapper(record)
+            h, w = out["valid_hw"]
+            assert 0 < h <= CROP and 0 < w <= CROP
+            assert bool((out["sem_seg"][h:] == 255).all() and (out["sem_seg"][:, w:] == 255).all())
+            assert not out["image"][:, h:].any() and not out["image"][:, :, w:].any()
+            padded += (h, w) != (CROP, CROP)
+    assert padded > 0  # resized images smaller than the crop occur (ratio range 0.5..2)
+
+
 def test_without_unseen_classes_labels_pass_through(synthetic_names) -> None:
     from detectron2.data import DatasetCatalog
 

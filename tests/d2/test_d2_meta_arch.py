@@ -45,6 +45,36 @@ def test_one_training_iteration_has_finite_losses_and_gradients(tiny_opts, synth
     assert model.model.backbone.body.patch_embed1.proj.weight.grad is not None
 
 
+def test_training_passes_the_valid_mask_of_each_input(tiny_opts, synthetic_root, monkeypatch):
+    from detectron2.structures import ImageList
+    from detectron2.utils.events import EventStorage
+
+    from chimeraseg.d2.meta_arch import valid_pixel_mask
+
+    model = _model(tiny_opts).train()
+    captured = {}
+
+    def forward_train(images, labels, iteration, valid=None):
+        captured["valid"], captured["shape"] = valid, labels.shape
+        return {}
+
+    monkeypatch.setattr(model.model, "forward_train", forward_train)
+    batch = _batch(train=True)
+    batch[0]["valid_hw"] = (40, 24)
+    batch[1].pop("valid_hw")
+    batch[1]["image"], batch[1]["sem_seg"] = batch[1]["image"][:, :48], batch[1]["sem_seg"][:48]
+    with EventStorage(0):
+        model(batch)
+    valid = captured["valid"]
+    assert valid.shape == captured["shape"] and valid.dtype == torch.bool
+    assert int(valid[0].sum()) == 40 * 24 and bool(valid[0, :40, :24].all())
+    assert int(valid[1].sum()) == 48 * 64 and bool(valid[1, :48].all())  # batch padding: False
+    images = ImageList.from_tensors([b["image"].float() for b in batch])
+    batch[0]["valid_hw"] = (65, 10)
+    with pytest.raises(ValueError, match="valid_hw"):
+        valid_pixel_mask(batch, images)
+
+
 def test_inference_returns_unbiased_logits_at_original_size(tiny_opts, synthetic_root):
     model = _model(tiny_opts).eval()
     batch = _batch(train=False)

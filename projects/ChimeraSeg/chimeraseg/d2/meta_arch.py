@@ -1,7 +1,8 @@
 """detectron2 meta-architecture ``ChimeraSeg``: batched dict inputs <-> ``ChimeraSegModel``.
 
-Training: ``[{"image": (3, H, W) uint8 RGB, "sem_seg": (H, W) int64}]`` -> dict of losses, with
-the SGD K schedule driven by detectron2's ``EventStorage`` iteration (so ``--resume`` continues
+Training: ``[{"image": (3, H, W) uint8 RGB, "sem_seg": (H, W) int64, "valid_hw" (optional)}]``
+-> dict of losses (padding, of the mapper and of the batch, is marked invalid), with the SGD K
+schedule driven by detectron2's ``EventStorage`` iteration (so ``--resume`` continues
 it). Inference: ``[{"image", "height", "width"}]`` -> ``[{"sem_seg": (N, height, width)}]``
 unbiased logits over the current vocabulary (gamma is added by the evaluator / the demo).
 """
@@ -33,7 +34,7 @@ from chimeraseg.modeling.decoder import SegFormerDecoder
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 
-__all__ = ["ChimeraSeg", "build_clip_from_config", "dataset_vocabulary"]
+__all__ = ["ChimeraSeg", "build_clip_from_config", "dataset_vocabulary", "valid_pixel_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +308,10 @@ class ChimeraSeg(nn.Module):
             labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
             labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=ignore)
             iteration = get_event_storage().iter
-            return self.model.forward_train(images.tensor, labels.tensor.long(), iteration)
+            valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
+            return self.model.forward_train(
+                images.tensor, labels.tensor.long(), iteration, valid=valid
+            )
         logits = self.model.forward_test(
             images.tensor,
             self.vocabulary_embeddings,
@@ -339,6 +343,29 @@ class ChimeraSeg(nn.Module):
             h, w = inp.get("height", size[0]), inp.get("width", size[1])
             out.append(sem_seg_postprocess(s, size, h, w)[0])
         return out
+
+
+def valid_pixel_mask(batched_inputs: list[dict[str, Any]], images: ImageList) -> torch.Tensor:
+    """``(B, Hp, Wp)`` bool: the real pixels of each padded batch image (top-left block).
+
+    Each input's ``valid_hw`` (recorded by the mapper before its padding) gives the block;
+    without it, the image's own size (``images.image_sizes``, before batch padding).
+
+    Raises:
+        ValueError: naming the input when ``valid_hw`` is not within its image size.
+    """
+    b, _, hp, wp = images.tensor.shape
+    valid = torch.zeros(b, hp, wp, dtype=torch.bool, device=images.tensor.device)
+    for i, (inp, size) in enumerate(zip(batched_inputs, images.image_sizes)):
+        h, w = (int(v) for v in inp.get("valid_hw", size))
+        if not (0 < h <= size[0] and 0 < w <= size[1]):
+            name = inp.get("file_name", f"batch input {i}")
+            raise ValueError(
+                f"{name}: valid_hw={(h, w)} must be positive and within the image size "
+                f"{tuple(size)}"
+            )
+        valid[i, :h, :w] = True
+    return valid
 
 
 def _as_list(value: Any) -> list[Any]:

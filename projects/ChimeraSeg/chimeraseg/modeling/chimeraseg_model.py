@@ -60,7 +60,8 @@ class ChimeraSegModel(nn.Module):
         num_classes: ``N`` of the dataset (``<= 255``).
         setting: ``"inductive"`` or ``"transductive"``.
         pseudo_masks: pseudo-mask knobs (defaults when None).
-        sgd: SGD module; None disables SGD (Table III).
+        sgd: SGD module; None disables SGD (Table III). Its ``gather_across_processes`` flag
+            also decides whether SAM gathers CLS tokens across processes (True when None).
         sgd_weight: weight of ``Lsgd`` (0 skips its computation).
         lambda_sam: weight of ``Lsam`` (0 skips it; Table XII).
         tau: logit temperature ``τ`` of the cosine classifier.
@@ -191,6 +192,7 @@ class ChimeraSegModel(nn.Module):
     # ----------------------------------------------------------------------------------- shared
     @property
     def num_seen(self) -> int:
+        """``Ns``: number of seen classes (training ids ``0..Ns-1``, in ``seen_ids`` order)."""
         return len(self.seen_ids)
 
     def map_labels(self, labels: torch.Tensor) -> torch.Tensor:
@@ -230,7 +232,11 @@ class ChimeraSegModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ train
     def forward_train(
-        self, images: torch.Tensor, labels: torch.Tensor, iteration: int
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses, already weighted (their sum is ``L``).
 
@@ -238,6 +244,10 @@ class ChimeraSegModel(nn.Module):
             images: ``(B, 3, H, W)`` float RGB 0..255.
             labels: ``(B, H, W)`` long dataset ids, 255 ignore (unseen already 255).
             iteration: training iteration (K schedule of SGD).
+            valid: ``(B, H, W)`` bool, real (unpadded) pixels; None = all valid (bit-identical
+                to not passing it). Padded pixels never form or receive latent regions (see
+                :func:`~chimeraseg.modeling.pseudo_masks.generate_pseudo_masks`), and SGD never
+                selects a feature position whose valid fraction is below 0.5.
 
         Returns:
             ``{"loss_seg", "loss_sgd", "loss_sam"}`` scalar tensors.
@@ -247,6 +257,11 @@ class ChimeraSegModel(nn.Module):
         if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
             raise ValueError(
                 f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match"
+            )
+        if valid is not None and (valid.shape != labels.shape or valid.dtype != torch.bool):
+            raise ValueError(
+                f"valid {tuple(valid.shape)} {valid.dtype} must be bool shaped like labels "
+                f"{tuple(labels.shape)}"
             )
         mapped = self.map_labels(labels)
         features = self.clip_features(images)  # (B, D, h, w)
@@ -260,6 +275,7 @@ class ChimeraSegModel(nn.Module):
             unseen_text=self.unseen_text,
             config=self.pseudo_mask_config,
             ignore_index=self.ignore_index,
+            valid=valid,
         )
         small = downsample_labels(pseudo.labels, tuple(features.shape[-2:]))  # (B, h, w)
         protos = class_prototypes(
@@ -270,11 +286,17 @@ class ChimeraSegModel(nn.Module):
         losses["loss_sgd"] = zero
         if self.sgd is not None and self.sgd_weight != 0.0:
             generator = self._generator(features.device)
-            sgd = self.sgd(features, teacher_out.cls, iteration, generator)
+            small_valid = None
+            if valid is not None:  # a position is valid when >= half of its pixels are
+                grid = tuple(features.shape[-2:])
+                small_valid = F.adaptive_avg_pool2d(valid[:, None].float(), grid)[:, 0] >= 0.5
+            sgd = self.sgd(features, teacher_out.cls, iteration, generator, small_valid)
             losses["loss_sgd"] = self.sgd_weight * sgd
         losses["loss_sam"] = zero
         if self.lambda_sam != 0.0:
-            losses["loss_sam"] = self.lambda_sam * self._sam_loss(protos, teacher_out.cls)
+            losses["loss_sam"] = self.lambda_sam * self._sam_loss(
+                protos, teacher_out.cls, self.gather_across_processes
+            )
         return losses
 
     def _fixed_classifier(self) -> torch.Tensor:
@@ -316,10 +338,29 @@ class ChimeraSegModel(nn.Module):
             focal_gamma=self.focal_gamma,
         )
 
-    def _sam_loss(self, protos: list[ImagePrototypes], cls: torch.Tensor) -> torch.Tensor:
+    @property
+    def gather_across_processes(self) -> bool:
+        """Whether SAM (like SGD) uses every process's CLS tokens: the SGD module's
+        ``gather_across_processes`` flag, or True when SGD is disabled (``sgd is None``)."""
+        return True if self.sgd is None else bool(self.sgd.gather_across_processes)
+
+    def _sam_loss(
+        self, protos: list[ImagePrototypes], cls: torch.Tensor, gather: bool = True
+    ) -> torch.Tensor:
+        """``Lsam`` of the local seen prototypes against the CLS tokens ``(B, D)``.
+
+        Args:
+            protos: per-image prototypes of the local batch.
+            cls: ``(B, D)`` unit teacher CLS embeddings of the local batch.
+            gather: use every process's CLS tokens (``forward_train`` passes
+                :attr:`gather_across_processes`, the SGD module's flag).
+        """
         seen_protos = torch.cat([p.seen for p in protos])  # (O, D) over the local batch
         seen_ids = torch.cat([p.seen_ids for p in protos])  # (O,)
-        all_cls, _ = all_gather_rows(cls)  # (B_global, D), no gradient
+        if gather:
+            all_cls, _ = all_gather_rows(cls)  # (B_global, D), no gradient
+        else:
+            all_cls = cls.detach()  # (B, D) local batch only
         return semantic_alignment_loss(
             seen_protos, self.seen_text[seen_ids], all_cls, tau_f=self.tau_f, tau_c=self.tau_c
         )

@@ -6,7 +6,11 @@ Label layout of the returned map (training label space):
 * transductive only, ``Ns .. Ns+Nu-1``: unseen class ``j`` (``Ns + j``) assigned by the teacher;
 * ``latent_start .. latent_start+R-1``: the ``R`` latent regions of the image, largest first
   (``latent_start = Ns`` inductive, ``Ns + Nu`` transductive);
-* ``255``: still ignored (outside every surviving region).
+* ``255``: still ignored (outside every surviving region, or outside the ``valid`` image area).
+
+Padding. ``valid`` (optional) marks the real image pixels; padded pixels (image 0, label 255 from
+the data mapper and batch padding) are not part of the ignore region: they never seed, join or
+receive a latent region or an unseen label, and stay ``255``.
 
 Everything runs on the teacher grid ``(h', w')`` (``H/16``), batched over images and clusters; the
 procedure has no randomness, so it is deterministic.
@@ -91,6 +95,7 @@ def generate_pseudo_masks(
     unseen_text: torch.Tensor | None = None,
     config: PseudoMaskConfig | None = None,
     ignore_index: int = 255,
+    valid: torch.Tensor | None = None,
 ) -> PseudoMasks:
     """Fills ignore pixels with latent regions (and, transductively, unseen classes).
 
@@ -103,9 +108,15 @@ def generate_pseudo_masks(
         unseen_text: ``(Nu, D)`` unseen text embeddings (transductive only).
         config: generator knobs (defaults when None).
         ignore_index: ignore label value.
+        valid: ``(B, H, W)`` bool, real (unpadded) pixels; None = every pixel is valid (then the
+            result is bit-identical to not passing it). Only valid ignore pixels form and receive
+            regions, and a teacher cell belongs to the region only if, in addition to the
+            ``region_ignore_fraction`` rule on valid ignore pixels, at least half of its pixels
+            are valid.
 
     Returns:
-        :class:`PseudoMasks`; the map equals ``labels`` wherever ``labels != ignore_index``.
+        :class:`PseudoMasks`; the map equals ``labels`` wherever ``labels != ignore_index`` or
+        ``valid`` is False.
     """
     cfg = config or PseudoMaskConfig()
     if mode not in _MODES:
@@ -131,8 +142,18 @@ def generate_pseudo_masks(
         )
     grid = tuple(teacher_dense.shape[-2:])
     ignore = labels == ignore_index  # (B, H, W)
+    if valid is not None:
+        if valid.shape != labels.shape or valid.dtype != torch.bool:
+            raise ValueError(
+                f"generate_pseudo_masks: valid {tuple(valid.shape)} {valid.dtype} must be a bool "
+                f"tensor shaped like labels {tuple(labels.shape)}"
+            )
+        ignore = ignore & valid  # padding is not part of the ignore region
     fraction = F.adaptive_avg_pool2d(ignore[:, None].float(), grid)[:, 0]  # (B, h', w')
     region = (fraction >= cfg.region_ignore_fraction) & (fraction > 0)
+    if valid is not None:
+        valid_fraction = F.adaptive_avg_pool2d(valid[:, None].float(), grid)[:, 0]  # (B, h', w')
+        region = region & (valid_fraction >= 0.5)
     feats = F.normalize(teacher_dense.float(), dim=1)  # (B, D, h', w') unit cells
     cells = torch.full_like(region, ignore_index, dtype=torch.long)  # (B, h', w')
     if mode == "transductive":
@@ -146,7 +167,7 @@ def generate_pseudo_masks(
     # Nearest upsampling to label resolution; exact 16×16 blocks when H = 16·h'.
     dense_labels = F.interpolate(cells[:, None].float(), size=labels.shape[-2:], mode="nearest")
     dense_labels = dense_labels[:, 0].long()  # (B, H, W)
-    out = torch.where(ignore, dense_labels, labels)  # only ignore pixels change
+    out = torch.where(ignore, dense_labels, labels)  # only (valid) ignore pixels change
     return PseudoMasks(labels=out, num_latent=num_latent, latent_start=latent_start)
 
 

@@ -26,7 +26,9 @@ class ZeroShotDatasetMapper:
     evaluator reads them from ``sem_seg_file_name``).
 
     Output dict: ``image`` ``(3, H, W)`` uint8 RGB tensor, ``sem_seg`` ``(H, W)`` int64 tensor
-    (training only), ``height``/``width`` of the original image, ``file_name``, ``image_id`` and
+    (training only), ``valid_hw`` = ``(h, w)`` the augmented image size before padding (the real
+    pixels are the top-left ``h x w`` block; the model keeps padding out of the latent regions
+    and SGD), ``height``/``width`` of the original image, ``file_name``, ``image_id`` and
     ``sem_seg_file_name`` when present.
     """
 
@@ -122,6 +124,7 @@ class ZeroShotDatasetMapper:
         aug_input = T.AugInput(image, sem_seg=label)
         self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
+        record["valid_hw"] = tuple(int(v) for v in image.shape[:2])  # before padding
         if label is not None and self.pad_to is not None:
             image, label = self._pad(image, label)
         record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -34,6 +34,10 @@ class SelectiveGlobalDistillation(nn.Module):
     ``-log softmax_j(F̂g·Ĉjᵀ/τ)[own]`` over every CLS token of the global batch (gathered across
     processes, no gradient through the gathered rows), averaged over the local images.
 
+    Padding: with a ``valid`` mask, positions outside it get ``S = -inf`` (weight 0 in ``W``),
+    are never selected and never enter ``W'``. ``K`` is clamped per image to its number of valid
+    positions, and an image without any valid position keeps its first (top-left) position.
+
     Args:
         k_init: K0 of the schedule.
         k_step: change of K per iteration.
@@ -89,6 +93,7 @@ class SelectiveGlobalDistillation(nn.Module):
         cls: torch.Tensor,
         iteration: int,
         generator: torch.Generator | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Returns ``Fg``: the Gumbel-top-K, softmax-pooled dense feature of each image.
 
@@ -97,6 +102,9 @@ class SelectiveGlobalDistillation(nn.Module):
             cls: ``(B, D)`` unit CLS embeddings ``Cg`` of the same images.
             iteration: training iteration ``t`` of the K schedule.
             generator: RNG of the Gumbel noise (global RNG when None).
+            valid: ``(B, h, w)`` bool, positions that may be selected; None = all (bit-identical
+                to not passing it). ``K`` is clamped per image to its valid count (at least 1:
+                an image with no valid position keeps position 0).
 
         Returns:
             ``(B, D)`` pooled features (not normalised).
@@ -105,16 +113,28 @@ class SelectiveGlobalDistillation(nn.Module):
         tokens = features.flatten(2).transpose(1, 2)  # (B, h·w, D)
         cls = cls.to(tokens.dtype)
         scale = 1.0 / math.sqrt(d)
+        mask = None if valid is None else _selectable(valid, (b, h, w))  # (B, h·w)
         k = self.k_at(iteration, h * w)
+        if mask is not None:
+            k = min(k, int(mask.sum(dim=1).max()))  # largest per-image K; smaller ones masked
         with torch.no_grad():  # selection only: no gradient through W or the Gumbel noise
             scores = torch.einsum("bnd,bd->bn", tokens, cls) * scale  # (B, h·w) = S
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
             gumbel = _gumbel_noise(scores.shape, generator, scores.device).to(
                 scores.device, scores.dtype
             )
             sel_weights = torch.softmax((scores + gumbel) / self.tau, dim=1)  # (B, h·w) = W
+            if mask is not None:  # valid positions (W >= 0) always rank before padding
+                sel_weights = sel_weights.masked_fill(~mask, -1.0)
             top = sel_weights.topk(k, dim=1).indices  # (B, K)
         selected = tokens.gather(1, top.unsqueeze(-1).expand(b, k, d))  # (B, K, D) = Fk
-        weights = torch.softmax(torch.einsum("bkd,bd->bk", selected, cls) * scale, dim=1)  # W'
+        sel_logits = torch.einsum("bkd,bd->bk", selected, cls) * scale  # (B, K)
+        if mask is not None:  # per-image K_i = min(K, valid count): drop picked padding
+            picked = mask.gather(1, top)  # (B, K)
+            selected = torch.where(picked[..., None], selected, torch.zeros_like(selected))
+            sel_logits = sel_logits.masked_fill(~picked, float("-inf"))
+        weights = torch.softmax(sel_logits, dim=1)  # (B, K) = W'
         return torch.einsum("bk,bkd->bd", weights, selected)  # (B, D) = W'ᵀFk
 
     def forward(
@@ -123,6 +143,7 @@ class SelectiveGlobalDistillation(nn.Module):
         cls: torch.Tensor,
         iteration: int,
         generator: torch.Generator | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SGD loss (InfoNCE, the negative log of paper eq. 3, mean over local images).
 
@@ -131,6 +152,8 @@ class SelectiveGlobalDistillation(nn.Module):
             cls: ``(B, D)`` unit CLS embeddings ``Cg`` (teacher, no gradient).
             iteration: training iteration.
             generator: RNG of the Gumbel noise.
+            valid: ``(B, h, w)`` bool, non-padded positions (see :meth:`pooled_features`);
+                None = all positions.
 
         Returns:
             Scalar loss.
@@ -140,7 +163,7 @@ class SelectiveGlobalDistillation(nn.Module):
                 f"SelectiveGlobalDistillation: features {tuple(features.shape)} must be "
                 f"(B, D, h, w) and cls {tuple(cls.shape)} must be (B, D)"
             )
-        pooled = self.pooled_features(features, cls, iteration, generator)
+        pooled = self.pooled_features(features, cls, iteration, generator, valid)
         if self.gather_across_processes:
             all_cls, offset = all_gather_rows(cls)
         else:
@@ -148,6 +171,22 @@ class SelectiveGlobalDistillation(nn.Module):
         logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(all_cls.float(), dim=-1).t()
         positives = torch.arange(cls.shape[0], device=cls.device) + offset
         return F.cross_entropy(logits / self.tau, positives)
+
+
+def _selectable(valid: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``(B, h, w)`` bool -> ``(B, h·w)`` selectable positions, position 0 kept in empty rows.
+
+    Raises:
+        ValueError: if ``valid`` is not a bool tensor of ``shape``.
+    """
+    if tuple(valid.shape) != shape or valid.dtype != torch.bool:
+        raise ValueError(
+            f"SelectiveGlobalDistillation: valid {tuple(valid.shape)} {valid.dtype} must be a "
+            f"bool tensor of shape (B, h, w) = {shape}"
+        )
+    mask = valid.flatten(1).clone()  # (B, h·w)
+    mask[:, 0] |= ~mask.any(dim=1)  # keep at least one position per image
+    return mask
 
 
 def _gumbel_noise(
