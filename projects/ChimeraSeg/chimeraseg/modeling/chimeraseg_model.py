@@ -34,7 +34,12 @@ from chimeraseg.modeling.losses.segmentation import segmentation_loss
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.semantic_alignment import semantic_alignment_loss
 from chimeraseg.modeling.prototypes import ImagePrototypes, class_prototypes, downsample_labels
-from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, PseudoMasks, generate_pseudo_masks
+from chimeraseg.modeling.pseudo_masks import (
+    PseudoMaskConfig,
+    PseudoMasks,
+    cell_fraction,
+    generate_pseudo_masks,
+)
 from chimeraseg.utils.distributed import all_gather_rows, get_rank
 
 __all__ = ["ChimeraSegModel"]
@@ -288,8 +293,7 @@ class ChimeraSegModel(nn.Module):
             generator = self._generator(features.device)
             small_valid = None
             if valid is not None:  # a position is valid when >= half of its pixels are
-                grid = tuple(features.shape[-2:])
-                small_valid = F.adaptive_avg_pool2d(valid[:, None].float(), grid)[:, 0] >= 0.5
+                small_valid = cell_fraction(valid, tuple(features.shape[-2:])) >= 0.5
             sgd = self.sgd(features, teacher_out.cls, iteration, generator, small_valid)
             losses["loss_sgd"] = self.sgd_weight * sgd
         losses["loss_sam"] = zero

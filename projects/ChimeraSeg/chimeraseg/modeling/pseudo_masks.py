@@ -85,6 +85,11 @@ class PseudoMasks:
     latent_start: int
 
 
+def cell_fraction(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Fraction of ``True`` pixels of ``mask (B, H, W)`` in each ``grid`` cell: ``(B, h, w)``."""
+    return F.adaptive_avg_pool2d(mask[:, None].float(), grid)[:, 0]
+
+
 def generate_pseudo_masks(
     labels: torch.Tensor,
     teacher_dense: torch.Tensor,
@@ -149,11 +154,10 @@ def generate_pseudo_masks(
                 f"tensor shaped like labels {tuple(labels.shape)}"
             )
         ignore = ignore & valid  # padding is not part of the ignore region
-    fraction = F.adaptive_avg_pool2d(ignore[:, None].float(), grid)[:, 0]  # (B, h', w')
+    fraction = cell_fraction(ignore, grid)  # (B, h', w')
     region = (fraction >= cfg.region_ignore_fraction) & (fraction > 0)
     if valid is not None:
-        valid_fraction = F.adaptive_avg_pool2d(valid[:, None].float(), grid)[:, 0]  # (B, h', w')
-        region = region & (valid_fraction >= 0.5)
+        region = region & (cell_fraction(valid, grid) >= 0.5)
     feats = F.normalize(teacher_dense.float(), dim=1)  # (B, D, h', w') unit cells
     cells = torch.full_like(region, ignore_index, dtype=torch.long)  # (B, h', w')
     if mode == "transductive":
