@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=48)
-    parser.add_argument("--num-val", type=int, default=16)
+    parser.add_argument("--num-val", type=int, default=128)
     parser.add_argument("--height", type=int, default=160)
     parser.add_argument("--width", type=int, default=200)
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if complete")

@@ -4,6 +4,8 @@
 Input  (see datasets/README.md): ``$DETECTRON2_DATASETS/coco/{train2017,val2017}/*.jpg`` and
 ``coco/stuffthingmaps/{train2017,val2017}/*.png`` (values = COCO id - 1, 255 unlabeled).
 Output: ``coco/stuffthingmaps_detectron2/{train2017,val2017}/*.png`` with values 0..170 and 255.
+A raw value that is no COCO id - 1 (183..254) stops the run naming the file and the value
+(``--skip-bad``: the sample is skipped and counted).
 
 Idempotent and resumable (existing outputs are kept); verifies the official counts at the end.
 """
@@ -14,7 +16,7 @@ import argparse
 import os
 import sys
 
-from chimeraseg.data.coco_stuff import RAW_TO_CONTIGUOUS_LUT
+from chimeraseg.data.coco_stuff import RAW_TO_CONTIGUOUS_LUT, RAW_VALID, RAW_VALID_DESCRIPTION
 from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
 
 EXPECTED_COUNTS = {"train2017": 118_287, "val2017": 5_000}
@@ -31,7 +33,9 @@ def build_jobs(coco_dir: str, split: str, check_images: bool) -> list[LabelJob]:
     for name in sorted(f for f in os.listdir(raw_dir) if f.endswith(".png")):
         image = os.path.join(coco_dir, split, name[:-4] + ".jpg") if check_images else None
         src, dst = os.path.join(raw_dir, name), os.path.join(out_dir, name)
-        jobs.append(LabelJob(src, dst, RAW_TO_CONTIGUOUS_LUT, NUM_CLASSES, image))
+        lut = RAW_TO_CONTIGUOUS_LUT
+        job = LabelJob(src, dst, lut, NUM_CLASSES, image, RAW_VALID, RAW_VALID_DESCRIPTION)
+        jobs.append(job)
     return jobs
 
 

@@ -14,6 +14,11 @@ Examples::
     python tools/demo.py --config-file <cfg> --input img.jpg --output vis/ --similarity-map ...
 
     python tools/demo.py --config-file <cfg> --video-input clip.mp4 --output vis/ ...
+
+Images are read by the project's reader (``chimeraseg.data.io.read_image``), which ignores EXIF
+orientation tags like every other part of ChimeraSeg. Files of an input folder that are not images
+are skipped with a one-line note. Without trained weights (``MODEL.WEIGHTS``) the demo stops,
+unless ``--allow-random-weights`` is given (smoke tests only).
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import chimeraseg.d2  # noqa: F401 -- registrations
-from chimeraseg.d2 import ChimeraSegCheckpointer, get_chimeraseg_cfg
+from chimeraseg.d2 import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
+from chimeraseg.d2.trainer import load_trained_weights
+from chimeraseg.data.io import DatasetError, read_image
 
 UNSEEN_SUFFIX = " *"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class ChimeraSegDemo:
@@ -124,19 +130,26 @@ def build_demo(
 ) -> ChimeraSegDemo:
     """Builds the model from a config (``MODEL.WEIGHTS`` loaded and verified) and the demo.
 
+    Args:
+        config_file: YAML config.
+        opts: ``KEY VALUE`` overrides.
+        vocabulary: class names; None = the test dataset's classes (an empty list is an error).
+        unseen: names of ``vocabulary`` marked unseen (they receive gamma).
+        gamma: unseen-logit bias (None = ``TEST.GAMMA``).
+        similarity_map: also build the CLIP teacher for the Fig. 8 maps.
+
     Raises:
-        ValueError: an ``unseen`` name that is not in ``vocabulary``.
+        ValueError: an empty ``vocabulary`` or an ``unseen`` name that is not in it.
+        chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
+            ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
+    _check_vocabulary(vocabulary, unseen)
     opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
     cfg = get_chimeraseg_cfg(config_file, opts)
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        ChimeraSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_trained_weights(model, cfg)
     colors = None
-    if vocabulary:
-        missing = [u for u in unseen or [] if u not in vocabulary]
-        if missing:
-            raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+    if vocabulary is not None:
         model.set_vocabulary(vocabulary, [vocabulary.index(u) for u in unseen or []])
     else:
         from detectron2.data import MetadataCatalog
@@ -150,36 +163,55 @@ def build_demo(
     )
 
 
+def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
+    """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
+    if vocabulary is not None and not vocabulary:
+        raise ValueError("the vocabulary is empty: give at least one class name")
+    missing = [u for u in unseen or [] if u not in (vocabulary or [])]
+    if missing:
+        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+
+
 def _image_paths(inputs: list[str]) -> list[str]:
-    """Expands files, globs and folders to a sorted list of image paths."""
+    """Expands files, globs and folders (every file in them) to a list of candidate paths."""
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             paths += [os.path.join(item, f) for f in sorted(os.listdir(item))]
         else:
             paths += sorted(glob.glob(os.path.expanduser(item))) or [item]
-    return [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isdir(p)]
+    return [p for p in paths if not os.path.isdir(p)]
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB; raises naming the file if it cannot be read."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image '{path}' (missing or not an image)")
-    return image[..., ::-1].copy()
+def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool) -> int:
+    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image.
 
+    Files that are not readable images are skipped with a one-line note.
 
-def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool) -> None:
-    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image."""
+    Returns:
+        The number of images drawn.
+
+    Raises:
+        ValueError: when none of ``paths`` is a readable image.
+    """
     os.makedirs(output, exist_ok=True)
+    drawn = 0
     for path in paths:
-        image = read_rgb(path)
+        try:
+            image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
+        except DatasetError as e:
+            print(f"[demo] skipped, not a readable image: {e}")
+            continue
         stem = os.path.splitext(os.path.basename(path))[0]
         vis = demo.draw(image, demo.predict(image))
         cv2.imwrite(os.path.join(output, stem + ".png"), vis[..., ::-1])
         if similarity:
             sim = demo.similarity(image)
             cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
+        drawn += 1
+    if paths and not drawn:
+        raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
+    return drawn
 
 
 def _frames(path: str) -> Iterator[np.ndarray]:
@@ -212,7 +244,8 @@ def run_on_video(demo: ChimeraSegDemo, path: str, output: str) -> str:
 
 
 def _split_names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+    """Comma-separated names; None when the option is absent ([] when it holds no name)."""
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -225,6 +258,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unseen", help='names of --vocabulary marked unseen, "a,b"')
     parser.add_argument("--gamma", type=float, help="unseen-logit bias (default TEST.GAMMA)")
     parser.add_argument("--similarity-map", action="store_true", help="also write Fig. 8 maps")
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="run without MODEL.WEIGHTS (an untrained student; smoke tests only)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
 
@@ -234,11 +272,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.input and not args.video_input:
         raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER or --video-input VIDEO")
     vocabulary, unseen = _split_names(args.vocabulary), _split_names(args.unseen)
+    if vocabulary is not None and not vocabulary:
+        raise SystemExit(f"tools/demo.py: --vocabulary {args.vocabulary!r} holds no class name")
     if unseen and not vocabulary:
         raise SystemExit("tools/demo.py: --unseen needs --vocabulary")
-    demo = build_demo(
-        args.config_file, args.opts, vocabulary, unseen, args.gamma, args.similarity_map
-    )
+    opts = list(args.opts)
+    if args.allow_random_weights:
+        opts += ["MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS", "True"]
+    demo = build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
     if args.input:
         run_on_images(demo, _image_paths(args.input), args.output, args.similarity_map)
     if args.video_input:

@@ -5,9 +5,11 @@
    ``./datasets``), 2. trains ``configs/synthetic/chimeraseg_mitb0_synthetic.yaml`` on CPU,
 3. evaluates it (sIoU / uIoU / hIoU), 4. writes overlays and similarity maps to ``--output``.
 
-CLIP weights: the config uses open_clip's ``openai`` tag (downloaded once on a normal machine).
-Offline, pass ``--clip-weights /path/to/ViT-B-16.pt`` or ``--allow-random-clip`` (a smoke run:
-the pipeline works but the numbers mean nothing).
+CLIP: the synthetic config uses the synthetic world's own CLIP
+(``configs/clip/chimeraseg-world-vit.json``), trained here on first use in a few minutes and cached
+(``tools/train_world_clip.py``), so unseen-class numbers are meaningful offline. Other configs use
+their own CLIP (OpenAI ViT-B/16). ``--clip-weights PATH`` overrides the weights;
+``--allow-random-clip`` is for smoke runs only (the pipeline works, the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -65,6 +67,45 @@ def check_clip(cfg: CfgNode) -> None:  # noqa: F821 -- detectron2 is imported la
         ) from e
 
 
+def is_world_clip(name: str) -> bool:
+    """Whether ``MODEL.CLIP.NAME`` is the synthetic world's CLIP model config."""
+    from chimeraseg.world.clip_training import WORLD_CLIP_MODEL_CONFIG
+
+    return os.path.basename(name) == os.path.basename(WORLD_CLIP_MODEL_CONFIG)
+
+
+def resolve_clip(cfg: CfgNode, args: argparse.Namespace) -> str:  # noqa: F821
+    """Fills in the world CLIP's weights when the config needs them; says which CLIP and why.
+
+    Returns:
+        One line for the log: the CLIP used and the reason.
+    """
+    c = cfg.MODEL.CLIP
+    if args.allow_random_clip:
+        return (
+            "CLIP: RANDOM weights (--allow-random-clip): a smoke run, unseen numbers mean nothing"
+        )
+    if args.clip_weights:
+        return f"CLIP: {c.NAME} with weights {args.clip_weights} (--clip-weights)"
+    if not (is_world_clip(c.NAME) and not c.PRETRAINED):
+        return f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
+    from chimeraseg.world.cache import ensure_world_clip
+    from chimeraseg.world.clip_training import WorldClipConfig, WorldClipQualityError
+
+    try:
+        world = ensure_world_clip(WorldClipConfig(model_config=c.NAME))
+    except WorldClipQualityError as e:
+        raise SystemExit(f"tools/run_demo.py: {e}") from e
+    cfg.defrost()
+    c.PRETRAINED = str(world.checkpoint)
+    cfg.freeze()
+    origin = "trained now" if world.trained_now else "from the cache"
+    return (
+        f"CLIP: the synthetic world's CLIP ({origin}: {world.checkpoint}), because the config's "
+        f"MODEL.CLIP.NAME is the world model and gives no weights; {world.report['message']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Runs the four steps; returns the evaluation results."""
     args = get_parser().parse_args(argv)
@@ -89,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = get_chimeraseg_cfg(args.config_file, opts)
     setup_logger(output=cfg.OUTPUT_DIR, name="chimeraseg")
     setup_logger(output=cfg.OUTPUT_DIR)
+    print(f"[run_demo] {resolve_clip(cfg, args)}", flush=True)
     check_clip(cfg)
-    timings["CLIP check"] = time.perf_counter() - start
+    timings["CLIP"] = time.perf_counter() - start
 
     t = time.perf_counter()
     path = make_synthetic_dataset(os.environ["DETECTRON2_DATASETS"])

@@ -8,7 +8,8 @@ Examples::
         --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml \\
         MODEL.CLIP.PRETRAINED /path/to/ViT-B-16.pt
 
-    # evaluation only (loads MODEL.WEIGHTS, verifies CLIP weights and vocabulary)
+    # evaluation only (loads MODEL.WEIGHTS, verifies CLIP weights and vocabulary; refuses to run
+    # without trained weights unless MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS True)
     python tools/train_net.py --eval-only --config-file <cfg> MODEL.WEIGHTS <dir>/model_final.pth
 
     # continue an interrupted run exactly (iteration, K schedule, optimizer, scheduler)
@@ -30,7 +31,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import chimeraseg.d2  # noqa: F401 -- registers backbones, datasets and the meta-architecture
-from chimeraseg.d2 import ChimeraSegCheckpointer, ChimeraSegTrainer, get_chimeraseg_cfg
+from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
+from chimeraseg.d2.trainer import load_trained_weights
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
@@ -50,9 +52,7 @@ def main(args: argparse.Namespace) -> Any:
     cfg = setup(args)
     if args.eval_only:
         model = ChimeraSegTrainer.build_model(cfg)
-        ChimeraSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_trained_weights(model, cfg, resume=args.resume)
         results = ChimeraSegTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

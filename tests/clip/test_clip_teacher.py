@@ -16,8 +16,9 @@ def _normalised(teacher: CLIPTeacher, images: torch.Tensor) -> torch.Tensor:
     return (images - teacher.pixel_mean) / teacher.pixel_std
 
 
-def _hand_dense(clip, teacher, images):
-    """Penultimate tokens from open_clip's own modules, then the SPEC value path by hand."""
+def _hand_dense(clip, teacher, images, dense_path="value_ffn"):
+    """Penultimate tokens from open_clip's own modules, then the value path by hand: with the
+    block's residual and FFN ("value_ffn") or alone as in MaskCLIP ("value")."""
     visual = clip.visual
     x = visual._embeds(_normalised(teacher, images))
     for block in visual.transformer.resblocks[:-1]:
@@ -27,6 +28,8 @@ def _hand_dense(clip, teacher, images):
     width = patches.shape[-1]
     v = block.ln_1(patches) @ block.attn.in_proj_weight[2 * width :].T
     v = v + block.attn.in_proj_bias[2 * width :]
+    if dense_path == "value":
+        return visual.ln_post(block.attn.out_proj(v)) @ visual.proj  # (B, h*w, D)
     y = patches + block.attn.out_proj(v)
     y = y + block.mlp(block.ln_2(y))
     return visual.ln_post(y) @ visual.proj  # (B, h*w, D)
@@ -50,6 +53,36 @@ def test_dense_matches_hand_value_path(tiny_clip):
     got = dense.flatten(2).transpose(1, 2)  # (B, D, 4, 4) -> (B, 16, D), row-major patches
     with torch.no_grad():
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_path_value_matches_hand_maskclip_path(tiny_clip):
+    default = CLIPTeacher(tiny_clip)
+    teacher = CLIPTeacher(tiny_clip, dense_path="value")
+    assert default.dense_path == "value_ffn" and teacher.dense_path == "value"
+    images = torch.rand(2, 3, 64, 64) * 255
+    out, ref = teacher(images), default(images)
+    assert out.dense.shape == (2, 32, 4, 4)
+    expected = _hand_dense(tiny_clip, teacher, images, dense_path="value")  # (B, 16, D)
+    with torch.no_grad():
+        torch.testing.assert_close(out.dense.flatten(2).transpose(1, 2), expected)
+    assert torch.equal(out.cls, ref.cls)  # the CLS embedding does not depend on the dense path
+    assert not torch.allclose(out.dense, ref.dense, atol=1e-3)
+
+
+def test_dense_path_value_ffn_is_the_default_bit_exactly(tiny_clip):
+    images = torch.rand(1, 3, 64, 64) * 255
+    explicit = CLIPTeacher(tiny_clip, dense_path="value_ffn")(images)
+    default = CLIPTeacher(tiny_clip)(images)
+    assert torch.equal(explicit.dense, default.dense) and torch.equal(explicit.cls, default.cls)
+
+
+def test_dense_path_is_validated(tiny_clip):
+    with pytest.raises(
+        ValueError, match=r"dense_path='ffn' is not one of \('value_ffn', 'value'\)"
+    ):
+        CLIPTeacher(tiny_clip, dense_path="ffn")
+    with pytest.raises(TypeError):
+        CLIPTeacher(tiny_clip, "value")  # keyword-only
 
 
 @pytest.mark.slow

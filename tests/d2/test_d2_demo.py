@@ -24,7 +24,7 @@ def test_demo_writes_images_for_a_custom_vocabulary(tiny_opts, synthetic_root, t
     image = sorted((Path(synthetic_root) / "synthetic_zs" / "val2017").glob("*.jpg"))[0]
     demo.main(["--config-file", SYNTHETIC_CONFIG, "--input", str(image), "--output",
                str(tmp_path), "--vocabulary", "cat,grass,sky", "--unseen", "cat",
-               "--similarity-map", *tiny_opts])  # fmt: skip
+               "--similarity-map", "--allow-random-weights", *tiny_opts])  # fmt: skip
     out = cv2.imread(str(tmp_path / (image.stem + ".png")))
     assert out is not None and out.shape[1] == 200 and out.shape[0] > 160  # overlay + legend
     assert os.path.isfile(tmp_path / (image.stem + "_similarity.png"))

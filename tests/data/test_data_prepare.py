@@ -37,13 +37,16 @@ def _read(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
-ALL_VALUES = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every raw value once
+# Every raw value a stuffthingmap may hold, once: COCO id - 1 (0..182) and 255; 183..254 are no
+# COCO id and make a sample bad (test_data_hardening.py).
+ALL_VALUES = np.array([*range(183), 255], dtype=np.uint8).reshape(8, 23)
+RAW_HW = ALL_VALUES.shape
 
 
 def _make_coco(root: Path) -> None:
     coco = root / "coco"
     _save(coco / "stuffthingmaps" / "val2017" / "000000000001.png", ALL_VALUES)
-    _image(coco / "val2017" / "000000000001.jpg", (16, 16))
+    _image(coco / "val2017" / "000000000001.jpg", RAW_HW)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -57,7 +60,7 @@ def test_coco_stuff_conversion_covers_every_raw_id(tmp_path, workers, capsys) ->
     out = out.ravel()  # out[raw] is the converted value of raw id ``raw``
     unused = [11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90]
     assert all(out[r] == 255 for r in unused)
-    assert np.all(out[182:] == 255)  # 182 = "other", 183..254 invalid, 255 unlabeled
+    assert np.all(out[182:] == 255)  # out[182]: raw 182 = "other"; out[183]: raw 255 unlabeled
     used = [r for r in range(182) if r not in unused]
     assert [int(out[r]) for r in used] == list(range(171))
     names = {r: COCO_STUFF_171_CLASSES[out[r]] for r in (0, 20, 91, 123, 171, 181)}
@@ -83,11 +86,11 @@ def _make_bad_coco(root: Path) -> None:
     raw, images = coco / "stuffthingmaps" / "val2017", coco / "val2017"
     for i in range(3):  # three good samples
         _save(raw / f"good{i}.png", ALL_VALUES)
-        _image(images / f"good{i}.jpg", (16, 16))
+        _image(images / f"good{i}.jpg", RAW_HW)
     _save(raw / "size.png", ALL_VALUES)
-    _image(images / "size.jpg", (16, 20))  # label size differs from its image
+    _image(images / "size.jpg", (8, 20))  # label size differs from its image
     raw.joinpath("corrupt.png").write_bytes(b"\x89PNG\r\n garbage")
-    _image(images / "corrupt.jpg", (16, 16))
+    _image(images / "corrupt.jpg", RAW_HW)
     _save(raw / "noimage.png", ALL_VALUES)  # image missing
     _save(raw / "badimage.png", ALL_VALUES)
     images.joinpath("badimage.jpg").write_bytes(b"not an image")

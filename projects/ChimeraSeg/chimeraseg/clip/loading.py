@@ -2,9 +2,11 @@
 
 ``load_clip`` accepts an open_clip pretrained tag (``"openai"``; downloads on first use) or a local
 checkpoint file: ``.safetensors``, a ``torch.save``-d state dict (``.pt``/``.pth``/``.bin``, read
-with ``weights_only=True``), or OpenAI's original TorchScript archive (``ViT-B-16.pt``, read with
-``torch.jit.load``; its state dict is loaded into the open_clip model). Every failure raises an
-error naming the model, tag or path and what to do. Random weights need ``allow_random_init=True``
+with ``weights_only=True``), or OpenAI's original TorchScript archive (``ViT-B-16.pt``, read as
+data by :mod:`chimeraseg.clip.torchscript_archive`, never executed; its state dict is loaded into
+the open_clip model). ``name`` may be a model-config JSON (the synthetic world's CLIP), and every
+load logs which weights it used. Every failure raises an error naming the model, tag or path and
+what to do. Random weights need ``allow_random_init=True``
 (tests and smoke runs only) and are seeded, so they are reproducible.
 
 QuickGELU: OpenAI's weights were trained with QuickGELU (open_clip names ending in
@@ -12,7 +14,7 @@ QuickGELU: OpenAI's weights were trained with QuickGELU (open_clip names ending 
 OpenAI TorchScript archive, or a file whose name contains ``openai``), ``load_clip`` switches to the
 matching variant (``ViT-B-16`` -> ``ViT-B-16-quickgelu``) and warns.
 
-Checkpoints and frozen CLIP (issue item 5): training checkpoints must not store CLIP twice (teacher
+Checkpoints and frozen CLIP: training checkpoints must not store CLIP twice (teacher
 + partial copies). The model drops every frozen CLIP-derived parameter from its state dict (see
 :func:`chimeraseg.clip.checkpoint.trainable_state_dict`) and stores ``clip_reference(clip)``
 instead: model name, tag or path, the weights file's SHA-256 and the random-init flag/seed.
@@ -23,6 +25,7 @@ Loading a checkpoint rebuilds CLIP with ``load_clip`` from that reference, check
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 import zipfile
@@ -33,7 +36,16 @@ import open_clip
 import torch
 from torch import nn
 
-__all__ = ["load_clip", "clip_reference", "verify_clip_reference", "file_sha256"]
+__all__ = [
+    "load_clip",
+    "clip_reference",
+    "verify_clip_reference",
+    "file_sha256",
+    "resolve_model_name",
+    "build_untrained_clip",
+]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 REFERENCE_ATTR = "chimeraseg_clip_reference"
@@ -75,16 +87,19 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
 
             return load_file(str(path), device="cpu"), False
         if _is_torchscript_archive(path):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # jit.load deprecation notice
-                return torch.jit.load(str(path), map_location="cpu").state_dict(), True
+            # OpenAI's archives: tensors only, read without running the archive's code or pickles.
+            from chimeraseg.clip.torchscript_archive import read_torchscript_state_dict
+
+            return read_torchscript_state_dict(path), True
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- any reader failure means an unreadable file
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        from chimeraseg.utils.checkpoint_io import describe_load_error
+
+        reason = describe_load_error(e)  # never torch's "weights_only=False" advice
         raise RuntimeError(
             f"CLIP checkpoint '{path}' is corrupt or not a weights-only state dict ({reason}); "
             f"{hint}"
-        ) from e
+        ) from (None if "weights_only" in str(e) else e)  # no unsafe advice in the traceback
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
@@ -92,6 +107,43 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}  # saved from DDP
     return obj, False
+
+
+def _repository_root() -> Path:
+    """The checkout holding ``projects/ChimeraSeg/chimeraseg`` (relative config paths)."""
+    return Path(__file__).resolve().parents[4]
+
+
+def resolve_model_name(name: str) -> str:
+    """An open_clip model name; a model-config JSON file is registered under its stem.
+
+    Args:
+        name: an open_clip name (``"ViT-B-16-quickgelu"``) or a ``.json`` file in open_clip's
+            model-config format (``embed_dim``, ``vision_cfg``, ``text_cfg``), e.g.
+            ``configs/clip/chimeraseg-world-vit.json``. A relative path is looked up in the
+            working directory, then in the repository root.
+
+    Raises:
+        FileNotFoundError: naming the JSON path(s) tried when the file does not exist.
+    """
+    if not str(name).endswith(".json"):
+        return str(name)
+    path = Path(name).expanduser()
+    candidates = [path] if path.is_absolute() else [path, _repository_root() / path]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = ", ".join(f"'{c}'" for c in candidates)
+        raise FileNotFoundError(f"CLIP model-config JSON {tried} does not exist")
+    if open_clip.get_model_config(found.stem) is None:
+        open_clip.add_model_config(found)
+    return found.stem
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """Hides open_clip's "initialized randomly" notice: ``load_clip`` logs what it loaded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
 
 
 def _resolve_activation(name: str, needs_quick_gelu: bool, source: str) -> tuple[str, bool]:
@@ -124,7 +176,14 @@ def _resolve_activation(name: str, needs_quick_gelu: bool, source: str) -> tuple
 
 
 def _create(name: str, force_quick_gelu: bool) -> nn.Module:
-    return open_clip.create_model(name, pretrained=None, force_quick_gelu=force_quick_gelu)
+    """An open_clip model with fresh weights (the caller loads or seeds them)."""
+    notice_filter = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice_filter)  # open_clip logs the notice through the root logger
+    try:
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=force_quick_gelu)
+    finally:
+        root.removeFilter(notice_filter)
 
 
 def _load_from_file(name: str, path: Path) -> tuple[nn.Module, str]:
@@ -180,6 +239,18 @@ def _load_from_tag(name: str, tag: str) -> tuple[nn.Module, str]:
     return model, name
 
 
+def build_untrained_clip(name: str, seed: int) -> nn.Module:
+    """An open_clip model with open_clip's initialisation under ``seed`` (for training it).
+
+    Args:
+        name: open_clip model name or model-config JSON path (:func:`resolve_model_name`).
+        seed: Seed of the initial weights; the global RNG state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _create(resolve_model_name(name), False)
+
+
 def _random_model(name: str, seed: int) -> nn.Module:
     warnings.warn(
         f"CLIP '{name}' uses RANDOM weights (allow_random_init=True, seed {seed}): results are "
@@ -187,9 +258,7 @@ def _random_model(name: str, seed: int) -> nn.Module:
         UserWarning,
         stacklevel=3,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _create(name, False)
+    return build_untrained_clip(name, seed)
 
 
 def load_clip(
@@ -202,7 +271,8 @@ def load_clip(
     """Loads an open_clip CLIP, frozen (``requires_grad=False``) and in eval mode.
 
     Args:
-        name: open_clip model name, e.g. ``"ViT-B-16-quickgelu"``.
+        name: open_clip model name, e.g. ``"ViT-B-16-quickgelu"``, or a model-config JSON path
+            (:func:`resolve_model_name`).
         pretrained: open_clip tag (``"openai"``), local checkpoint path, or None for random weights.
         allow_random_init: Must be True for ``pretrained=None`` (tests only; warns).
         device: Target device.
@@ -217,11 +287,14 @@ def load_clip(
         ValueError: Unknown model name or tag, or random weights without ``allow_random_init``.
     """
     sha256 = None
+    name = resolve_model_name(name)
     if pretrained is None or str(pretrained) == "":
         if not allow_random_init:
             raise ValueError(
                 f"load_clip(name='{name}', pretrained=None) would use random CLIP weights; pass an "
-                "open_clip tag or a checkpoint path, or allow_random_init=True (tests only)"
+                "open_clip tag or a checkpoint path (the synthetic world's CLIP: run "
+                "tools/train_world_clip.py, it prints the path), or allow_random_init=True "
+                "(tests only)"
             )
         if open_clip.get_model_config(name) is None:
             raise ValueError(f"unknown open_clip model name '{name}'; see open_clip.list_models()")
@@ -235,6 +308,13 @@ def load_clip(
         pretrained_ref = str(pretrained)
     model = model.to(device).eval()
     model.requires_grad_(False)
+    if pretrained_ref is None:
+        source = f"RANDOM weights (seed {random_init_seed})"
+    elif sha256 is not None:
+        source = f"weights file '{pretrained_ref}' (sha256 {sha256[:12]}...)"
+    else:
+        source = f"open_clip pretrained tag '{pretrained_ref}'"
+    logger.info("CLIP '%s': loaded %s", name, source)
     setattr(
         model,
         REFERENCE_ATTR,

@@ -1,4 +1,13 @@
-"""Frozen CLIP teacher: global image embedding and dense value-path patch features (SPEC §1.3).
+"""Frozen CLIP teacher: global image embedding and dense value-path patch features.
+
+Dense path (``dense_path``), from the penultimate tokens ``p`` through the last block's value
+projection ``V`` (``v_proj`` then ``out_proj``, layer scale folded in):
+
+* ``"value_ffn"`` (default): ``x = p + V(ln_1(p)); x = x + mlp(ln_2(x))``, i.e. the value path
+  with the block's residual and FFN, as in the VEncoder of the CLIP Semantic Head;
+* ``"value"``: ``x = V(ln_1(p))``, the value path alone as in MaskCLIP (no residual, no FFN);
+
+then ``ln_post`` and ``proj`` in both cases.
 
 Input convention: ``images (B, 3, H, W)`` float RGB in **0..255** (detectron2's convention); the
 CLIP mean/std normalisation happens inside. Inputs whose H or W is not a multiple of the patch size
@@ -18,7 +27,9 @@ from torch import nn
 
 from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection, tensor_cache_key
 
-__all__ = ["TeacherOutput", "CLIPTeacher", "interpolate_pos_embed"]
+__all__ = ["DENSE_PATHS", "TeacherOutput", "CLIPTeacher", "interpolate_pos_embed"]
+
+DENSE_PATHS = ("value_ffn", "value")
 
 
 class TeacherOutput(NamedTuple):
@@ -66,15 +77,24 @@ class CLIPTeacher(nn.Module):
 
     Args:
         clip_model: open_clip ``CLIP`` (or its ``visual`` tower) with a ViT image encoder.
+        dense_path: ``"value_ffn"`` (value path with residual and FFN) or ``"value"`` (value
+            path alone, MaskCLIP); see the module docstring.
 
     Attributes:
         embed_dim: ``D``.
         width: ``Dv``.
         patch_size: Patch side (16 for ViT-B/16).
+        dense_path: The dense path in use.
     """
 
-    def __init__(self, clip_model: nn.Module) -> None:
+    def __init__(self, clip_model: nn.Module, *, dense_path: str = "value_ffn") -> None:
         super().__init__()
+        if dense_path not in DENSE_PATHS:
+            raise ValueError(
+                f"CLIPTeacher: dense_path={dense_path!r} is not one of {DENSE_PATHS} "
+                "('value_ffn': value path with residual and FFN; 'value': value path alone)"
+            )
+        self.dense_path = dense_path
         visual = getattr(clip_model, "visual", clip_model)
         for attr in ("conv1", "class_embedding", "positional_embedding", "transformer", "proj"):
             if getattr(visual, attr, None) is None:
@@ -173,13 +193,26 @@ class CLIPTeacher(nn.Module):
         cls_token = self._run_blocks([last], penultimate)[:, 0]  # (B, Dv), full attention
         cls = F.normalize(v.ln_post(cls_token) @ v.proj, dim=-1)  # (B, D)
 
-        # Dense path = the last block's value path "as in the VEncoder" (SPEC §1.3): residual and
-        # FFN kept, unlike MaskCLIP which drops both; the SPEC's choice stands.
-        bw = extract_block_weights(last, index="last")
-        patches = penultimate[:, 1:]  # (B, h*w, Dv)
-        weight, bias = self._value_map(last)
-        x = patches + F.linear(bw.ln_1(patches), weight, bias)
-        x = x + bw.ls_2(bw.mlp(bw.ln_2(x)))
+        x = self._dense_tokens(last, penultimate[:, 1:])  # (B, h*w, Dv)
         dense = v.ln_post(x) @ v.proj  # (B, h*w, D)
         dense = dense.transpose(1, 2).reshape(dense.shape[0], -1, h, w)  # (B, D, h, w)
         return TeacherOutput(cls=cls, dense=dense)
+
+    def _dense_tokens(self, last: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+        """The last block's value path on the penultimate patch tokens.
+
+        Args:
+            last: The last transformer block.
+            patches: ``(B, h*w, Dv)`` penultimate patch tokens ``p``.
+
+        Returns:
+            ``(B, h*w, Dv)``: ``V(ln_1(p))`` for ``"value"``; for ``"value_ffn"``
+            ``x = p + V(ln_1(p))`` followed by ``x + mlp(ln_2(x))``.
+        """
+        bw = extract_block_weights(last, index="last")
+        weight, bias = self._value_map(last)
+        value = F.linear(bw.ln_1(patches), weight, bias)  # V(ln_1(p)), out_proj and ls_1 folded
+        if self.dense_path == "value":
+            return value
+        x = patches + value
+        return x + bw.ls_2(bw.mlp(bw.ln_2(x)))

@@ -5,9 +5,10 @@ Registered: the student backbones (``D2MixTransformer``, ``D2ViTB16``), the data
 """
 
 from chimeraseg.d2 import backbone, data, meta_arch  # noqa: F401 -- imported for registration
+from chimeraseg.d2.checkpoint import ChimeraSegCheckpointer
 from chimeraseg.d2.config import add_chimeraseg_config, get_chimeraseg_cfg
 from chimeraseg.d2.meta_arch import ChimeraSeg
-from chimeraseg.d2.trainer import ChimeraSegCheckpointer, ChimeraSegTrainer
+from chimeraseg.d2.trainer import ChimeraSegTrainer
 
 __all__ = [
     "ChimeraSeg",

@@ -7,6 +7,8 @@ YAML then fail in ``merge_from_file`` with detectron2's ``KeyError`` naming the 
 
 from __future__ import annotations
 
+import math
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -37,8 +39,14 @@ def _add_model_config(cfg: CN) -> None:
     # Build the frozen CLIP teacher (needed for training and the demo's similarity map; the
     # evaluation-only path sets it False to save memory).
     m.BUILD_TEACHER = True
+    # Teacher dense features for the pseudo masks: "value_ffn" (last block's value path with its
+    # residual and FFN) or "value" (value path alone, as in MaskCLIP); see clip/teacher.py.
+    m.TEACHER_DENSE_PATH = "value_ffn"
     # Inference through the folded projection Fres (P A^T) (exact; see modeling/csh.py).
     m.FOLD_PROJECTION = False
+    # Allow --eval-only / tools/demo.py without trained weights in MODEL.WEIGHTS (an untrained
+    # student; smoke tests only). False: a missing or foreign MODEL.WEIGHTS is an error.
+    m.ALLOW_RANDOM_WEIGHTS = False
 
     m.BACKBONE = CN()
     # Student backbone: "b0" ... "b5" (MiT) or "vit_b16".
@@ -81,7 +89,9 @@ def _add_model_config(cfg: CN) -> None:
     # Group ignore pixels into latent regions (off: ignore pixels stay ignored in Lseg).
     m.PSEUDO_MASKS.ENABLED = True
     # K-Means seed window sizes s (seeds average s x s windows, stride s/2) on the teacher grid.
-    m.PSEUDO_MASKS.WINDOW_SCALES = [2, 4, 8]
+    # The paper lists 2, 4, 8; (4, 8) covered the most hidden pixels at equal purity when measured
+    # with tools/pseudo_mask_quality.py (docs/PSEUDO_MASKS.md).
+    m.PSEUDO_MASKS.WINDOW_SCALES = [4, 8]
     # Lloyd iterations of each K-Means run.
     m.PSEUDO_MASKS.KMEANS_ITERS = 10
     # Clusters of all scales merge when their mean embeddings' cosine similarity exceeds this.
@@ -247,6 +257,9 @@ def _add_data_defaults(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Photometric distortion (brightness, contrast, saturation, hue) in training.
     cfg.INPUT.COLOR_AUG_SSD = False
+    # Leave out images without a label file (and labels without an image) with a logged count,
+    # instead of stopping with an error naming them.
+    cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL = False
 
 
 def _lookup(cfg: CN, dotted: str) -> object:
@@ -257,8 +270,74 @@ def _lookup(cfg: CN, dotted: str) -> object:
     return node
 
 
+# Loss weights (and the focal exponent): finite and >= 0.
+_NON_NEGATIVE = (
+    "MODEL.CHIMERASEG.SGD.WEIGHT",
+    "MODEL.CHIMERASEG.SAM.WEIGHT",
+    "MODEL.CHIMERASEG.SEG_LOSS.CE_WEIGHT",
+    "MODEL.CHIMERASEG.SEG_LOSS.FOCAL_WEIGHT",
+    "MODEL.CHIMERASEG.SEG_LOSS.FOCAL_GAMMA",
+    "MODEL.CHIMERASEG.SGD.K_STEP",
+)
+# Temperatures (divisors of logits): finite and > 0.
+_POSITIVE = (
+    "MODEL.CHIMERASEG.LOGIT_TAU",
+    "MODEL.CHIMERASEG.SGD.TAU",
+    "MODEL.CHIMERASEG.SAM.TAU_F",
+    "MODEL.CHIMERASEG.SAM.TAU_C",
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.UNSEEN_TEMPERATURE",
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_losses(cfg: CN) -> None:
+    """Loss weights >= 0, temperatures > 0, ``SGD.K_INIT`` an int >= 1 (naming key and value)."""
+    for key in _NON_NEGATIVE:
+        value = _lookup(cfg, key)
+        if not _is_number(value) or value < 0:
+            raise ValueError(f"config key {key} = {value!r} must be a finite number >= 0")
+    for key in _POSITIVE:
+        value = _lookup(cfg, key)
+        if not _is_number(value) or value <= 0:
+            raise ValueError(f"config key {key} = {value!r} must be a finite number > 0")
+    k_init = cfg.MODEL.CHIMERASEG.SGD.K_INIT
+    if isinstance(k_init, bool) or not isinstance(k_init, int) or k_init < 1:
+        raise ValueError(f"config key MODEL.CHIMERASEG.SGD.K_INIT = {k_init!r} must be an int >= 1")
+
+
+def small_batch_warning(cfg: CN, world_size: int = 1) -> str | None:
+    """The warning for a batch too small for SGD and SAM, or None.
+
+    Both losses contrast each image's CLIP CLS token with the other images of the batch
+    (gathered across processes when ``MODEL.CHIMERASEG.SGD.GATHER``): with one image they are
+    identically 0.
+    """
+    m, batch = cfg.MODEL.CHIMERASEG, cfg.SOLVER.IMS_PER_BATCH
+    if m.SGD.WEIGHT == 0 and m.SAM.WEIGHT == 0:
+        return None
+    contrast = batch if m.SGD.GATHER else batch // max(world_size, 1)
+    if contrast >= 2:
+        return None
+    where = (
+        f"SOLVER.IMS_PER_BATCH = {batch}"
+        if m.SGD.GATHER
+        else f"SOLVER.IMS_PER_BATCH = {batch} over {world_size} processes with "
+        "MODEL.CHIMERASEG.SGD.GATHER False"
+    )
+    return (
+        f"{where}: the SGD loss (MODEL.CHIMERASEG.SGD.WEIGHT = {m.SGD.WEIGHT}) and the SAM loss "
+        f"(MODEL.CHIMERASEG.SAM.WEIGHT = {m.SAM.WEIGHT}) are identically 0; both need a global "
+        "batch of at least 2 images (the paper uses 16)"
+    )
+
+
 def validate_chimeraseg_config(cfg: CN) -> None:
-    """Checks enumerated keys and value ranges.
+    """Checks enumerated keys and value ranges (loss weights >= 0, temperatures > 0, ...).
+
+    Called by :func:`get_chimeraseg_cfg` and again when the model is built.
 
     Raises:
         ValueError: naming the offending key, its value and the allowed values.
@@ -281,6 +360,7 @@ def validate_chimeraseg_config(cfg: CN) -> None:
             f"config key MODEL.CHIMERASEG.CSH.MLP_LAYERS = {cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS} "
             "must be 1 or 2"
         )
+    _validate_losses(cfg)
     if cfg.MODEL.CHIMERASEG.SETTING == "transductive" and cfg.TEST.GAMMA != 0.0:
         # SPEC 2: the unseen-logit bias calibrates the inductive setting only.
         raise ValueError(
@@ -302,7 +382,8 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
 
     Raises:
         KeyError: when the YAML (naming the file) or ``opts`` hold an unknown key (naming it).
-        ValueError: when an enumerated key has a value outside its choices.
+        ValueError: naming key and value, for an enumerated key outside its choices or a value
+            out of range (see :func:`validate_chimeraseg_config`).
     """
     cfg = get_cfg()
     add_chimeraseg_config(cfg)

@@ -10,10 +10,8 @@ unbiased logits over the current vocabulary (gamma is added by the evaluator / t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
@@ -28,6 +26,7 @@ from torch import nn
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.teacher import CLIPTeacher
 from chimeraseg.clip.text import encode_class_names
+from chimeraseg.d2.config import validate_chimeraseg_config
 from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
 from chimeraseg.modeling.csh import CLIPSemanticHead
 from chimeraseg.modeling.decoder import SegFormerDecoder
@@ -39,31 +38,11 @@ __all__ = ["ChimeraSeg", "build_clip_from_config", "dataset_vocabulary", "valid_
 logger = logging.getLogger(__name__)
 
 
-def resolve_clip_name(name: str) -> str:
-    """An open_clip model name; a path to a model-config JSON is registered under its stem.
-
-    Args:
-        name: ``MODEL.CLIP.NAME``: an open_clip name (``"ViT-B-16-quickgelu"``) or a ``.json``
-            file in open_clip's model-config format (``embed_dim``, ``vision_cfg``, ``text_cfg``).
-
-    Raises:
-        FileNotFoundError: naming the JSON path when it does not exist.
-    """
-    if not name.endswith(".json"):
-        return name
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"MODEL.CLIP.NAME: model-config JSON '{path}' does not exist")
-    if open_clip.get_model_config(path.stem) is None:
-        open_clip.add_model_config(path)
-    return path.stem
-
-
 def build_clip_from_config(cfg: CfgNode) -> nn.Module:
     """Loads the frozen CLIP of ``MODEL.CLIP`` (tag or path; random only if allowed)."""
     c = cfg.MODEL.CLIP
     return load_clip(
-        resolve_clip_name(c.NAME),
+        c.NAME,
         pretrained=c.PRETRAINED or None,
         allow_random_init=c.ALLOW_RANDOM_INIT,
         random_init_seed=c.RANDOM_INIT_SEED,
@@ -169,6 +148,7 @@ class ChimeraSeg(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        validate_chimeraseg_config(cfg)  # also for configs not built by get_chimeraseg_cfg
         m = cfg.MODEL.CHIMERASEG
         train_set = (cfg.DATASETS.TRAIN or cfg.DATASETS.TEST)[0]
         names, seen_ids, unseen_ids = dataset_vocabulary(train_set)
@@ -187,7 +167,11 @@ class ChimeraSeg(nn.Module):
             backbone=backbone,
             decoder=decoder,
             head=_build_head(cfg, m.DECODER.EMBED_DIM, clip_model.visual),
-            teacher=CLIPTeacher(clip_model) if m.BUILD_TEACHER else None,
+            teacher=(
+                CLIPTeacher(clip_model, dense_path=m.TEACHER_DENSE_PATH)
+                if m.BUILD_TEACHER
+                else None
+            ),
             seen_text=text[seen_ids],
             unseen_text=text[unseen_ids],
             seen_ids=seen_ids,
@@ -243,6 +227,8 @@ class ChimeraSeg(nn.Module):
             names: ``N`` class names (comma-separated synonyms allowed).
             unseen_ids: indices in ``names`` whose logits get gamma (evaluator / demo).
         """
+        if not names:
+            raise ValueError("the vocabulary is empty: give at least one class name")
         unseen_ids = list(unseen_ids or [])
         bad = [i for i in unseen_ids if not 0 <= i < len(names)]
         if bad:

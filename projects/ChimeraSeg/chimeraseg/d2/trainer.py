@@ -1,7 +1,10 @@
-"""Training helpers: AdamW with LR multipliers, poly-with-warm-up schedule, checkpointer, trainer.
+"""Training: AdamW with LR multipliers, the poly-with-warm-up schedule and the trainer.
 
 ``ChimeraSegTrainer`` is the ``DefaultTrainer`` subclass ``tools/train_net.py`` runs; it is kept in
-the package so ``tools/run_demo.py`` and the tests use the very same class.
+the package so ``tools/run_demo.py`` and the tests use the very same class. Its parts live next to
+it: the checkpointer and :func:`load_trained_weights` in :mod:`chimeraseg.d2.checkpoint` (both
+re-exported here), the per-iteration ``metrics.json`` hook in :mod:`chimeraseg.d2.hooks` and the
+CPU-capable DDP helpers in :mod:`chimeraseg.d2.ddp`.
 """
 
 from __future__ import annotations
@@ -13,19 +16,46 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling import build_model
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, EventWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
+
+from chimeraseg.d2.checkpoint import (
+    CHECKPOINT_METADATA_KEY,
+    ChimeraSegCheckpointer,
+    WeightsMismatchError,
+    load_trained_weights,
+)
+from chimeraseg.d2.config import small_batch_warning
+from chimeraseg.d2.data.register_common import dataset_dicts
+from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
+from chimeraseg.d2.hooks import PerIterationJSONWriter
+
+# The checkpoint names are re-exported: tools/train_net.py and tools/demo.py import them from here.
+__all__ = [
+    "CHECKPOINT_METADATA_KEY",
+    "ChimeraSegCheckpointer",
+    "ChimeraSegTrainer",
+    "PerIterationJSONWriter",
+    "PolyLRFactor",
+    "WeightsMismatchError",
+    "broadcast_persistent_buffers",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "build_param_groups",
+    "load_trained_weights",
+    "wrap_ddp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +68,6 @@ _NORM_TYPES = (
     nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm,
 )
-# Key of ChimeraSeg's extra data in checkpoint files (CLIP reference + vocabulary).
-CHECKPOINT_METADATA_KEY = "chimeraseg"
 
 
 class PolyLRFactor(ParamScheduler):
@@ -118,84 +146,6 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     return opt_cls(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
-
-
-class ChimeraSegCheckpointer(DetectionCheckpointer):
-    """Saves the CLIP reference and vocabulary with the weights; verifies them on load.
-
-    The model's ``state_dict`` holds only the student and CSH (frozen CLIP weights are referenced
-    by name, tag/path and sha256, not stored). Loading a ChimeraSeg checkpoint into a model with
-    different CLIP weights, a different vocabulary, missing keys or mismatched shapes raises.
-    """
-
-    def save(self, name: str, **kwargs: Any) -> None:
-        model = _unwrap(self.model)
-        if hasattr(model, "checkpoint_metadata"):
-            kwargs[CHECKPOINT_METADATA_KEY] = model.checkpoint_metadata()
-        super().save(name, **kwargs)
-
-    def _load_model(self, checkpoint: Any) -> Any:
-        model = _unwrap(self.model)
-        metadata = checkpoint.pop(CHECKPOINT_METADATA_KEY, None)
-        source = getattr(self, "_loading_path", "the checkpoint")
-        if metadata is not None and hasattr(model, "verify_checkpoint_metadata"):
-            model.verify_checkpoint_metadata(metadata, source=source)
-        elif hasattr(model, "verify_checkpoint_metadata"):
-            logger.warning("%s has no ChimeraSeg metadata; CLIP/vocabulary not verified", source)
-        incompatible = super()._load_model(checkpoint)
-        if metadata is not None:
-            # Frozen CLIP copies are absent from checkpoints by design; only keys the model's own
-            # state_dict() reports are required.
-            expected = set(model.state_dict())
-            problems = [k for k in incompatible.missing_keys if k in expected] + [
-                f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})"
-                for k, a, b in incompatible.incorrect_shapes
-            ]
-            if problems:
-                raise RuntimeError(
-                    f"{source} does not match the model built from the config: "
-                    f"{problems[:10]} (is it a checkpoint of another config?)"
-                )
-        return incompatible
-
-    def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self._loading_path = path
-        return super().load(path, *args, **kwargs)
-
-
-def wrap_ddp(model: nn.Module, cfg: CfgNode) -> nn.Module:
-    """Wraps the model in DistributedDataParallel when more than one process runs.
-
-    Unlike detectron2's ``create_ddp_model`` this also works for CPU models (gloo): ``device_ids``
-    is only passed for CUDA.
-    """
-    if comm.get_world_size() == 1:
-        return model
-    kwargs: dict[str, Any] = {"broadcast_buffers": False}
-    if cfg.MODEL.DEVICE.startswith("cuda"):
-        kwargs["device_ids"] = [comm.get_local_rank()]
-    return nn.parallel.DistributedDataParallel(model, **kwargs)
-
-
-def broadcast_persistent_buffers(model: nn.Module) -> None:
-    """Copies rank 0's persistent buffers (BatchNorm running statistics) to every process.
-
-    CPU DDP has no SyncBatchNorm and :func:`wrap_ddp` does not broadcast buffers, so each process
-    trains its own running statistics, while the checkpoint holds rank 0's. Broadcasting them before
-    evaluation makes every process evaluate the checkpointed model. Collective: every process must
-    call it (a no-op in a single process).
-    """
-    if comm.get_world_size() == 1:
-        return
-    persistent = set(model.state_dict())
-    for name, buffer in model.named_buffers():
-        if name in persistent:
-            torch.distributed.broadcast(buffer, src=0)
-
-
 class ChimeraSegTrainer(DefaultTrainer):
     """``DefaultTrainer`` with the zero-shot mapper and evaluator, AdamW with LR multipliers, the
     poly schedule, CPU-capable DDP and the metadata-aware :class:`ChimeraSegCheckpointer`.
@@ -221,6 +171,9 @@ class ChimeraSegTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+        warning = small_batch_warning(cfg, comm.get_world_size())
+        if warning and comm.is_main_process():
+            logger.warning(warning)
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
@@ -235,31 +188,55 @@ class ChimeraSegTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer of :func:`build_optimizer`."""
         return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(
         cls, cfg: CfgNode, optimizer: torch.optim.Optimizer
     ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The schedule of :func:`build_lr_scheduler`."""
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Any:
+        """The training loader of ``DATASETS.TRAIN`` with the zero-shot mapper."""
         from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
 
-        return build_detection_train_loader(cfg, mapper=ZeroShotDatasetMapper(cfg, is_train=True))
+        dicts = dataset_dicts(cfg.DATASETS.TRAIN, cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL)
+        mapper = ZeroShotDatasetMapper(cfg, is_train=True)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
+        """The evaluation loader of ``dataset_name`` with the zero-shot mapper."""
         from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
 
+        dicts = dataset_dicts([dataset_name], cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL)
         mapper = ZeroShotDatasetMapper(cfg, is_train=False)
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        return build_detection_test_loader(
+            dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
+
+    def build_writers(self) -> list[EventWriter]:
+        """The console and TensorBoard writers (every 20 iterations); ``metrics.json`` is written
+        every iteration by :class:`PerIterationJSONWriter` (see :meth:`build_hooks`)."""
+        return [CommonMetricPrinter(self.max_iter), TensorboardXWriter(self.cfg.OUTPUT_DIR)]
+
+    def build_hooks(self) -> list[HookBase]:
+        """detectron2's hooks plus :class:`PerIterationJSONWriter` (main process)."""
+        hooks = super().build_hooks()
+        if comm.is_main_process():
+            os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+            path = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+            hooks.append(PerIterationJSONWriter(path))
+        return hooks
 
     @classmethod
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> Any:
+        """The zero-shot evaluator of ``dataset_name`` (output in ``OUTPUT_DIR/inference``)."""
         from chimeraseg.d2.evaluator import ZeroShotSemSegEvaluator
 
         if output_folder is None:
@@ -279,7 +256,7 @@ class ChimeraSegTrainer(DefaultTrainer):
             raise ValueError(
                 f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} DATASETS.TEST entries"
             )
-        inner, results = _unwrap(model), OrderedDict()
+        inner, results = unwrap_model(model), OrderedDict()
         broadcast_persistent_buffers(inner)  # per-process BatchNorm statistics -> rank 0's
         for index, name in enumerate(cfg.DATASETS.TEST):
             if hasattr(inner, "set_vocabulary_from_dataset"):

@@ -4,7 +4,8 @@ Raw ``stuffthingmaps`` PNGs store ``COCO category id - 1``: things use ids 1..90
 12, 26, 29, 30, 45, 66, 68, 69, 71, 83), stuff uses ids 92..182, id 91 is unused and id 183
 ("other") and 255 are unlabeled. The 171 used ids are numbered contiguously in id order, things
 (0..79) first, then stuff (80..170), which is the order of detectron2's and Mask2Former's
-COCO-Stuff-171 metadata. Everything not in the table maps to the ignore value 255.
+COCO-Stuff-171 metadata. Every other COCO id maps to the ignore value 255. A raw value that is no
+COCO id - 1 at all (183..254) means a corrupt or foreign label file and is an error.
 """
 
 from __future__ import annotations
@@ -92,16 +93,39 @@ def raw_to_contiguous_lut() -> np.ndarray:
 RAW_TO_CONTIGUOUS_LUT: np.ndarray = raw_to_contiguous_lut()
 RAW_TO_CONTIGUOUS_LUT.setflags(write=False)
 
+# Raw values a stuffthingmap may hold: COCO id - 1 for ids 1..183 (183 = "other") and 255.
+RAW_VALID: np.ndarray = np.zeros(256, dtype=bool)
+RAW_VALID[: _COCO_STUFF_FIRST_ID + len(_COCO_STUFF_NAMES)] = True
+RAW_VALID[IGNORE_LABEL] = True
+RAW_VALID.setflags(write=False)
+RAW_VALID_DESCRIPTION = "a COCO category id - 1 (0..182) or 255"
 
-def convert_stuffthingmap(raw: np.ndarray) -> np.ndarray:
+
+def invalid_raw_values(raw: np.ndarray) -> list[int]:
+    """The values of a raw ``(H, W)`` uint8 stuffthingmap that are no COCO id - 1 nor 255."""
+    present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))  # histogram, no pixel loop
+    return [int(v) for v in present if not RAW_VALID[v]]
+
+
+def convert_stuffthingmap(raw: np.ndarray, source: str = "<array>") -> np.ndarray:
     """Converts a raw ``stuffthingmaps`` label to contiguous ids with one NumPy gather.
 
     Args:
         raw: ``(H, W)`` uint8 raw label (``COCO id - 1``, 255 unlabeled).
 
+        source: File name for the error message.
+
     Returns:
         ``(H, W)`` uint8 label with values 0..170 and 255.
+
+    Raises:
+        ValueError: naming ``source`` and the values, for values that are no COCO id - 1 nor 255.
     """
     if raw.dtype != np.uint8:
-        raise ValueError(f"raw stuffthingmap must be uint8, got {raw.dtype}")
+        raise ValueError(f"raw stuffthingmap {source} must be uint8, got {raw.dtype}")
+    bad = invalid_raw_values(raw)
+    if bad:
+        raise ValueError(
+            f"raw stuffthingmap {source} has values {bad[:20]} that are not {RAW_VALID_DESCRIPTION}"
+        )
     return RAW_TO_CONTIGUOUS_LUT[raw]

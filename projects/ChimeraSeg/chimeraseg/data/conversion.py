@@ -31,6 +31,9 @@ class LabelJob:
         lut: ``(K,)`` uint8 lookup table, ``prepared = lut[raw]``; raw values ``>= K`` are bad.
         num_classes: Number of classes of the prepared label (values ``< N`` or 255).
         image: Matching image; if given, the label must have its size (and the image must decode).
+        valid_raw: ``(K,)`` bool, the raw values the dataset defines; a raw value outside it is
+            a bad sample, not silently mapped to 255 (None: every value ``< K`` is accepted).
+        valid_raw_description: What the valid raw values are, for the error message.
     """
 
     src: str
@@ -38,6 +41,8 @@ class LabelJob:
     lut: np.ndarray
     num_classes: int
     image: str | None = None
+    valid_raw: np.ndarray | None = None
+    valid_raw_description: str = "a raw class id of the dataset"
 
 
 @dataclass
@@ -81,6 +86,23 @@ def read_raw_label(path: str) -> np.ndarray:
         raise DatasetError(f"cannot read raw label file {path}: {e}") from e
 
 
+def _check_raw_values(raw: np.ndarray, job: LabelJob) -> None:
+    """Raises naming the file and the values when ``raw`` holds values outside ``job.valid_raw``.
+
+    ``raw`` must already be within ``[0, len(job.lut))``.
+    """
+    if job.valid_raw is None or not raw.size:
+        return
+    present = np.flatnonzero(np.bincount(raw.ravel().astype(np.int64), minlength=len(job.lut)))
+    bad = [int(v) for v in present if not job.valid_raw[v]]
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:20]) + (" ..." if len(bad) > 20 else "")
+        raise DatasetError(
+            f"raw label file {job.src} has values {{{shown}}} that are not "
+            f"{job.valid_raw_description}"
+        )
+
+
 def convert_label(job: LabelJob) -> np.ndarray:
     """Reads, converts and validates one label.
 
@@ -88,8 +110,9 @@ def convert_label(job: LabelJob) -> np.ndarray:
         ``(H, W)`` uint8 prepared label.
 
     Raises:
-        DatasetError: Naming the file, for unreadable inputs, raw values outside the table, a size
-            different from the image's, or converted values outside the class range.
+        DatasetError: Naming the file, for unreadable inputs, raw values outside the table or
+            outside ``job.valid_raw``, a size different from the image's, or converted values
+            outside the class range.
     """
     raw = read_raw_label(job.src)
     if raw.ndim != 2:
@@ -99,9 +122,10 @@ def convert_label(job: LabelJob) -> np.ndarray:
             f"raw label file {job.src} has values in [{raw.min()}, {raw.max()}], outside the "
             f"conversion table [0, {len(job.lut)})"
         )
+    _check_raw_values(raw, job)
     label = job.lut[raw]  # (H, W) uint8 gather; no per-pixel Python loop
     if job.image is not None:
-        read_image(job.image, apply_exif=False)  # raises if the image is corrupt
+        read_image(job.image)  # raises if the image is corrupt (EXIF orientation is ignored)
         hw = image_size(job.image)
         if label.shape != hw:
             raise DatasetError(

@@ -6,13 +6,17 @@ dataset of 100k images is found from the message alone.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 IGNORE_LABEL = 255
+_SHOWN = 5  # file names quoted in a message about many files
+
+logger = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -31,24 +35,24 @@ def _open(path: str, what: str) -> Image.Image:
         raise DatasetError(f"cannot read {what} file {path}: {e}") from e
 
 
-def read_image(path: str, apply_exif: bool = True) -> np.ndarray:
-    """Reads an image as RGB.
+def read_image(path: str) -> np.ndarray:
+    """Reads an image as RGB on its stored pixel grid; EXIF orientation tags are ignored.
+
+    This is the project's one image reader (training mapper, evaluation, prepare scripts, demo).
+    COCO-Stuff and PASCAL Context labels are aligned to the stored pixel grid, so applying an EXIF
+    orientation (as ``detectron2.data.detection_utils.read_image`` and ``cv2.imread`` do) would
+    rotate an image against its label.
 
     Args:
         path: Image file (any format PIL decodes; JPEG for the benchmarks).
-        apply_exif: Apply the EXIF orientation, as ``detectron2.data.detection_utils.read_image``
-            does.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB array.
+        ``(H, W, 3)`` uint8 RGB array, ``(H, W)`` as stored in the file.
 
     Raises:
         DatasetError: If the file is missing or cannot be decoded.
     """
-    img = _open(path, "image")
-    if apply_exif:
-        img = ImageOps.exif_transpose(img)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(_open(path, "image").convert("RGB"), dtype=np.uint8)
 
 
 def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
@@ -119,6 +123,100 @@ def image_size(path: str) -> tuple[int, int]:
     return h, w
 
 
+def _files_with_suffix(directory: str, suffix: str) -> list[str]:
+    """Sorted ids (names without ``suffix``) of the ``*suffix`` files of ``directory``."""
+    return sorted(f[: -len(suffix)] for f in os.listdir(directory) if f.endswith(suffix))
+
+
+def _quote(items: Sequence[str]) -> str:
+    """``"a, b, c ... (N in all)"`` for messages about many files."""
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f" ... ({len(items)} in all)" if len(items) > _SHOWN else "")
+
+
+def _check_dirs(image_dir: str, label_dir: str) -> None:
+    for what, d in (("image", image_dir), ("label", label_dir)):
+        if not os.path.isdir(d):
+            raise DatasetError(
+                f"{what} directory not found: {d} (set $DETECTRON2_DATASETS and prepare the "
+                "dataset as described in datasets/README.md)"
+            )
+
+
+def read_id_list(path: str) -> list[str]:
+    """Image ids of a split list (``ImageSets/...txt``): the first token of each non-empty line.
+
+    Raises:
+        DatasetError: naming ``path`` when it does not exist.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"split list not found: {path}")
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def ids_from_split_lists(
+    list_files: Sequence[str], label_dir: str, label_ext: str = ".png"
+) -> list[str]:
+    """The ids of the first existing split list that lists every label of ``label_dir``.
+
+    For datasets whose image directory is shared by several splits (PASCAL VOC / Context
+    ``JPEGImages``), the official split list, not the label directory, says which images belong
+    to a split; the candidates cover the lists a prepare script may have used (e.g. VOC
+    ``train.txt`` and the SBD-augmented ``aug.txt``).
+
+    Raises:
+        DatasetError: naming the lists when none exists or none lists every label.
+    """
+    existing = [f for f in list_files if os.path.isfile(f)]
+    if not existing:
+        raise DatasetError(f"none of the split lists {list(list_files)} exists")
+    labels = set(_files_with_suffix(label_dir, label_ext)) if os.path.isdir(label_dir) else set()
+    unlisted = {}
+    for list_file in existing:
+        ids = read_id_list(list_file)
+        unlisted[list_file] = sorted(labels - set(ids))
+        if not unlisted[list_file]:
+            return ids
+    detail = "; ".join(f"{f} lacks {_quote(u)}" for f, u in unlisted.items())
+    raise DatasetError(f"no split list lists every label of {label_dir}: {detail}")
+
+
+def _unpaired(image_dir: str, label_dir: str, ids: Sequence[str], exts: tuple[str, str]) -> dict:
+    """Ids whose image or label file is missing: ``{"image": [...], "label": [...]}``."""
+    out: dict[str, list[str]] = {"image": [], "label": []}
+    for image_id in ids:
+        if not os.path.isfile(os.path.join(image_dir, image_id + exts[0])):
+            out["image"].append(image_id)
+        elif not os.path.isfile(os.path.join(label_dir, image_id + exts[1])):
+            out["label"].append(image_id)
+    return out
+
+
+def _report_unpaired(
+    unpaired: dict, image_dir: str, label_dir: str, exts: tuple[str, str], skip: bool
+) -> None:
+    """Raises (or, with ``skip``, logs a warning) naming images without labels and vice versa."""
+    problems = []
+    if unpaired["label"]:
+        names = [os.path.join(image_dir, i + exts[0]) for i in unpaired["label"]]
+        problems.append(f"{len(names)} images without a label in {label_dir}: {_quote(names)}")
+    if unpaired["image"]:
+        names = [os.path.join(image_dir, i + exts[0]) for i in unpaired["image"]]
+        problems.append(
+            f"image file not found: {_quote(names)} ({len(names)} labelled or listed ids have no "
+            "image)"
+        )
+    if not problems:
+        return
+    if not skip:
+        raise DatasetError(
+            "; ".join(problems) + " (prepare the missing labels, or set "
+            "DATASETS.SKIP_IMAGES_WITHOUT_LABEL True to skip these samples)"
+        )
+    logger.warning("SKIPPED samples: %s", "; ".join(problems))
+
+
 def list_sem_seg_pairs(
     image_dir: str,
     label_dir: str,
@@ -126,10 +224,14 @@ def list_sem_seg_pairs(
     label_ext: str = ".png",
     read_sizes: bool = False,
     image_ids: Sequence[str] | None = None,
+    skip_missing_labels: bool = False,
 ) -> list[dict]:
-    """Pairs every label file with its image, as detectron2 semantic-segmentation dicts.
+    """Pairs every image with its label, as detectron2 semantic-segmentation dicts.
 
-    The label directory drives the listing (a prepared dataset may have images without labels).
+    The images drive the listing: ``image_ids`` if given (a split list, for an image directory
+    shared by several splits), else every ``*<image_ext>`` file of ``image_dir``. An image without
+    a label (or a label without an image) is an error naming the files; with
+    ``skip_missing_labels`` such samples are left out and their count is logged as a warning.
 
     Args:
         image_dir: Directory of ``<id><image_ext>`` images.
@@ -138,37 +240,34 @@ def list_sem_seg_pairs(
         label_ext: Label file extension.
         read_sizes: Add ``height``/``width`` read from the image headers (costs one header read
             per image; the training mapper sets them anyway).
-        image_ids: Restrict to these ids (in this order) instead of listing ``label_dir``.
+        image_ids: The split's ids (in this order) instead of listing ``image_dir``.
+        skip_missing_labels: Skip unpaired samples with a logged count instead of raising.
 
     Returns:
         Dicts with ``file_name``, ``sem_seg_file_name``, ``image_id`` (and ``height``,
-        ``width``), sorted by id.
+        ``width``), sorted by id (or in ``image_ids`` order).
 
     Raises:
-        DatasetError: Naming the directory if either is missing or holds no labels, or naming the
-            file if an image or a label is missing.
+        DatasetError: Naming the directory if either is missing or no pair is found, or naming
+            the files of images without labels / labels without images.
     """
-    for what, d in (("image", image_dir), ("label", label_dir)):
-        if not os.path.isdir(d):
-            raise DatasetError(
-                f"{what} directory not found: {d} (set $DETECTRON2_DATASETS and prepare the "
-                "dataset as described in datasets/README.md)"
-            )
-    if image_ids is None:
-        image_ids = sorted(
-            f[: -len(label_ext)] for f in os.listdir(label_dir) if f.endswith(label_ext)
-        )
-    if not image_ids:
-        raise DatasetError(f"no '*{label_ext}' label files in {label_dir}")
+    _check_dirs(image_dir, label_dir)
+    exts = (image_ext, label_ext)
+    listed = image_ids is not None
+    ids = list(image_ids) if listed else _files_with_suffix(image_dir, image_ext)
+    unpaired = _unpaired(image_dir, label_dir, ids, exts)
+    if not listed:  # labels whose image is missing from the directory
+        unpaired["image"] = sorted(set(_files_with_suffix(label_dir, label_ext)) - set(ids))
+    _report_unpaired(unpaired, image_dir, label_dir, exts, skip_missing_labels)
+    bad = set(unpaired["image"]) | set(unpaired["label"])
     records = []
-    for image_id in image_ids:
+    for image_id in (i for i in ids if i not in bad):
         image_file = os.path.join(image_dir, image_id + image_ext)
         label_file = os.path.join(label_dir, image_id + label_ext)
-        for what, f in (("image", image_file), ("label", label_file)):
-            if not os.path.isfile(f):
-                raise DatasetError(f"{what} file not found: {f}")
         record = {"file_name": image_file, "sem_seg_file_name": label_file, "image_id": image_id}
         if read_sizes:
             record["height"], record["width"] = image_size(image_file)
         records.append(record)
+    if not records:
+        raise DatasetError(f"no '*{image_ext}' image with a '*{label_ext}' label in {image_dir}")
     return records

@@ -76,6 +76,24 @@ _TEXTURES: dict[str, Texture] = {
 }
 
 
+def render_class_patch(
+    rng: np.random.Generator, image_hw: tuple[int, int], class_name: str
+) -> np.ndarray:
+    """Draws one class's texture over a whole image.
+
+    Args:
+        rng: Generator (the only source of randomness).
+        image_hw: ``(H, W)``.
+        class_name: A class of ``class_tables.SYNTHETIC_CLASSES``.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    h, w = image_hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)  # (H, W) each
+    return np.clip(_TEXTURES[class_name](yy, xx, rng) + 0.5, 0, 255).astype(np.uint8)
+
+
 def _random_shape_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """``(H, W)`` bool mask of one random rectangle, ellipse or polygon."""
     mask = np.zeros((h, w), np.uint8)
@@ -174,7 +192,7 @@ def make_synthetic_dataset(
     root: str,
     seed: int = 0,
     num_train: int = 48,
-    num_val: int = 16,
+    num_val: int = 128,
     image_hw: tuple[int, int] = (160, 200),
     overwrite: bool = False,
 ) -> str:

@@ -16,6 +16,7 @@ rebuilt from CLIP), and :meth:`load_state_dict` accepts such state dicts with ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,6 +125,9 @@ class ChimeraSegModel(nn.Module):
         self.sgd = sgd
         self.setting = setting
         self.pseudo_mask_config = pseudo_masks or PseudoMaskConfig()
+        weights = {"sgd_weight": sgd_weight, "lambda_sam": lambda_sam, "ce_weight": ce_weight}
+        weights.update(focal_weight=focal_weight, focal_gamma=focal_gamma)
+        _check_loss_arguments(weights, {"tau": tau, "tau_f": tau_f, "tau_c": tau_c})
         self.sgd_weight, self.lambda_sam = float(sgd_weight), float(lambda_sam)
         self.tau, self.tau_f, self.tau_c = float(tau), float(tau_f), float(tau_c)
         self.ce_weight, self.focal_weight = float(ce_weight), float(focal_weight)
@@ -467,6 +471,19 @@ class ChimeraSegModel(nn.Module):
             return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
         return logits_fn
+
+
+def _check_loss_arguments(non_negative: dict[str, float], positive: dict[str, float]) -> None:
+    """Raises unless loss weights are finite and >= 0 and temperatures finite and > 0.
+
+    A zero temperature is a NaN loss at the first iteration; a negative weight maximises its loss.
+    """
+    for name, value in non_negative.items():
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"ChimeraSegModel: {name}={value!r} must be finite and >= 0")
+    for name, value in positive.items():
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"ChimeraSegModel: {name}={value!r} must be finite and > 0")
 
 
 def _check_head_downsample(value: int) -> int:

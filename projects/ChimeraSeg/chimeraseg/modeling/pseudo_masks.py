@@ -1,4 +1,9 @@
-"""Pseudo masks Ỹ: latent regions inside the ignore region by multi-scale K-Means (SPEC §1.4).
+"""Pseudo masks Ỹ: latent regions inside the ignore region by multi-scale K-Means, as in the paper.
+
+Steps on the teacher grid: K-Means per window scale, greedy merging of all clusters by centroid
+cosine, then every region cell goes to its nearest surviving group, where a group survives when
+it keeps at least ``min_area`` cells (too-small groups are dropped and their cells reassigned,
+repeatedly); ``max_regions`` finally keeps the largest groups.
 
 Label layout of the returned map (training label space):
 
@@ -37,8 +42,10 @@ class PseudoMaskConfig:
             ``s/2``) on the teacher grid; windows larger than the grid are clipped to it.
         kmeans_iters: number of K-Means update steps per scale.
         merge_threshold: clusters of all scales merge when their centroid cosine exceeds it.
-        min_area: regions with fewer teacher-grid cells are dropped (their pixels stay 255).
-        max_regions: keep at most this many regions per image (largest first); None = no cap.
+        min_area: groups with fewer teacher-grid cells are dropped before the final assignment;
+            their cells join the nearest surviving group (they stay 255 only when none survives).
+        max_regions: keep at most this many regions per image (largest first; the cells of the
+            others stay 255); None = no cap.
             Always capped so that labels stay below 255.
         region_ignore_fraction: a teacher cell belongs to the ignore region when at least this
             fraction of its label pixels are ignore.
@@ -48,7 +55,7 @@ class PseudoMaskConfig:
         unseen_temperature: transductive: softmax temperature over teacher-text cosines.
     """
 
-    scales: tuple[int, ...] = (2, 4, 8)
+    scales: tuple[int, ...] = (4, 8)
     kmeans_iters: int = 10
     merge_threshold: float = 0.9
     min_area: int = 4
@@ -273,6 +280,12 @@ def _latent_regions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale K-Means + merging + area filter on the teacher grid.
 
+    Args:
+        feats: ``(B, D, h', w')`` unit teacher features.
+        region: ``(B, h', w')`` bool ignore-region cells.
+        cfg: generator knobs.
+        max_regions: regions kept per image, largest first.
+
     Returns:
         ``(B, h', w')`` long region index (0 = largest) or -1, and ``(B,)`` region counts.
     """
@@ -300,11 +313,8 @@ def _latent_regions(
         return torch.full((b, h, w), -1, dtype=torch.long, device=feats.device), mask.new_zeros(
             b, dtype=torch.long
         )
-    sim = (points @ groups.transpose(1, 2)).masked_fill(~group_valid[:, None], float("-inf"))
-    assign = sim.argmax(dim=-1)  # (B, N) nearest group of every cell
-    onehot = F.one_hot(assign, num_groups) * mask[..., None]  # (B, N, G)
-    area = onehot.sum(dim=1)  # (B, G) cells per group
-    keep = group_valid & (area >= max(cfg.min_area, 1))
+    sim = points @ groups.transpose(1, 2)  # (B, N, G) cell-to-group cosines
+    assign, area, keep = _assign_surviving(sim, mask, group_valid, max(cfg.min_area, 1))
     order = torch.where(keep, area, torch.full_like(area, -1)).argsort(
         dim=1, descending=True, stable=True
     )  # (B, G) largest first, ties by index
@@ -315,3 +325,34 @@ def _latent_regions(
     new_label = torch.where(keep, rank, torch.full_like(rank, -1))  # kept ranks are 0..R-1
     cells = new_label.gather(1, assign).masked_fill(~mask, -1)  # (B, N)
     return cells.view(b, h, w), keep.sum(dim=1)
+
+
+def _assign_surviving(
+    sim: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, min_area: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest-group assignment in which every group keeps at least ``min_area`` cells.
+
+    Assigns every region cell to its nearest alive group, drops the alive groups whose area is
+    below ``min_area``, and reassigns, until no group is dropped. So a cluster too small to
+    survive never captures cells: they join the nearest surviving group instead of staying
+    ignored (with window scale 2, stride 1, K-Means leaves many near-single-cell clusters).
+
+    Args:
+        sim: ``(B, N, G)`` cosine of every cell with every group centroid.
+        mask: ``(B, N)`` bool, region cells.
+        valid: ``(B, G)`` bool, non-empty groups.
+        min_area: minimum cells of a surviving group (>= 1).
+
+    Returns:
+        ``(B, N)`` nearest surviving group of every cell (meaningless where no group survives),
+        ``(B, G)`` areas (region cells per group) and ``(B, G)`` bool surviving groups.
+    """
+    alive = valid.clone()
+    while True:
+        assign = sim.masked_fill(~alive[:, None], float("-inf")).argmax(dim=-1)  # (B, N)
+        onehot = F.one_hot(assign, sim.shape[-1]) * mask[..., None]  # (B, N, G)
+        area = onehot.sum(dim=1)  # (B, G) cells per group
+        drop = alive & (area < min_area)
+        if not bool(drop.any()):
+            return assign, area, alive
+        alive &= ~drop

@@ -3,16 +3,18 @@
 Registration only stores paths and metadata; the file list is read when the dataset is first
 requested (``DatasetCatalog.get``), so importing never touches the disk, and a dataset that is not
 prepared fails then with a :class:`chimeraseg.data.io.DatasetError` naming the missing directory.
+The images drive the listing: an image without a label is an error naming it, unless
+``DATASETS.SKIP_IMAGES_WITHOUT_LABEL`` (see :func:`dataset_dicts`) skips it with a logged count.
 """
 
 from __future__ import annotations
 
-import functools
 import os
+from collections.abc import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from chimeraseg.data.io import list_sem_seg_pairs
+from chimeraseg.data.io import ids_from_split_lists, list_sem_seg_pairs
 from chimeraseg.data.splits import ZeroShotSplit
 
 IGNORE_LABEL = 255
@@ -43,6 +45,65 @@ def split_metadata(split: ZeroShotSplit) -> dict:
     }
 
 
+class SemSegListing:
+    """The loader ``DatasetCatalog`` stores for a registered dataset (called lazily).
+
+    Calling it lists the image/label pairs with :func:`chimeraseg.data.io.list_sem_seg_pairs`:
+    from the images of ``image_dir``, or from the first of ``split_lists`` that lists every label
+    (PASCAL VOC / Context, whose image directory is shared by all splits).
+    """
+
+    def __init__(
+        self,
+        image_dir: str,
+        label_dir: str,
+        image_ext: str = ".jpg",
+        read_sizes: bool = False,
+        split_lists: Sequence[str] = (),
+    ) -> None:
+        self.image_dir, self.label_dir, self.image_ext = image_dir, label_dir, image_ext
+        self.read_sizes, self.split_lists = read_sizes, tuple(split_lists)
+
+    def __call__(self, skip_missing_labels: bool = False) -> list[dict]:
+        """The dataset dicts; unpaired samples raise, or are skipped with a logged count."""
+        ids = None
+        if self.split_lists:
+            ids = ids_from_split_lists(self.split_lists, self.label_dir)
+        return list_sem_seg_pairs(
+            self.image_dir,
+            self.label_dir,
+            image_ext=self.image_ext,
+            read_sizes=self.read_sizes,
+            image_ids=ids,
+            skip_missing_labels=skip_missing_labels,
+        )
+
+
+def dataset_dicts(names: Sequence[str], skip_missing_labels: bool = False) -> list[dict]:
+    """The dicts of registered datasets, concatenated (``DATASETS.TRAIN`` / one test set).
+
+    Args:
+        names: registered dataset names.
+        skip_missing_labels: ``DATASETS.SKIP_IMAGES_WITHOUT_LABEL``: leave out unpaired samples of
+            datasets registered here (with a logged count) instead of raising.
+
+    Raises:
+        chimeraseg.data.io.DatasetError: naming images without labels (unless skipped).
+        ValueError: when a dataset has no sample.
+    """
+    out: list[dict] = []
+    for name in names:
+        loader = DatasetCatalog[name] if name in DatasetCatalog.list() else None
+        if isinstance(loader, SemSegListing):
+            dicts = loader(skip_missing_labels=skip_missing_labels)
+        else:
+            dicts = DatasetCatalog.get(name)  # raises naming the unregistered dataset
+        if not dicts:
+            raise ValueError(f"dataset {name!r} is empty")
+        out.extend(dicts)
+    return out
+
+
 def register_sem_seg_dataset(
     name: str,
     image_dir: str,
@@ -51,6 +112,7 @@ def register_sem_seg_dataset(
     image_ext: str = ".jpg",
     read_sizes: bool = False,
     replace: bool = False,
+    split_lists: Sequence[str] = (),
 ) -> None:
     """Registers a lazily listed ``<image_dir>/<id><image_ext>`` + ``<label_dir>/<id>.png`` set.
 
@@ -63,14 +125,14 @@ def register_sem_seg_dataset(
         read_sizes: Put ``height``/``width`` (from image headers) into the dicts; done for
             evaluation splits, the training mapper sets them itself.
         replace: Re-register ``name`` if it exists (tests); otherwise an existing name is kept.
+        split_lists: Candidate split lists (see :class:`SemSegListing`) for an image directory
+            shared by several splits; empty = every image of ``image_dir``.
     """
     if name in DatasetCatalog.list():
         if not replace:
             return
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    loader = functools.partial(
-        list_sem_seg_pairs, image_dir, label_dir, image_ext=image_ext, read_sizes=read_sizes
-    )
+    loader = SemSegListing(image_dir, label_dir, image_ext, read_sizes, split_lists)
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(image_root=image_dir, sem_seg_root=label_dir, **meta)

@@ -3,7 +3,9 @@
 Names: ``pascal_context_59_zs_{train,val}`` (split "zs3", the default) and
 ``pascal_context_59_zs_cascade_{train,val}`` (split "cascade"). Expects
 ``$DETECTRON2_DATASETS/VOCdevkit/VOC2010/JPEGImages`` and the prepared
-``VOC2010/annotations_detectron2/pc59/{train,val}`` labels (datasets/README.md).
+``VOC2010/annotations_detectron2/pc59/{train,val}`` labels (datasets/README.md). ``JPEGImages``
+holds every split, so a split's images are those of its list in ``ImageSets/SegmentationContext``
+(or ``ImageSets/Main``, whichever the labels were prepared from).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from chimeraseg.d2.data.register_common import (
 )
 from chimeraseg.data.splits import get_split
 
+# Split lists of prepare_pascal_context_59.py's --split-source context (default) and main.
+_SPLIT_LIST_DIRS = ("SegmentationContext", "Main")
 _VARIANT_PREFIXES = {"zs3": "pascal_context_59_zs", "cascade": "pascal_context_59_zs_cascade"}
 
 
@@ -37,6 +41,9 @@ def register_all_pascal_context_zs(root: str) -> None:
                 label_dir=os.path.join(voc, "annotations_detectron2", "pc59", split),
                 meta=meta,
                 read_sizes=split == "val",
+                split_lists=[
+                    os.path.join(voc, "ImageSets", d, f"{split}.txt") for d in _SPLIT_LIST_DIRS
+                ],
             )
 
 

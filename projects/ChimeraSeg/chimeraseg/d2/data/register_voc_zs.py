@@ -1,7 +1,9 @@
 """PASCAL VOC 2012 zero-shot (15 seen / 5 unseen, background ignored): ``voc_20_zs_{train,val}``.
 
 Expects ``$DETECTRON2_DATASETS/VOCdevkit/VOC2012/JPEGImages`` and the prepared
-``VOC2012/annotations_detectron2/{train,val}`` labels (datasets/README.md).
+``VOC2012/annotations_detectron2/{train,val}`` labels (datasets/README.md). ``JPEGImages`` holds
+every split, so a split's images are those of its list in ``ImageSets/Segmentation``
+(``train.txt``, or ``aug.txt`` when the labels were prepared with ``--aug``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def register_all_voc_zs(root: str) -> None:
     """Registers ``voc_20_zs_train`` and ``voc_20_zs_val`` under ``root``."""
     voc = os.path.join(root, "VOCdevkit", "VOC2012")
     meta = _get_voc_20_meta()
+    lists = os.path.join(voc, "ImageSets", "Segmentation")
+    # The split list prepare_voc_sem_seg.py used: train.txt, or aug.txt with --aug.
+    split_lists = {"train": ("train.txt", "aug.txt"), "val": ("val.txt",)}
     for split in ("train", "val"):
         register_sem_seg_dataset(
             f"voc_20_zs_{split}",
@@ -32,6 +37,7 @@ def register_all_voc_zs(root: str) -> None:
             label_dir=os.path.join(voc, "annotations_detectron2", split),
             meta=meta,
             read_sizes=split == "val",
+            split_lists=[os.path.join(lists, f) for f in split_lists[split]],
         )
 
 

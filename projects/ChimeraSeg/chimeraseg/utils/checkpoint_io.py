@@ -1,0 +1,166 @@
+"""Checkpoint files: atomic writes and reads that never run code (plain PyTorch).
+
+Writes go to a temporary file in the target's directory, are flushed and fsync-ed, then renamed
+over the target (``os.replace``, atomic on POSIX), and the directory is fsync-ed: a kill leaves
+either the previous file or the complete new one, never a truncated file under the final name.
+
+Reads use ``torch.load(weights_only=True)`` only. Python pickles (``.pkl``) are refused by name:
+unpickling them can run arbitrary code, and ChimeraSeg never writes them. A file that is not a
+checkpoint raises :class:`CheckpointError` naming it; the message never suggests unsafe loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = [
+    "REFUSED_SUFFIXES",
+    "CheckpointError",
+    "atomic_open",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "describe_load_error",
+    "load_checkpoint_file",
+    "resume_candidates",
+]
+
+# Pickle-based formats that detectron2 would read with ``pickle.load``.
+REFUSED_SUFFIXES = (".pkl", ".pickle")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is refused or cannot be read; the message names the file."""
+
+
+def _fsync_directory(directory: str) -> None:
+    """Makes a rename in ``directory`` durable (no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Opens a temporary file beside ``path``; on success it is fsync-ed and renamed to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+
+    Args:
+        path: final file name.
+        mode: ``"wb"`` or ``"w"``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_open`."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def describe_load_error(error: BaseException) -> str:
+    """A one-line reason why ``torch.load(..., weights_only=True)`` failed.
+
+    torch's own messages advise re-running with ``weights_only=False`` (which runs code from the
+    file); they are replaced by a neutral description.
+    """
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "global" in text.lower():
+        return (
+            "it holds Python objects other than tensors and plain containers (refused: loading "
+            "them could run code from the file)"
+        )
+    if isinstance(error, (EOFError, zipfile.BadZipFile)) or "zip archive" in text:
+        return "it is empty, truncated or a corrupt zip archive"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it is neither a torch.save archive nor a legacy torch checkpoint"
+    first = (text.splitlines() or [""])[0]
+    if "weights_only" in first or "eights only" in first:
+        first = ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Args:
+        path: a ``torch.save``-d dict (``.pth``, ``.pt``); pickles (``.pkl``) are refused.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: naming the file: a refused pickle, a missing file, a file that is not a
+            checkpoint, or one that does not hold a dict.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(REFUSED_SUFFIXES):
+        raise CheckpointError(
+            f"refusing to load '{path}': Python pickle files can run arbitrary code when loaded, "
+            "and ChimeraSeg never writes them (its checkpoints are .pth files)"
+        )
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file '{path}' does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- every reader failure means "not a checkpoint"
+        raise CheckpointError(
+            f"'{path}' is not a checkpoint: {describe_load_error(e)}. Expected a .pth file "
+            "written by ChimeraSeg / torch.save"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"'{path}' is not a checkpoint: it holds a {type(obj).__name__}")
+    return obj
+
+
+def resume_candidates(save_dir: str, latest: str, suffixes: Sequence[str] = (".pth",)) -> list[str]:
+    """Checkpoints to try when resuming: ``latest`` first, then the others, newest first.
+
+    Args:
+        save_dir: directory holding the checkpoints.
+        latest: the file the ``last_checkpoint`` tag names (tried first, even if missing).
+        suffixes: checkpoint file suffixes.
+
+    Returns:
+        Paths; the fallbacks are ordered by modification time, newest first.
+    """
+    others = [
+        str(p)
+        for p in Path(save_dir).iterdir()
+        if p.is_file() and p.suffix in suffixes and not p.name.startswith(".")
+    ]
+    others = [p for p in others if os.path.abspath(p) != os.path.abspath(latest)]
+    others.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)
+    return [latest, *others]

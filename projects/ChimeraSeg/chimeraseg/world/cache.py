@@ -1,0 +1,153 @@
+"""Train the world CLIP once per machine: a cache keyed by everything the weights depend on.
+
+Layout: ``<cache>/world_clip/<key>/`` holds ``<model>.pt`` (a plain open_clip state dict, loaded
+by :func:`chimeraseg.clip.loading.load_clip` like any CLIP checkpoint) and ``report.json`` (the
+training config, the quality gate's numbers, timing). ``key`` hashes the generator's format
+version, the training config (seed and steps included) and the model-config JSON's content, so
+changing any of them trains a new CLIP. The cache directory is ``$CHIMERASEG_CACHE``, else
+``$XDG_CACHE_HOME/chimeraseg``, else ``~/.cache/chimeraseg``.
+
+Concurrent callers (several processes of one launch) serialise on a lock file; the first trains,
+the others then find the finished entry. Files appear atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chimeraseg.clip.loading import resolve_model_name
+from chimeraseg.data.synthetic import FORMAT_VERSION as GENERATOR_FORMAT_VERSION
+from chimeraseg.world.clip_training import (
+    WorldClipConfig,
+    WorldClipQualityError,
+    gate_message,
+    train_world_clip,
+    zero_shot_report,
+)
+
+__all__ = ["WorldClip", "default_cache_dir", "world_clip_key", "ensure_world_clip"]
+
+logger = logging.getLogger(__name__)
+CACHE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorldClip:
+    """A trained, gate-checked world CLIP on disk.
+
+    Attributes:
+        model_config: the model-config JSON (``MODEL.CLIP.NAME``).
+        checkpoint: the weights file (``MODEL.CLIP.PRETRAINED``).
+        report: ``report.json``'s content (config, gate numbers, training time).
+        trained_now: True when this call trained it, False when it came from the cache.
+    """
+
+    model_config: Path
+    checkpoint: Path
+    report: dict
+    trained_now: bool
+
+
+def default_cache_dir() -> Path:
+    """``$CHIMERASEG_CACHE``, else ``$XDG_CACHE_HOME/chimeraseg``, else ``~/.cache/chimeraseg``."""
+    if os.environ.get("CHIMERASEG_CACHE"):
+        return Path(os.environ["CHIMERASEG_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "chimeraseg"
+
+
+def _model_config_path(config: WorldClipConfig) -> Path:
+    """The model-config JSON as an absolute path (registered with open_clip on the way)."""
+    stem = resolve_model_name(config.model_config)
+    path = Path(config.model_config).expanduser()
+    if not path.is_file():
+        path = Path(__file__).resolve().parents[4] / config.model_config
+    if path.stem != stem or not path.is_file():
+        raise FileNotFoundError(f"world CLIP model config '{config.model_config}' not found")
+    return path.resolve()
+
+
+def world_clip_key(config: WorldClipConfig) -> str:
+    """Hex key (24 characters) of the generator format, the config and the model JSON's bytes."""
+    payload = {
+        "cache_format": CACHE_FORMAT_VERSION,
+        "generator_format": GENERATOR_FORMAT_VERSION,
+        "config": config.as_dict(),
+        "model_config_sha256": hashlib.sha256(_model_config_path(config).read_bytes()).hexdigest(),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _cached(entry: Path, checkpoint: Path, config: WorldClipConfig) -> dict | None:
+    """The entry's report if it is complete, was made from ``config`` and passed the gate."""
+    report_file = entry / "report.json"
+    if not (checkpoint.is_file() and report_file.is_file()):
+        return None
+    try:
+        report = json.loads(report_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    ok = report.get("config") == config.as_dict() and report.get("gate", {}).get("passed")
+    return report if ok else None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ensure_world_clip(
+    config: WorldClipConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> WorldClip:
+    """Returns the cached world CLIP for ``config``, training and gate-checking it if needed.
+
+    Args:
+        config: What to train (defaults: the world CLIP of ``make demo``).
+        cache_dir: Cache root (default :func:`default_cache_dir`).
+        progress: Progress bar while training.
+        retrain: Train again even when a cached entry exists.
+
+    Returns:
+        The :class:`WorldClip`.
+
+    Raises:
+        WorldClipQualityError: the trained CLIP missed the gate (the message names the classes);
+            nothing is cached then.
+    """
+    config = config or WorldClipConfig()
+    model_config = _model_config_path(config)
+    entry = Path(cache_dir or default_cache_dir()).expanduser() / "world_clip"
+    entry = entry / world_clip_key(config)
+    checkpoint = entry / f"{model_config.stem}.pt"
+    entry.mkdir(parents=True, exist_ok=True)
+    with open(entry / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one trainer per entry; released on close
+        report = None if retrain else _cached(entry, checkpoint, config)
+        if report is not None:
+            return WorldClip(model_config, checkpoint, report, trained_now=False)
+        model, info = train_world_clip(config, progress=progress)
+        gate = zero_shot_report(model, config)
+        message = gate_message(gate, config)
+        if not gate["passed"]:
+            raise WorldClipQualityError(f"world CLIP ({config.classes}) failed its gate: {message}")
+        logger.info("world CLIP (%s): %s", config.classes, message)
+        report = {"config": config.as_dict(), "training": info, "gate": gate, "message": message}
+        _atomic_write(checkpoint, lambda p: torch.save(model.state_dict(), p))
+        _atomic_write(entry / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
+    return WorldClip(model_config, checkpoint, report, trained_now=True)
