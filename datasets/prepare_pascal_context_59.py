@@ -26,10 +26,10 @@ from chimeraseg.data.class_tables import PASCAL_CONTEXT_59_CLASSES
 from chimeraseg.data.conversion import (
     LabelJob,
     print_summary,
-    read_image_id_list,
     run_label_jobs,
     verify_count,
 )
+from chimeraseg.data.io import read_id_list
 
 EXPECTED_COUNTS = {
     "context": {"train": 4_996, "val": 5_104},
@@ -71,7 +71,7 @@ def build_jobs(
     """One job per id of the split list."""
     list_file = os.path.join(voc_dir, "ImageSets", LIST_DIRS[split_source], split + ".txt")
     jobs = []
-    for image_id in read_image_id_list(list_file):
+    for image_id in read_id_list(list_file):
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg") if check_images else None
         src = os.path.join(voc_dir, "trainval", image_id + ".mat")
         dst = os.path.join(voc_dir, "annotations_detectron2", "pc59", split, image_id + ".png")

@@ -20,10 +20,10 @@ import numpy as np
 from chimeraseg.data.conversion import (
     LabelJob,
     print_summary,
-    read_image_id_list,
     run_label_jobs,
     verify_count,
 )
+from chimeraseg.data.io import read_id_list
 
 NUM_CLASSES = 20
 EXPECTED_COUNTS = {"train": 1_464, "val": 1_449}
@@ -42,7 +42,7 @@ def build_jobs(
 ) -> list[LabelJob]:
     """One job per id of ``list_file`` (labels read from ``label_dir``)."""
     lut, jobs = voc_lut(), []
-    for image_id in read_image_id_list(list_file):
+    for image_id in read_id_list(list_file):
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg") if check_images else None
         src = os.path.join(label_dir, image_id + ".png")
         dst = os.path.join(voc_dir, "annotations_detectron2", split, image_id + ".png")

@@ -3,7 +3,7 @@
 
 Reproduces the ablation table of "Partial CLIP is Enough: Chimera-Seg for Zero-shot Semantic
 Segmentation" (Tables III, VIII, XII) on a laptop: every variant of :data:`VARIANTS` is trained
-from ``configs/synthetic/chimeraseg_mitb0_synthetic.yaml`` (MiT-B0, 300 CPU iterations) once per
+from ``configs/synthetic/chimeraseg_mitb0_synthetic.yaml`` (MiT-B0, 500 CPU iterations) once per
 seed (``SEED``: Gumbel noise of the distillation, weights and data order) and evaluated on
 ``synthetic_zs_val`` (sIoU / uIoU / hIoU at the config's ``TEST.GAMMA``)::
 

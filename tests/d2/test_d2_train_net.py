@@ -59,4 +59,5 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     resumed.train()
     sgd = resumed.model.model.sgd
     assert seen == [(2, sgd.k_at(2))]
-    assert sgd.k_at(2) == round(600 - 1.8 * 2)
+    sgd_cfg = resumed.cfg.MODEL.CHIMERASEG.SGD
+    assert sgd.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)

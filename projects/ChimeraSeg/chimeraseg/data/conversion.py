@@ -197,18 +197,6 @@ def run_label_jobs(
     return report
 
 
-def read_image_id_list(path: str) -> list[str]:
-    """Image ids of an ``ImageSets`` list file (the first token of each non-empty line).
-
-    Raises:
-        FileNotFoundError: naming ``path`` when it does not exist.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image list not found: {path}")
-    with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
-
-
 def verify_count(directory: str, expected: int, ext: str = ".png") -> str | None:
     """Compares the number of ``*ext`` files in ``directory`` with the official count.
 
