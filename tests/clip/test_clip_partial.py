@@ -17,7 +17,7 @@ from chimeraseg.clip.partial import (
 
 
 def _hand_value_path(block, x, use_value=True, use_ffn=True):
-    """SPEC §1.2 from the block's raw weights: x + out(v(ln_1 x)); then + mlp(ln_2 .)."""
+    """Paper §III-B from the block's raw weights: x + out(v(ln_1 x)); then + mlp(ln_2 .)."""
     width = x.shape[-1]
     w_v = block.attn.in_proj_weight[2 * width :]
     b_v = block.attn.in_proj_bias[2 * width :]

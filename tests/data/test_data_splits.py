@@ -1,4 +1,4 @@
-"""Class tables and zero-shot splits (SPEC §3)."""
+"""Class tables and zero-shot splits (paper §IV-A; docs/METHOD.md, 'Data')."""
 
 from __future__ import annotations
 

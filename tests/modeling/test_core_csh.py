@@ -18,7 +18,7 @@ from chimeraseg.modeling.csh import (
 def _reference_head(
     head: CLIPSemanticHead, clip_visual: nn.Module, x: torch.Tensor
 ) -> torch.Tensor:
-    """SPEC §1.2 written from the raw CLIP block weights, BN in eval mode, NCHW layout."""
+    """Paper §III-B written from the raw CLIP block weights, BN in eval mode, NCHW layout."""
     block = clip_visual.transformer.resblocks[-1]
     dv = block.ln_1.normalized_shape[0]
     tokens = x.permute(0, 2, 3, 1)  # (B, h, w, E)

@@ -7,8 +7,9 @@ folded into one matrix; no residual, no FFN, as MaskCLIP does) -> ln_post -> pro
 against the text embeddings / tau -> bilinear upsampling to the input size.
 
 :class:`chimeraseg.clip.teacher.CLIPTeacher` is not used for the timing because its dense path
-also keeps the last block's residual and FFN (SPEC §1.3) and runs the full last block for the
-class token, i.e. it is slower than MaskCLIP; the baseline here is the cheaper, stronger competitor.
+also keeps the last block's residual and FFN (docs/METHOD.md, 'Frozen CLIP teacher') and runs the
+full last block for the class token, i.e. it is slower than MaskCLIP; the baseline here is the
+cheaper, stronger competitor.
 """
 
 from __future__ import annotations

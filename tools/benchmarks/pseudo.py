@@ -1,4 +1,6 @@
-"""Section 5: pseudo-mask generation (SPEC §1.4), ms per image at the benchmark size.
+"""Section 5: pseudo-mask generation, ms per image at the benchmark size.
+
+The generator is described in docs/METHOD.md, 'Pseudo masks'.
 
 Input: teacher dense features of random images from the run's CLIP (computed once, not timed) and
 labels with seen classes in rectangles and an ignore region (a third of the image, as unseen

@@ -29,7 +29,9 @@ TEMPERATURE = 0.07
 def build_model(
     backbone_name: str, clip_model: nn.Module, vocab: Vocabulary, with_teacher: bool
 ) -> ChimeraSegModel:
-    """The paper-default model (SPEC §1) for one student backbone, random student weights.
+    """The paper-default model for one student backbone, random student weights.
+
+    Paper defaults: docs/METHOD.md, 'Training graph'.
 
     Args:
         backbone_name: ``"mit_b0"``, ``"mit_b4"``, ``"vit_b16"``, ...

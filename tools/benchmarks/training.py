@@ -1,8 +1,8 @@
 """Section 3: one training step (batch 2, 512 crop) split into its stages, with peak memory.
 
 The step is the core's own ``ChimeraSegModel.forward_train`` + ``backward`` + AdamW step
-(SPEC §5). Its stages are timed from outside, without changing the model, by wrapping the pieces
-``forward_train`` calls (CUDA-synchronised wall clock):
+(docs/METHOD.md, 'Paper settings'). Its stages are timed from outside, without changing the
+model, by wrapping the pieces ``forward_train`` calls (CUDA-synchronised wall clock):
 
 - ``student_forward``: ``model.clip_features`` (backbone + decoder + CSH);
 - ``teacher_forward``: forward pre-/post-hooks on ``model.teacher``;

@@ -1,4 +1,4 @@
-"""Keeping frozen CLIP weights out of training checkpoints (issue item 5).
+"""Keeping frozen CLIP weights out of training checkpoints (docs/METHOD.md, 'Inference').
 
 A ChimeraSeg model holds CLIP-derived modules (the teacher, the VEncoder, ``visual.proj`` and
 ``ln_post`` copies). Their frozen parameters are fully determined by the CLIP checkpoint, so a

@@ -1,4 +1,6 @@
-"""Class-name humaniser for prompts (SPEC §2): ``"wall-concrete"`` -> ``"concrete wall"``.
+"""Class-name humaniser for prompts: ``"wall-concrete"`` -> ``"concrete wall"``.
+
+Why and where it is used: docs/METHOD.md, 'Inference'.
 
 Rules, applied to each comma-separated synonym:
 

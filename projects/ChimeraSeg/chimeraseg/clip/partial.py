@@ -1,10 +1,10 @@
 """Partial-CLIP modules: value path of CLIP's last visual blocks, ``visual.proj``, ``ln_post``.
 
-These are the frozen pieces the CLIP Semantic Head (SPEC §1.2) re-uses per pixel. Every builder
+These are the frozen pieces the CLIP Semantic Head (paper §III-B) re-uses per pixel. Every builder
 returns a *copy* of CLIP's weights, so the copy can be frozen or trained independently of the
 teacher, which keeps using the original CLIP.
 
-Value path of one CLIP block (SPEC §1.2), applied token by token (no attention mixing)::
+Value path of one CLIP block (paper §III-B), applied token by token (no attention mixing)::
 
     x' = x + ls_1(out_proj(v_proj(ln_1(x))))     # v_proj = value third of attn.in_proj_*
     y  = x' + ls_2(mlp(ln_2(x')))
@@ -333,7 +333,7 @@ def build_vencoder(
     trainable_value: bool = False,
     trainable_ffn: bool = False,
 ) -> VEncoder:
-    """Builds the VEncoder (SPEC §1.2) from copies of CLIP's last ``num_blocks`` visual blocks.
+    """Builds the VEncoder (paper §III-B) from copies of CLIP's last ``num_blocks`` visual blocks.
 
     Frozen value paths are folded into one ``(Dv, Dv)`` matrix and bias (exact up to float error),
     refreshed whenever the copied weights change.
@@ -387,7 +387,7 @@ class VisualProjection(nn.Module):
         self.width, self.embed_dim = weight.shape
 
     def reset_parameters_he(self) -> None:
-        """Re-initialises ``weight`` with He (Kaiming) normal init, fan-in ``Dv`` (SPEC option)."""
+        """Re-initialises ``weight`` with He (Kaiming) normal init, fan-in ``Dv`` (Table V)."""
         with torch.no_grad():
             self.weight.normal_(0.0, math.sqrt(2.0 / self.width))
 

@@ -1,4 +1,4 @@
-"""Prompt templates for CLIP text embeddings (SPEC §2).
+"""Prompt templates for CLIP text embeddings (paper §III-D; docs/METHOD.md, 'Inference').
 
 Sets, selectable by name in :func:`chimeraseg.clip.text.encode_class_names`:
 

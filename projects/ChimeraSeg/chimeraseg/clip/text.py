@@ -1,4 +1,6 @@
-"""CLIP text embeddings of class names with prompt ensembling and an on-disk cache (SPEC §2).
+"""CLIP text embeddings of class names with prompt ensembling and an on-disk cache (paper §III-D).
+
+Decisions: docs/METHOD.md, 'Inference'.
 
 For each class: every comma-separated synonym is humanised and put into every template; each
 prompt embedding is L2-normalised, the prompts of one synonym are averaged and renormalised, then
@@ -130,7 +132,7 @@ def encode_class_names(
     batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Text embeddings of class names (SPEC §2).
+    """Text embeddings of class names (paper §III-D).
 
     Args:
         clip_model: open_clip ``CLIP`` (frozen; only its text tower is used).

@@ -28,13 +28,14 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.CHIMERASEG = CN()
     m = cfg.MODEL.CHIMERASEG
     # "inductive": unseen class names are unknown during training (latent regions only);
-    # "transductive": unseen names label confident ignore pixels (SPEC 1.4).
+    # "transductive": unseen names label confident ignore pixels (docs/METHOD.md, 'Pseudo masks').
     m.SETTING = "inductive"
     # Label value ignored by every loss and by evaluation.
     m.IGNORE_VALUE = 255
     # Images of a batch are padded to a multiple of this (ImageList); 32 = the coarsest stride.
     m.SIZE_DIVISIBILITY = 32
-    # Temperature tau of the cosine logits cos(Fc, A) / tau (SPEC 1.6).
+    # Temperature tau of the cosine logits cos(Fc, A) / tau (docs/METHOD.md, 'Logits and
+    # segmentation loss').
     m.LOGIT_TAU = 0.07
     # Build the frozen CLIP teacher (needed for training and the demo's similarity map; the
     # evaluation-only path sets it False to save memory).
@@ -89,8 +90,9 @@ def _add_model_config(cfg: CN) -> None:
     # Group ignore pixels into latent regions (off: ignore pixels stay ignored in Lseg).
     m.PSEUDO_MASKS.ENABLED = True
     # K-Means seed window sizes s (seeds average s x s windows, stride s/2) on the teacher grid.
-    # The paper lists 2, 4, 8; (4, 8) covered the most hidden pixels at equal purity when measured
-    # with tools/pseudo_mask_quality.py (docs/PSEUDO_MASKS.md).
+    # The paper gives no scales; of the candidate sets drawn from 2, 4, 8, (4, 8) covered the most
+    # hidden pixels at equal purity when measured with tools/pseudo_mask_quality.py
+    # (docs/PSEUDO_MASKS.md).
     m.PSEUDO_MASKS.WINDOW_SCALES = [4, 8]
     # Lloyd iterations of each K-Means run.
     m.PSEUDO_MASKS.KMEANS_ITERS = 10
@@ -186,7 +188,7 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.BETAS = [0.9, 0.999]
     # LR multiplier of the student backbone.
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
-    # LR multiplier of the decoder and the CSH (x10 in the paper, SPEC 5).
+    # LR multiplier of the decoder and the CSH (x10 in the paper; docs/METHOD.md 'Paper settings').
     cfg.SOLVER.HEAD_MULTIPLIER = 10.0
     # Weight decay of positional embeddings / tokens (no decay, as for norms).
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
@@ -199,7 +201,7 @@ def _add_solver_config(cfg: CN) -> None:
 def add_chimeraseg_config(cfg: CN) -> None:
     """Adds every ChimeraSeg key (with its default) to a detectron2 config, in place.
 
-    Also replaces the detectron2 defaults that ChimeraSeg reads by the paper's settings (SPEC 5),
+    Also replaces the detectron2 defaults that ChimeraSeg reads by the paper's settings (§IV-B),
     so that a config without a YAML is the paper's COCO-Stuff MiT setting, not detectron2's.
 
     Args:
@@ -214,7 +216,7 @@ def add_chimeraseg_config(cfg: CN) -> None:
 
 
 def _set_paper_defaults(cfg: CN) -> None:
-    """Sets detectron2's own keys to the paper's values (SPEC 5); the Base YAMLs repeat them."""
+    """Sets detectron2's own keys to the paper's values (§IV-B); the Base YAMLs repeat them."""
     # The meta-architecture and the student backbone adapter (MiT; "D2ViTB16" for ViT-B/16).
     cfg.MODEL.META_ARCHITECTURE = "ChimeraSeg"
     cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
@@ -362,7 +364,7 @@ def validate_chimeraseg_config(cfg: CN) -> None:
         )
     _validate_losses(cfg)
     if cfg.MODEL.CHIMERASEG.SETTING == "transductive" and cfg.TEST.GAMMA != 0.0:
-        # SPEC 2: the unseen-logit bias calibrates the inductive setting only.
+        # Paper §III-D: the unseen-logit bias calibrates the inductive setting only.
         raise ValueError(
             f"config key TEST.GAMMA = {cfg.TEST.GAMMA} must be 0 when MODEL.CHIMERASEG.SETTING = "
             "'transductive' (the unseen bias is for the inductive setting; TEST.GAMMA_SWEEP may "

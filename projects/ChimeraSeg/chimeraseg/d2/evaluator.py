@@ -3,8 +3,9 @@
 The model returns unbiased logits; this evaluator adds γ to the unseen classes for every γ of
 the sweep at once (:mod:`chimeraseg.evaluation.gamma_sweep`), accumulates the confusion
 matrices on the logits' device, sums them over processes and reports the metrics of
-:mod:`chimeraseg.evaluation.metrics` (SPEC §4). Evaluation is always generalized: all classes
-of the vocabulary compete; there is no seen-only or unseen-only vocabulary mode.
+:mod:`chimeraseg.evaluation.metrics` (docs/METHOD.md, 'Metrics'). Evaluation is always
+generalized: all classes of the vocabulary compete; there is no seen-only or unseen-only
+vocabulary mode.
 """
 
 from __future__ import annotations

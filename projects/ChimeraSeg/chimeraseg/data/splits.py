@@ -1,4 +1,6 @@
-"""Named zero-shot class splits (SPEC §3): which classes are seen in training and which are unseen.
+"""Named zero-shot class splits (paper §IV-A): which classes are seen in training, which unseen.
+
+Class lists and the choice between split variants: docs/METHOD.md, 'Data'.
 
 Each split is validated when this module is imported: seen and unseen must be disjoint, together
 cover every class exactly once, and index into the class table. A broken table therefore fails at

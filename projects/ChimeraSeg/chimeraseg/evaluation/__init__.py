@@ -1,7 +1,8 @@
 """Zero-shot segmentation metrics (plain PyTorch/NumPy, no detectron2).
 
 - :mod:`.metrics`: ``confusion_matrix`` (rows = ground truth) and ``zero_shot_metrics``
-  (mIoU, fwIoU, mACC, pACC, sIoU, uIoU, hIoU, per-class IoU/ACC, in percent; SPEC §4).
+  (mIoU, fwIoU, mACC, pACC, sIoU, uIoU, hIoU, per-class IoU/ACC, in percent; paper eq. 7,
+  docs/METHOD.md 'Metrics').
 - :mod:`.gamma_sweep`: the unseen-logit bias γ for many values in one pass.
 - :mod:`.report`: flat result dicts, JSON and tables; :mod:`.plots`: figures (matplotlib);
   :mod:`.offline`: folders of prediction PNGs. The detectron2 evaluator is

@@ -1,9 +1,9 @@
 """Unseen-logit bias (γ) applied to many values in one pass, one confusion matrix per γ.
 
 Inductive zero-shot inference adds γ to the logits of the unseen classes before the argmax
-(SPEC §2). The reference semantics for one γ is :func:`biased_argmax`:
-``argmax_c (z_c + γ·[c unseen])`` computed in the logits' dtype, ties going to the lowest class
-index (``torch.argmax`` returns the first maximum).
+(paper §III-D; docs/METHOD.md, 'Inference'). The reference semantics for one γ is
+:func:`biased_argmax`: ``argmax_c (z_c + γ·[c unseen])`` computed in the logits' dtype, ties going
+to the lowest class index (``torch.argmax`` returns the first maximum).
 
 The sweep computes, once per pixel, the best seen class (value ``s``, index ``a_s``) and the best
 unseen class (value ``u``, index ``a_u``). Because floating-point addition is monotone, the

@@ -1,6 +1,6 @@
 """Confusion matrices and the generalized zero-shot metrics (sIoU, uIoU, hIoU, mIoU, ...).
 
-Conventions (SPEC §4), fixed here once for the whole project:
+Conventions (paper eq. 7; docs/METHOD.md, 'Metrics'), fixed here once for the whole project:
 
 * A confusion matrix ``conf`` is ``(N, N)`` int64 with **rows = ground truth, columns =
   prediction**: ``conf[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``.

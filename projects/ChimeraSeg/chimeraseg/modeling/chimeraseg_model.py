@@ -1,4 +1,6 @@
-"""ChimeraSegModel: student + CLIP Semantic Head + frozen CLIP teacher (SPEC §1-2).
+"""ChimeraSegModel: student + CLIP Semantic Head + frozen CLIP teacher (paper §III, Fig. 2, 6).
+
+Training graph and inference as in docs/METHOD.md.
 
 Label spaces. ``forward_train`` takes labels in the FULL dataset index space ``0..N-1`` with 255
 ignore (unseen pixels already 255, see the data mapper). Internally seen ids become ``0..Ns-1``

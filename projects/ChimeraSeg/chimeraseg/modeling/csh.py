@@ -1,4 +1,4 @@
-"""CLIP Semantic Head (CSH, SPEC §1.2, paper §III-B and Fig. 3).
+"""CLIP Semantic Head (CSH, paper §III-B and Fig. 3).
 
 Per pixel, on channel-last tokens (contiguous GEMMs, no per-layer permutes)::
 

@@ -1,4 +1,7 @@
-"""Whole-image and sliding-window inference around a low-resolution logits function (SPEC §2)."""
+"""Whole-image and sliding-window inference around a low-resolution logits function.
+
+The paper does not say which; the choice is ``TEST.MODE`` (docs/METHOD.md, 'Inference').
+"""
 
 from __future__ import annotations
 

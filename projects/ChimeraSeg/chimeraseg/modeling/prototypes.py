@@ -1,4 +1,4 @@
-"""Class prototypes: mean CSH feature per label of the pseudo mask (SPEC §1.5, paper eq. 5)."""
+"""Class prototypes: mean CSH feature per label of the pseudo mask (paper eq. 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation loss of Chimera-Seg: cross-entropy plus softmax focal loss (SPEC §1.6)."""
+"""Segmentation loss of Chimera-Seg: cross-entropy plus softmax focal loss (paper eq. 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Selective Global Distillation (SGD, SPEC §1.7, paper §III-C eqs. 1-3)."""
+"""Selective Global Distillation (SGD, paper §III-C, eqs. 1-3)."""
 
 from __future__ import annotations
 

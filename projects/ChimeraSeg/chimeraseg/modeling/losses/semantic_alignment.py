@@ -1,4 +1,4 @@
-"""Semantic Alignment Module loss (SPEC §1.8, paper eq. 6)."""
+"""Semantic Alignment Module loss (paper §III-D, eq. 6)."""
 
 from __future__ import annotations
 
