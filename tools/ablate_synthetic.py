@@ -36,6 +36,7 @@ The tool's parts are in ``tools/ablations/``: the variants and their CLIP
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import sys
@@ -139,13 +140,15 @@ def check_user_opts(opts: list[str], clip_mode: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- main
-def settings_of(args: argparse.Namespace, dataset: dict[str, int]) -> dict[str, Any]:
-    """What every run of one ledger must share."""
+def settings_of(args: argparse.Namespace, dataset: dict[str, int], base_cfg: Any) -> dict[str, Any]:
+    """What every run of one ledger must share: the config's path and merged content (so an
+    edited YAML is not mixed with runs of the old one), overrides, CLIP mode and data."""
     config = os.path.abspath(args.config_file)
     if config.startswith(REPO_ROOT + os.sep):
         config = os.path.relpath(config, REPO_ROOT)
     return {
         "config_file": config,
+        "config_sha256": hashlib.sha256(base_cfg.dump().encode()).hexdigest(),
         "opts": list(args.opts),
         "clip_mode": args.clip_mode,
         "dataset": dataset,
@@ -177,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     dataset, base_cfg = setup(args)
-    settings = settings_of(args, dataset)
+    settings = settings_of(args, dataset, base_cfg)
     ledger = os.path.join(args.work_dir, RESULTS_FILE)
     records = load_records(ledger)
     check_settings(records, settings, ledger)

@@ -86,6 +86,14 @@ def test_ablation_tool_writes_ledger_page_plot_and_resumes(
     with pytest.raises(SystemExit, match="other settings"):
         tool.main(_argv(tmp_path, synthetic_root, [*tiny_opts, "SOLVER.BASE_LR", "0.001"]))
 
+    # So is an edited config file behind the same path (its merged content is compared).
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(f"_BASE_: {tool.DEFAULT_CONFIG}\n")
+    tool.main(_argv(tmp_path / "edit", synthetic_root, tiny_opts, "--config-file", str(edited)))
+    edited.write_text(f"_BASE_: {tool.DEFAULT_CONFIG}\nSOLVER:\n  BASE_LR: 0.001\n")
+    with pytest.raises(SystemExit, match="other settings"):
+        tool.main(_argv(tmp_path / "edit", synthetic_root, tiny_opts, "--config-file", str(edited)))
+
 
 def test_world_clip_mode_refuses_clip_weight_overrides() -> None:
     tool = _tool()

@@ -18,14 +18,12 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from chimeraseg.clip.loading import resolve_model_name
 from chimeraseg.data.synthetic import FORMAT_VERSION as GENERATOR_FORMAT_VERSION
+from chimeraseg.utils.checkpoint_io import atomic_torch_save, atomic_write_text
 from chimeraseg.world.clip_training import (
     WorldClipConfig,
     WorldClipQualityError,
@@ -101,14 +99,6 @@ def _cached(entry: Path, checkpoint: Path, config: WorldClipConfig) -> dict | No
     return report if ok else None
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def ensure_world_clip(
     config: WorldClipConfig | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -148,6 +138,6 @@ def ensure_world_clip(
             raise WorldClipQualityError(f"world CLIP ({config.classes}) failed its gate: {message}")
         logger.info("world CLIP (%s): %s", config.classes, message)
         report = {"config": config.as_dict(), "training": info, "gate": gate, "message": message}
-        _atomic_write(checkpoint, lambda p: torch.save(model.state_dict(), p))
-        _atomic_write(entry / "report.json", lambda p: p.write_text(json.dumps(report, indent=2)))
+        atomic_torch_save(model.state_dict(), checkpoint)
+        atomic_write_text(entry / "report.json", json.dumps(report, indent=2))
     return WorldClip(model_config, checkpoint, report, trained_now=True)
