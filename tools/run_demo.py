@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from demo import ChimeraSegDemo, run_on_images  # tools/demo.py
     from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.utils.env import seed_all_rng
     from detectron2.utils.logger import setup_logger
 
     from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[run_demo] synthetic dataset: {path}")
 
     t = time.perf_counter()
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # as train_net.py's default_setup does
     trainer = ChimeraSegTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
