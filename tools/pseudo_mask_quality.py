@@ -76,7 +76,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     masks.add_argument(
         "--setting", default="inductive", choices=(*MODES, "both"), help="generator mode"
     )
-    masks.add_argument("--scales", default="2,4,8", help="window scales, e.g. '2,4,8'")
+    masks.add_argument(
+        "--scales",
+        default=",".join(str(k) for k in PseudoMaskConfig.scales),
+        help="window scales, e.g. '2,4,8' (default: the generator's)",
+    )
     masks.add_argument("--min-area", type=int, default=PseudoMaskConfig.min_area)
     masks.add_argument("--merge-threshold", type=float, default=PseudoMaskConfig.merge_threshold)
     parser.add_argument(

@@ -36,12 +36,16 @@ import open_clip
 import torch
 from torch import nn
 
+from chimeraseg.clip.torchscript_archive import read_torchscript_state_dict
+from chimeraseg.utils.checkpoint_io import describe_load_error
+
 __all__ = [
     "load_clip",
     "clip_reference",
     "verify_clip_reference",
     "file_sha256",
     "resolve_model_name",
+    "model_config_path",
     "build_untrained_clip",
 ]
 
@@ -88,13 +92,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
             return load_file(str(path), device="cpu"), False
         if _is_torchscript_archive(path):
             # OpenAI's archives: tensors only, read without running the archive's code or pickles.
-            from chimeraseg.clip.torchscript_archive import read_torchscript_state_dict
-
             return read_torchscript_state_dict(path), True
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- any reader failure means an unreadable file
-        from chimeraseg.utils.checkpoint_io import describe_load_error
-
         reason = describe_load_error(e)  # never torch's "weights_only=False" advice
         raise RuntimeError(
             f"CLIP checkpoint '{path}' is corrupt or not a weights-only state dict ({reason}); "
@@ -114,6 +114,21 @@ def _repository_root() -> Path:
     return Path(__file__).resolve().parents[4]
 
 
+def model_config_path(name: str | os.PathLike) -> Path:
+    """The absolute path of a model-config JSON: as given, else relative to the repository root.
+
+    Raises:
+        FileNotFoundError: naming the path(s) tried when the file does not exist.
+    """
+    path = Path(name).expanduser()
+    candidates = [path] if path.is_absolute() else [path, _repository_root() / path]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = ", ".join(f"'{c}'" for c in candidates)
+        raise FileNotFoundError(f"CLIP model-config JSON {tried} does not exist")
+    return found.resolve()
+
+
 def resolve_model_name(name: str) -> str:
     """An open_clip model name; a model-config JSON file is registered under its stem.
 
@@ -121,19 +136,14 @@ def resolve_model_name(name: str) -> str:
         name: an open_clip name (``"ViT-B-16-quickgelu"``) or a ``.json`` file in open_clip's
             model-config format (``embed_dim``, ``vision_cfg``, ``text_cfg``), e.g.
             ``configs/clip/chimeraseg-world-vit.json``. A relative path is looked up in the
-            working directory, then in the repository root.
+            working directory, then in the repository root (:func:`model_config_path`).
 
     Raises:
         FileNotFoundError: naming the JSON path(s) tried when the file does not exist.
     """
     if not str(name).endswith(".json"):
         return str(name)
-    path = Path(name).expanduser()
-    candidates = [path] if path.is_absolute() else [path, _repository_root() / path]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        tried = ", ".join(f"'{c}'" for c in candidates)
-        raise FileNotFoundError(f"CLIP model-config JSON {tried} does not exist")
+    found = model_config_path(name)
     if open_clip.get_model_config(found.stem) is None:
         open_clip.add_model_config(found)
     return found.stem

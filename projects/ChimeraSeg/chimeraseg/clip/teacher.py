@@ -27,7 +27,13 @@ from torch import nn
 
 from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection, tensor_cache_key
 
-__all__ = ["DENSE_PATHS", "TeacherOutput", "CLIPTeacher", "interpolate_pos_embed"]
+__all__ = [
+    "DENSE_PATHS",
+    "TeacherOutput",
+    "CLIPTeacher",
+    "clip_pixel_stats",
+    "interpolate_pos_embed",
+]
 
 DENSE_PATHS = ("value_ffn", "value")
 
@@ -42,6 +48,17 @@ class TeacherOutput(NamedTuple):
 
     cls: torch.Tensor
     dense: torch.Tensor
+
+
+def clip_pixel_stats(visual: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's input normalisation for RGB in 0..1: ``(mean, std)``, each ``(1, 3, 1, 1)`` float32.
+
+    Taken from the tower's ``preprocess_cfg`` when open_clip sets one, else OpenAI's statistics.
+    """
+    cfg = getattr(visual, "preprocess_cfg", None) or {}
+    mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32)
+    std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD), dtype=torch.float32)
+    return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
 
 
 def interpolate_pos_embed(
@@ -110,11 +127,9 @@ class CLIPTeacher(nn.Module):
         self.native_grid = tuple(int(g) for g in visual.grid_size)
         self.width = int(visual.conv1.out_channels)
         self.embed_dim = int(visual.proj.shape[1])
-        cfg = getattr(visual, "preprocess_cfg", None) or {}
-        mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32) * 255.0
-        std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD), dtype=torch.float32) * 255.0
-        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", std.view(1, 3, 1, 1), persistent=False)
+        mean, std = clip_pixel_stats(visual)  # (1, 3, 1, 1) each, for 0..1 RGB
+        self.register_buffer("pixel_mean", mean * 255.0, persistent=False)
+        self.register_buffer("pixel_std", std * 255.0, persistent=False)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._fused_key: tuple | None = None
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chimeraseg.clip.loading import resolve_model_name
+from chimeraseg.clip.loading import model_config_path
 from chimeraseg.data.synthetic import FORMAT_VERSION as GENERATOR_FORMAT_VERSION
 from chimeraseg.utils.checkpoint_io import atomic_torch_save, atomic_write_text
 from chimeraseg.world.clip_training import (
@@ -63,24 +63,15 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "chimeraseg"
 
 
-def _model_config_path(config: WorldClipConfig) -> Path:
-    """The model-config JSON as an absolute path (registered with open_clip on the way)."""
-    stem = resolve_model_name(config.model_config)
-    path = Path(config.model_config).expanduser()
-    if not path.is_file():
-        path = Path(__file__).resolve().parents[4] / config.model_config
-    if path.stem != stem or not path.is_file():
-        raise FileNotFoundError(f"world CLIP model config '{config.model_config}' not found")
-    return path.resolve()
-
-
 def world_clip_key(config: WorldClipConfig) -> str:
     """Hex key (24 characters) of the generator format, the config and the model JSON's bytes."""
     payload = {
         "cache_format": CACHE_FORMAT_VERSION,
         "generator_format": GENERATOR_FORMAT_VERSION,
         "config": config.as_dict(),
-        "model_config_sha256": hashlib.sha256(_model_config_path(config).read_bytes()).hexdigest(),
+        "model_config_sha256": hashlib.sha256(
+            model_config_path(config.model_config).read_bytes()
+        ).hexdigest(),
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
@@ -121,7 +112,7 @@ def ensure_world_clip(
             nothing is cached then.
     """
     config = config or WorldClipConfig()
-    model_config = _model_config_path(config)
+    model_config = model_config_path(config.model_config)
     entry = Path(cache_dir or default_cache_dir()).expanduser() / "world_clip"
     entry = entry / world_clip_key(config)
     checkpoint = entry / f"{model_config.stem}.pt"

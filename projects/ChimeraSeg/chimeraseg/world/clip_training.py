@@ -19,11 +19,11 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 from tqdm import tqdm
 
 from chimeraseg.clip.loading import build_untrained_clip, resolve_model_name
+from chimeraseg.clip.teacher import clip_pixel_stats
 from chimeraseg.clip.templates import resolve_templates
 from chimeraseg.clip.text import encode_class_names
 from chimeraseg.data.splits import get_split
@@ -122,14 +122,6 @@ def world_class_names(classes: str) -> tuple[str, ...]:
     return tuple(split.class_names[i] for i in split.seen)
 
 
-def _normalizer(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP mean/std as ``(1, 3, 1, 1)`` tensors for 0..1 RGB."""
-    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
-    mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD)).view(1, 3, 1, 1)
-    return mean, std
-
-
 def _input_size(model: nn.Module) -> int:
     size = model.visual.image_size
     return int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -223,7 +215,7 @@ def train_world_clip(
     pool = render_pool(
         names, config.render_size, config.pool_size, config.seed, config.single_class_fraction
     )
-    mean, std = _normalizer(model)
+    mean, std = clip_pixel_stats(model.visual)
     out_size = _input_size(model)
     optimizer = _optimizer(model, config)
     rng = np.random.default_rng([WORLD_NAMESPACE, _BATCH_STREAM, config.seed])
@@ -269,7 +261,7 @@ def zero_shot_report(model: nn.Module, config: WorldClipConfig) -> dict:
         names, config.held_out_per_class, _input_size(model), config.seed
     )
     text = encode_class_names(model, list(names), config.templates)  # (C, D)
-    mean, std = _normalizer(model)
+    mean, std = clip_pixel_stats(model.visual)
     predictions = []
     for start in range(0, len(images), 256):
         x = torch.from_numpy(images[start : start + 256]).permute(0, 3, 1, 2).float() / 255.0

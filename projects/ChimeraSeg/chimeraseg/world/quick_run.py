@@ -29,6 +29,7 @@ from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
 from chimeraseg.modeling.csh import CLIPSemanticHead
 from chimeraseg.modeling.decoder import SegFormerDecoder
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
+from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 
 __all__ = ["QuickRunConfig", "load_split", "build_model", "train", "evaluate", "quick_run"]
 
@@ -116,15 +117,9 @@ def build_model(clip_model: nn.Module, config: QuickRunConfig) -> ChimeraSegMode
         sgd=sgd if config.sgd_weight > 0 else None,
         sgd_weight=config.sgd_weight,
         lambda_sam=config.sam_weight,
-        pseudo_masks=None if config.pseudo_masks else _no_latent_regions(),
+        pseudo_masks=None if config.pseudo_masks else PseudoMaskConfig(max_regions=0),
         seed=config.seed,
     )
-
-
-def _no_latent_regions():
-    from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
-
-    return PseudoMaskConfig(max_regions=0)
 
 
 def _augment(
