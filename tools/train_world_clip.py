@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import torch
@@ -41,6 +42,16 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def learned_temperature(checkpoint: str | os.PathLike) -> float:
+    """The CLIP's own softmax temperature, 1 / exp(logit_scale), read from its weights file.
+
+    It is the natural ``MODEL.CHIMERASEG.SAM.TAU_C`` for that CLIP (0.01 for OpenAI's weights).
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    return float(1.0 / state["logit_scale"].exp())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Trains (or finds) the CLIP; prints its paths and gate; returns the exit code."""
     args = get_parser().parse_args(argv)
@@ -61,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"world CLIP ({args.classes}, {state}): {clip.report['message']}")
     print(f"MODEL.CLIP.NAME {clip.model_config}")
     print(f"MODEL.CLIP.PRETRAINED {clip.checkpoint}")
+    print(f"temperature 1/logit_scale: {learned_temperature(clip.checkpoint):.4f}")
     return 0
 
 

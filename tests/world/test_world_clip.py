@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from chimeraseg_test_utils import load_script
 
 from chimeraseg.clip.loading import load_clip, resolve_model_name
 from chimeraseg.data.synthetic import render_sample
@@ -83,6 +84,10 @@ def test_cache_trains_once_and_loads_like_any_checkpoint(tmp_path, caplog) -> No
     assert any(str(first.checkpoint) in m and "loaded weights file" in m for m in messages)
     assert not any("initialized randomly" in m for m in messages)
     assert model.visual.proj.shape == (128, 64)
+    # The temperature tools/train_world_clip.py prints is the loaded CLIP's own.
+    tool = load_script("tools/train_world_clip.py")
+    expected = 1.0 / model.logit_scale.exp().item()
+    assert tool.learned_temperature(first.checkpoint) == pytest.approx(expected, rel=1e-6)
 
 
 def test_gate_failure_names_the_classes_and_caches_nothing(tmp_path) -> None:
