@@ -15,9 +15,9 @@ OpenAI TorchScript archive, or a file whose name contains ``openai``), ``load_cl
 matching variant (``ViT-B-16`` -> ``ViT-B-16-quickgelu``) and warns.
 
 Checkpoints and frozen CLIP: training checkpoints must not store CLIP twice (teacher
-+ partial copies). The model drops every frozen CLIP-derived parameter from its state dict (see
-:func:`chimeraseg.clip.checkpoint.trainable_state_dict`) and stores ``clip_reference(clip)``
-instead: model name, tag or path, the weights file's SHA-256 and the random-init flag/seed.
++ partial copies). The model drops every frozen CLIP-derived tensor from its state dict (see
+``ChimeraSegModel.frozen_clip_state_keys``) and stores ``clip_reference(clip)`` instead: model
+name, tag or path, the weights file's SHA-256 and the random-init flag/seed.
 Loading a checkpoint rebuilds CLIP with ``load_clip`` from that reference, checks it with
 :func:`verify_clip_reference`, rebuilds the frozen copies from it, then loads the trainable rest.
 """

@@ -12,6 +12,14 @@ import math
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+# Keys of earlier versions, with the reason they are gone (named when an old YAML sets one).
+_REMOVED_KEYS = {
+    "MODEL.CHIMERASEG.IGNORE_VALUE": "the ignore label is fixed at 255 (chimeraseg.IGNORE_LABEL; "
+    "uint8 labels and 256-entry lookup tables depend on it)",
+    "MODEL.CHIMERASEG.FOLD_PROJECTION": "the folded-projection inference path was removed (it "
+    "never saved work); delete the key",
+}
+
 # Allowed values of the enumerated keys, checked by ``validate_chimeraseg_config``.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL.CHIMERASEG.SETTING": ("inductive", "transductive"),
@@ -30,8 +38,6 @@ def _add_model_config(cfg: CN) -> None:
     # "inductive": unseen class names are unknown during training (latent regions only);
     # "transductive": unseen names label confident ignore pixels (docs/METHOD.md, 'Pseudo masks').
     m.SETTING = "inductive"
-    # Label value ignored by every loss and by evaluation.
-    m.IGNORE_VALUE = 255
     # Images of a batch are padded to a multiple of this (ImageList); 32 = the coarsest stride.
     m.SIZE_DIVISIBILITY = 32
     # Temperature tau of the cosine logits cos(Fc, A) / tau (docs/METHOD.md, 'Logits and
@@ -43,8 +49,6 @@ def _add_model_config(cfg: CN) -> None:
     # Teacher dense features for the pseudo masks: "value_ffn" (last block's value path with its
     # residual and FFN) or "value" (value path alone, as in MaskCLIP); see clip/teacher.py.
     m.TEACHER_DENSE_PATH = "value_ffn"
-    # Inference through the folded projection Fres (P A^T) (exact; see modeling/csh.py).
-    m.FOLD_PROJECTION = False
     # Allow --eval-only / tools/demo.py without trained weights in MODEL.WEIGHTS (an untrained
     # student; smoke tests only). False: a missing or foreign MODEL.WEIGHTS is an error.
     m.ALLOW_RANDOM_WEIGHTS = False
@@ -122,7 +126,7 @@ def _add_model_config(cfg: CN) -> None:
     m.SGD.MODE = "decrease"
     # Temperature of the Gumbel selection and of the InfoNCE loss.
     m.SGD.TAU = 0.07
-    # Gather teacher CLS embeddings across processes for InfoNCE negatives (global batch).
+    # Gather teacher CLS embeddings across processes for the negatives of SGD and SAM.
     m.SGD.GATHER = True
 
     m.SAM = CN()
@@ -372,6 +376,14 @@ def validate_chimeraseg_config(cfg: CN) -> None:
         )
 
 
+def _explain_removed(message: str) -> str:
+    """Appends why a key is gone when ``message`` names a key of :data:`_REMOVED_KEYS`."""
+    for key, reason in _REMOVED_KEYS.items():
+        if message.rstrip().endswith(key):
+            return f"{message} ({key} was removed: {reason})"
+    return message
+
+
 def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
     """Builds a default config with ChimeraSeg keys, merges a YAML and ``KEY VALUE`` overrides.
 
@@ -393,11 +405,12 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:  # detectron2: "Non-existent config key: A.B.C"
-            raise KeyError(f"{config_file} (or a _BASE_ it extends): {e.args[0]}") from e
+            message = _explain_removed(str(e.args[0]))
+            raise KeyError(f"{config_file} (or a _BASE_ it extends): {message}") from e
     if opts:
         try:
             cfg.merge_from_list(list(opts))
         except AssertionError as e:  # yacs: "Non-existent key: A.B.C" for command-line opts
-            raise KeyError(f"command-line override: {e}") from e
+            raise KeyError(f"command-line override: {_explain_removed(str(e))}") from e
     validate_chimeraseg_config(cfg)
     return cfg
