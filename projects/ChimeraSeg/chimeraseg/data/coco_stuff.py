@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.data.class_tables import make_palette
-
-IGNORE_LABEL = 255
 
 # (COCO category id, name, visualisation colour) of the 80 thing classes; colours are detectron2's.
 _COCO_THINGS: tuple[tuple[int, str, tuple[int, int, int]], ...] = (

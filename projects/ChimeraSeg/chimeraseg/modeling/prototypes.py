@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chimeraseg import IGNORE_LABEL
+
 __all__ = ["ImagePrototypes", "class_prototypes", "downsample_labels"]
 
 
@@ -50,7 +52,7 @@ def class_prototypes(
     *,
     num_seen: int,
     latent_start: int | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_LABEL,
 ) -> list[ImagePrototypes]:
     """Mean feature of every label present in each image.
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chimeraseg import IGNORE_LABEL
+
 __all__ = ["PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
 
 _MODES = ("inductive", "transductive")
@@ -106,7 +108,7 @@ def generate_pseudo_masks(
     seen_text: torch.Tensor | None = None,
     unseen_text: torch.Tensor | None = None,
     config: PseudoMaskConfig | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_LABEL,
     valid: torch.Tensor | None = None,
 ) -> PseudoMasks:
     """Fills ignore pixels with latent regions (and, transductively, unseen classes).

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.data.io import ids_from_split_lists, list_sem_seg_pairs
 from chimeraseg.data.splits import ZeroShotSplit
 
-IGNORE_LABEL = 255
 EVALUATOR_TYPE = "zs_sem_seg"
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-IGNORE_LABEL = 255
+from chimeraseg import IGNORE_LABEL
 
 
 def coverage_counts(

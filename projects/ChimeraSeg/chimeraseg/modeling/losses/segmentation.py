@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from chimeraseg import IGNORE_LABEL
+
 __all__ = ["segmentation_loss"]
 
 
@@ -12,7 +14,7 @@ def segmentation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_LABEL,
     ce_weight: float = 1.0,
     focal_weight: float = 1.0,
     focal_gamma: float = 2.0,
