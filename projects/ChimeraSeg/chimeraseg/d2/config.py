@@ -220,7 +220,7 @@ def add_chimeraseg_config(cfg: CN) -> None:
 
 
 def _set_paper_defaults(cfg: CN) -> None:
-    """Sets detectron2's own keys to the paper's values (§IV-B); the Base YAMLs repeat them."""
+    """Sets detectron2's own keys to the paper's values (§IV-B); the YAMLs do not repeat them."""
     # The meta-architecture and the student backbone adapter (MiT; "D2ViTB16" for ViT-B/16).
     cfg.MODEL.META_ARCHITECTURE = "ChimeraSeg"
     cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
