@@ -101,12 +101,12 @@ def test_sgd_loss_ignores_padded_features(k_init: int) -> None:
     losses = []
     for f in (huge, zero):
         f = f.clone().requires_grad_(True)
-        loss = sgd(f, cls, 0, torch.Generator().manual_seed(3), valid=valid, gather=False)
+        loss = sgd(f, cls, 0, generator=torch.Generator().manual_seed(3), valid=valid, gather=False)
         loss.backward()
         assert torch.isfinite(loss) and bool((f.grad * ~valid[:, None]).eq(0).all())
         losses.append(loss)
     assert torch.equal(losses[0], losses[1])
-    unmasked = sgd(huge, cls, 0, torch.Generator().manual_seed(3), gather=False)
+    unmasked = sgd(huge, cls, 0, generator=torch.Generator().manual_seed(3), gather=False)
     assert not torch.allclose(unmasked, losses[0])  # without the mask the padding dominates
 
 

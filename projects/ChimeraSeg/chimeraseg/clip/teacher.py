@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection, tensor_cache_key
+from chimeraseg.clip.partial import (
+    extract_block_weights,
+    fuse_value_projection,
+    keep_frozen_in_eval,
+    tensor_cache_key,
+)
 
 __all__ = [
     "DENSE_PATHS",
@@ -135,8 +140,8 @@ class CLIPTeacher(nn.Module):
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> CLIPTeacher:
-        """The teacher is frozen: it stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
+        """The teacher is frozen (``requires_grad_(False)`` above), so it stays in eval mode."""
+        return keep_frozen_in_eval(super().train(mode))
 
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
         """``(1 + h*w, Dv)`` positional embedding for ``grid``, cached per grid size."""

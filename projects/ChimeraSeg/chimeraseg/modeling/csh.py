@@ -16,7 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from chimeraseg.clip.partial import build_ln_post, build_vencoder, build_visual_projection
+from chimeraseg.clip.partial import (
+    build_ln_post,
+    build_vencoder,
+    build_visual_projection,
+    keep_frozen_in_eval,
+)
 
 __all__ = [
     "CLIPSemanticHead",
@@ -159,11 +164,7 @@ class CLIPSemanticHead(nn.Module):
 
     def train(self, mode: bool = True) -> CLIPSemanticHead:
         """Sets train mode; frozen CLIP copies stay in eval mode."""
-        super().train(mode)
-        for module in self.frozen_clip_modules().values():
-            if not any(p.requires_grad for p in module.parameters()):
-                module.eval()
-        return self
+        return keep_frozen_in_eval(super().train(mode))
 
     def chunking_allowed(self) -> bool:
         """Whether chunking over positions is exact now: no autograd, per-position norm.

@@ -26,7 +26,7 @@ once, running the teacher once per dense path.
 
 Modules (everything public is re-exported here):
 
-- :mod:`.metrics`: the counts and percentages of one label map pair, ``IGNORE_LABEL``;
+- :mod:`.metrics`: the counts and percentages of one label map pair;
 - :mod:`.accumulator`: :class:`QualityAccumulator`, the sums over a dataset and their summary;
 - :mod:`.data`: :class:`Sample`, :func:`load_samples` and :func:`hide_unseen` (the training rule);
 - :mod:`.sweep`: :func:`teacher_dense_features`, :func:`evaluate_pseudo_masks`, :func:`sweep`;
@@ -36,7 +36,6 @@ Modules (everything public is re-exported here):
 from chimeraseg.evaluation.pseudo_mask_quality.accumulator import QualityAccumulator
 from chimeraseg.evaluation.pseudo_mask_quality.data import Sample, hide_unseen, load_samples
 from chimeraseg.evaluation.pseudo_mask_quality.metrics import (
-    IGNORE_LABEL,
     coverage_counts,
     one_region_purity_counts,
     precision_recall_iou,
@@ -52,7 +51,6 @@ from chimeraseg.evaluation.pseudo_mask_quality.sweep import (
 )
 
 __all__ = [
-    "IGNORE_LABEL",
     "QualityAccumulator",
     "Sample",
     "coverage_counts",

@@ -114,11 +114,14 @@ class ChimeraSegCriterion(nn.Module):
         losses = {"loss_seg": w["loss_seg"] * self.segmentation_loss(outputs)}
         losses["loss_sgd"] = zero
         if self.global_distillation is not None and w["loss_sgd"] != 0.0:
-            generator = self._generator(outputs.features.device)
             loss = self.global_distillation(
-                outputs.features, outputs.cls, iteration, generator, outputs.valid,
+                outputs.features,
+                outputs.cls,
+                iteration,
+                generator=self._generator(outputs.features.device),
+                valid=outputs.valid,
                 gather=self.gather_across_processes,
-            )  # fmt: skip
+            )
             losses["loss_sgd"] = w["loss_sgd"] * loss
         losses["loss_sam"] = zero
         if w["loss_sam"] != 0.0:

@@ -140,9 +140,9 @@ class SelectiveGlobalDistillation(nn.Module):
         features: torch.Tensor,
         cls: torch.Tensor,
         iteration: int,
+        *,
         generator: torch.Generator | None = None,
         valid: torch.Tensor | None = None,
-        *,
         gather: bool = True,
     ) -> torch.Tensor:
         """SGD loss (InfoNCE, the negative log of paper eq. 3, mean over local images).
