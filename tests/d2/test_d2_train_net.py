@@ -56,7 +56,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     assert resumed.scheduler.last_epoch == 2
     resumed.register_hooks([Record()])
     resumed.train()
-    sgd = resumed.model.model.criterion.global_distillation
-    assert seen == [(2, sgd.k_at(2))]
+    distillation = resumed.model.model.criterion.global_distillation
+    assert seen == [(2, distillation.k_at(2))]
     sgd_cfg = resumed.cfg.MODEL.CHIMERASEG.SGD
-    assert sgd.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)
+    assert distillation.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)

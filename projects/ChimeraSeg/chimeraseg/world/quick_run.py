@@ -53,8 +53,8 @@ class QuickRunConfig:
         warmup: linear warm-up steps, then poly (power 1) decay.
         k_init: SGD's initial K (decreasing by ``k_step`` per step).
         k_step: SGD's K decrease per step.
-        sgd_weight: weight of the SGD loss (0 disables it).
-        sam_weight: weight of the SAM loss (0 disables it).
+        distillation_weight: weight of the SGD loss (0 disables it).
+        alignment_weight: weight of the SAM loss (0 disables it).
         pseudo_masks: latent pseudo masks on (False: ignore pixels stay ignored).
         vencoder_blocks: CLIP blocks in the CSH's VEncoder (0 = none, Table VIII).
         templates: prompt templates of the text embeddings.
@@ -73,8 +73,8 @@ class QuickRunConfig:
     warmup: int = 20
     k_init: int = 600
     k_step: float = 1.8
-    sgd_weight: float = 1.0
-    sam_weight: float = 0.5
+    distillation_weight: float = 1.0
+    alignment_weight: float = 0.5
     pseudo_masks: bool = True
     vencoder_blocks: int = 1
     templates: str = "zegclip15"
@@ -102,7 +102,7 @@ def build_model(clip_model: nn.Module, config: QuickRunConfig) -> ChimeraSegMode
     text = encode_class_names(clip_model, list(split.class_names), config.templates)  # (N, D)
     torch.manual_seed(config.seed)
     distillation = SelectiveGlobalDistillation(k_init=config.k_init, k_step=config.k_step)
-    weights = {"loss_sgd": config.sgd_weight, "loss_sam": config.sam_weight}
+    weights = {"loss_sgd": config.distillation_weight, "loss_sam": config.alignment_weight}
     return build_chimeraseg_model(
         clip_model=clip_model,
         backbone=build_student_backbone(config.backbone),
@@ -113,7 +113,7 @@ def build_model(clip_model: nn.Module, config: QuickRunConfig) -> ChimeraSegMode
         head_options={"vencoder_blocks": config.vencoder_blocks},
         criterion=ChimeraSegCriterion(
             weight_dict=weights,
-            global_distillation=distillation if config.sgd_weight > 0 else None,
+            global_distillation=distillation if config.distillation_weight > 0 else None,
             seed=config.seed,
         ),
         pseudo_masks=None if config.pseudo_masks else PseudoMaskConfig(max_regions=0),

@@ -141,8 +141,8 @@ class SelectiveGlobalDistillation(nn.Module):
         cls: torch.Tensor,
         iteration: int,
         *,
-        generator: torch.Generator | None = None,
         valid: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
         gather: bool = True,
     ) -> torch.Tensor:
         """SGD loss (InfoNCE, the negative log of paper eq. 3, mean over local images).
