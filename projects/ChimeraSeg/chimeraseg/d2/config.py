@@ -275,10 +275,8 @@ def _lookup(cfg: CN, dotted: str) -> object:
 # Loss weights (and the focal exponent) must be finite and >= 0; temperatures (divisors of
 # logits) finite and > 0.
 _NUMBER_RULES: dict[str, str] = {
-    **dict.fromkeys(("SGD.WEIGHT", "SAM.WEIGHT", "SGD.K_STEP"), ">= 0"),
-    **dict.fromkeys(
-        ("SEG_LOSS.CE_WEIGHT", "SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"
-    ),
+    **dict.fromkeys(("SGD.WEIGHT", "SAM.WEIGHT", "SGD.K_STEP", "SEG_LOSS.CE_WEIGHT"), ">= 0"),
+    **dict.fromkeys(("SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
     **dict.fromkeys(("LOGIT_TAU", "SGD.TAU", "SAM.TAU_F", "SAM.TAU_C"), "> 0"),
     "PSEUDO_MASKS.UNSEEN_TEMPERATURE": "> 0",
 }
@@ -297,7 +295,7 @@ def _validate_numbers(cfg: CN) -> None:
     for name, rule in _NUMBER_RULES.items():
         key, value = f"MODEL.CHIMERASEG.{name}", _lookup(cfg, f"MODEL.CHIMERASEG.{name}")
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and (value > 0 or rule == ">= 0" and value == 0)):
+        if not (number and math.isfinite(value)) or (value < 0 if rule == ">= 0" else value <= 0):
             raise ValueError(f"config key {key} = {value!r} must be a finite number {rule}")
     for key, (low, high) in _INT_RANGES.items():
         value = _lookup(cfg, key)
