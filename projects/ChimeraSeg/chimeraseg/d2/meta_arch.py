@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -27,6 +26,7 @@ from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.text import encode_class_names
 from chimeraseg.d2.config import validate_chimeraseg_config
+from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.modeling import (
     ChimeraSegCriterion,
     ChimeraSegModel,
@@ -61,16 +61,8 @@ def build_clip_from_config(cfg: CfgNode) -> nn.Module:
 
 def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[int], list[int]]:
     """``(class names, seen ids, unseen ids)`` from a registered dataset's metadata."""
-    meta = MetadataCatalog.get(dataset_name)
-    missing = [
-        k for k in ("stuff_classes", "seen_classes", "unseen_classes") if not hasattr(meta, k)
-    ]
-    if missing:
-        raise KeyError(
-            f"dataset {dataset_name!r} has no metadata {missing}; is it registered by "
-            "chimeraseg.d2.data (DATASETS.TRAIN / DATASETS.TEST)?"
-        )
-    return list(meta.stuff_classes), list(meta.seen_classes), list(meta.unseen_classes)
+    meta = zero_shot_metadata(dataset_name)
+    return meta["stuff_classes"], meta["seen_classes"], meta["unseen_classes"]
 
 
 def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
