@@ -91,12 +91,6 @@ def biased_argmax(logits: torch.Tensor, unseen_mask: torch.Tensor, gamma: float)
     return (logits + bias.view(-1, 1, 1)).argmax(dim=-3)
 
 
-def _unseen_wins(stats: PixelStatistics, g: torch.Tensor) -> torch.Tensor:
-    """``(P,)`` bool: the best unseen class beats the best seen one under bias ``g``."""
-    m = stats.unseen_max + g
-    return (m > stats.seen_max) | ((m == stats.seen_max) & (stats.unseen_arg < stats.seen_arg))
-
-
 def _seen_threshold(stats: PixelStatistics) -> torch.Tensor:
     """``(P,)`` ``t`` with: the seen class wins under ``g`` iff ``fl(u + g) < t``.
 

@@ -223,12 +223,6 @@ class CLIPSemanticHead(nn.Module):
             out[start : start + chunk] = part if row_fn is None else row_fn(part)
         return out.view(*tokens.shape[:3], -1)  # (B, h, w, K)
 
-    def residual_tokens(
-        self, features: torch.Tensor, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
-    ) -> torch.Tensor:
-        """``Fres`` ``(B, h, w, Dv)`` (before ``proj``) of features ``(B, E, h, w)``."""
-        return self.map_positions(features, None, chunk_tokens)
-
     def forward(
         self, features: torch.Tensor, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     ) -> torch.Tensor:
