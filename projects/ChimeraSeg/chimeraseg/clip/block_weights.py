@@ -14,6 +14,7 @@ from torch import nn
 
 __all__ = [
     "BlockWeights",
+    "FusedValueMap",
     "extract_block_weights",
     "fuse_value_projection",
     "layer_scale_gamma",
@@ -160,3 +161,33 @@ def fuse_value_projection(
         weight = gamma[:, None] * weight
         bias = gamma * bias
     return weight, bias
+
+
+class FusedValueMap:
+    """The folded value map of :func:`fuse_value_projection`, cached until a source weight changes.
+
+    Shared by the VEncoder's frozen value paths and the teacher's dense path.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(
+        self,
+        v_weight: torch.Tensor,
+        v_bias: torch.Tensor | None,
+        out_proj: nn.Linear,
+        ls_1: nn.Module,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W (Dv, Dv)`` and ``b (Dv,)`` of ``ls_1(out_proj(x @ v_weight.T + v_bias))``."""
+        gamma = layer_scale_gamma(ls_1)
+        sources = (v_weight, v_bias, out_proj.weight, out_proj.bias, gamma)
+        key = tuple(tensor_cache_key(t) for t in sources)
+        if self._fused is None or key != self._key:
+            # Computed outside inference mode so that a cache filled during evaluation remains
+            # usable by later training forwards (inference tensors cannot be saved for backward).
+            with torch.inference_mode(False), torch.no_grad():
+                self._fused = fuse_value_projection(*sources)
+            self._key = key
+        return self._fused

@@ -24,10 +24,9 @@ from torch import nn
 
 from chimeraseg.clip.block_weights import (
     BlockWeights,
+    FusedValueMap,
     extract_block_weights,
     fuse_value_projection,
-    layer_scale_gamma,
-    tensor_cache_key,
 )
 
 __all__ = [
@@ -113,22 +112,7 @@ class ValueBlock(nn.Module):
             self.ls_2 = copy.deepcopy(weights.ls_2)
             for name in ("ln_2", "mlp", "ls_2"):
                 _set_trainable(getattr(self, name), trainable_ffn)
-        self._fused_key: tuple | None = None
-        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _fused_value(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the folded frozen value map, recomputed when any source weight changed."""
-        gamma = layer_scale_gamma(self.ls_1)
-        sources = [self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias]
-        sources.append(gamma)
-        key = tuple(tensor_cache_key(t) for t in sources)
-        if self._fused is None or key != self._fused_key:
-            # Computed outside inference mode so that a cache filled during evaluation remains
-            # usable by later training forwards (inference tensors cannot be saved for backward).
-            with torch.inference_mode(False), torch.no_grad():
-                self._fused = fuse_value_projection(*sources)
-            self._fused_key = key
-        return self._fused
+        self._fused_value = FusedValueMap()
 
     def value_branch(self, x: torch.Tensor) -> torch.Tensor:
         """``ls_1(out_proj(v_proj(ln_1(x))))`` for ``x (..., Dv)``, without the residual."""
@@ -136,7 +120,8 @@ class ValueBlock(nn.Module):
         value_params = (*self.v_proj.parameters(), *self.out_proj.parameters())
         if any(p.requires_grad for p in (*value_params, *self.ls_1.parameters())):
             return self.ls_1(self.out_proj(self.v_proj(h)))  # unfused: gradients reach weights
-        weight, bias = self._fused_value()
+        v = self.v_proj
+        weight, bias = self._fused_value(v.weight, v.bias, self.out_proj, self.ls_1)
         return F.linear(h, weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
