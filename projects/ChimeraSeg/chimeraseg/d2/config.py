@@ -13,6 +13,12 @@ import math
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from chimeraseg.clip.teacher import DENSE_PATHS
+from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
+from chimeraseg.modeling.inference import INFERENCE_MODES
+from chimeraseg.modeling.losses.selective_global_distillation import K_SCHEDULES
+from chimeraseg.modeling.pseudo_masks import SETTINGS
+
 # Keys of earlier versions, with the reason they are gone (named when an old YAML sets one).
 _REMOVED_KEYS = {
     "MODEL.CHIMERASEG.IGNORE_VALUE": "the ignore label is fixed at 255 (chimeraseg.IGNORE_LABEL)",
@@ -20,12 +26,14 @@ _REMOVED_KEYS = {
 }
 
 # Allowed values of the enumerated keys, checked by ``validate_chimeraseg_config``.
+# The tuples live with the code that implements each choice.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "MODEL.CHIMERASEG.SETTING": ("inductive", "transductive"),
-    "MODEL.CHIMERASEG.CSH.NORM": ("BN", "GN", "LN_clip", "LN", "none"),
-    "MODEL.CHIMERASEG.CSH.PROJ": ("frozen", "learnable", "he"),
-    "MODEL.CHIMERASEG.SGD.MODE": ("decrease", "none", "increase"),
-    "TEST.MODE": ("whole", "slide"),
+    "MODEL.CHIMERASEG.SETTING": SETTINGS,
+    "MODEL.CHIMERASEG.TEACHER_DENSE_PATH": DENSE_PATHS,
+    "MODEL.CHIMERASEG.CSH.NORM": NORM_TYPES,
+    "MODEL.CHIMERASEG.CSH.PROJ": PROJ_TYPES,
+    "MODEL.CHIMERASEG.SGD.MODE": K_SCHEDULES,
+    "TEST.MODE": INFERENCE_MODES,
     "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
 }
 

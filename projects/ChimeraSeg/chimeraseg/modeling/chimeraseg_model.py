@@ -32,7 +32,12 @@ from chimeraseg.modeling.csh import CLIPSemanticHead
 from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whole_inference
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
 from chimeraseg.modeling.prototypes import class_prototypes, downsample_labels
-from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, cell_fraction, generate_pseudo_masks
+from chimeraseg.modeling.pseudo_masks import (
+    SETTINGS,
+    PseudoMaskConfig,
+    cell_fraction,
+    generate_pseudo_masks,
+)
 
 __all__ = ["ChimeraSegModel"]
 
@@ -84,8 +89,8 @@ class ChimeraSegModel(nn.Module):
         inference: InferenceConfig | None = None,
     ) -> None:
         super().__init__()
-        if setting not in ("inductive", "transductive"):
-            raise ValueError(f"ChimeraSegModel: setting={setting!r} is not inductive|transductive")
+        if setting not in SETTINGS:
+            raise ValueError(f"ChimeraSegModel: setting={setting!r} is not one of {SETTINGS}")
         self.backbone, self.decoder, self.head, self.teacher = backbone, decoder, head, teacher
         if not math.isfinite(logit_tau) or logit_tau <= 0:
             raise ValueError(f"ChimeraSegModel: logit_tau={logit_tau!r} must be finite and > 0")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from chimeraseg.modeling.csh import DEFAULT_CHUNK_TOKENS
 
 __all__ = [
+    "INFERENCE_MODES",
     "InferenceConfig",
     "LogitsFn",
     "upsample_logits",
@@ -24,6 +25,7 @@ __all__ = [
 
 # Maps images (B, 3, H', W') to low-resolution logits (B, N, h', w').
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+INFERENCE_MODES = ("whole", "slide")  # docs/METHOD.md, 'Inference'
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class InferenceConfig:
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
 
     def __post_init__(self) -> None:
-        if self.mode not in ("whole", "slide"):
-            raise ValueError(f"InferenceConfig: mode={self.mode!r} is not 'whole' or 'slide'")
+        if self.mode not in INFERENCE_MODES:
+            raise ValueError(f"InferenceConfig: mode={self.mode!r} is not one of {INFERENCE_MODES}")
         for name, minimum in (("head_downsample", 1), ("chunk_tokens", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from chimeraseg import IGNORE_LABEL
 
-__all__ = ["PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
+__all__ = ["SETTINGS", "PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
 
-_MODES = ("inductive", "transductive")
+SETTINGS = ("inductive", "transductive")  # docs/METHOD.md, 'Pseudo masks'
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ def generate_pseudo_masks(
         ``valid`` is False.
     """
     cfg = config or PseudoMaskConfig()
-    if mode not in _MODES:
-        raise ValueError(f"generate_pseudo_masks: mode={mode!r} is not one of {_MODES}")
+    if mode not in SETTINGS:
+        raise ValueError(f"generate_pseudo_masks: mode={mode!r} is not one of {SETTINGS}")
     if labels.dim() != 3 or teacher_dense.dim() != 4 or labels.shape[0] != teacher_dense.shape[0]:
         raise ValueError(
             f"generate_pseudo_masks: labels {tuple(labels.shape)} must be (B, H, W) and "

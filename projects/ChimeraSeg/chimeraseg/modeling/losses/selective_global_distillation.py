@@ -11,9 +11,9 @@ from torch import nn
 
 from chimeraseg.utils.distributed import all_gather_rows
 
-__all__ = ["SelectiveGlobalDistillation", "round_half_away_from_zero"]
+__all__ = ["K_SCHEDULES", "SelectiveGlobalDistillation", "round_half_away_from_zero"]
 
-_K_MODES = ("decrease", "none", "increase")
+K_SCHEDULES = ("decrease", "none", "increase")  # Table X
 
 
 def round_half_away_from_zero(value: float | Decimal) -> int:
@@ -55,8 +55,10 @@ class SelectiveGlobalDistillation(nn.Module):
         tau: float = 0.07,
     ) -> None:
         super().__init__()
-        if mode not in _K_MODES:
-            raise ValueError(f"SelectiveGlobalDistillation: mode={mode!r} is not one of {_K_MODES}")
+        if mode not in K_SCHEDULES:
+            raise ValueError(
+                f"SelectiveGlobalDistillation: mode={mode!r} is not one of {K_SCHEDULES}"
+            )
         if k_init < 1 or k_step < 0 or tau <= 0:
             raise ValueError(
                 f"SelectiveGlobalDistillation: need k_init >= 1, k_step >= 0, tau > 0; got "
