@@ -176,3 +176,17 @@ def test_training_after_inference_mode_forward(tiny_clip: nn.Module) -> None:
     with torch.inference_mode():
         model.forward_test(torch.rand(1, 3, 64, 64) * 255, torch.randn(4, 32))
     _train_step(model, *_batch())
+
+
+def test_criterion_weight_dict_scales_each_loss(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip).train()
+    images, labels = _batch()
+    torch.manual_seed(0)
+    base = model.forward_train(images, labels, 0)
+    model.criterion.weight_dict.update(loss_seg=2.0, loss_sgd=3.0, loss_sam=0.25)
+    model.criterion._generators = {}  # the same Gumbel noise again
+    torch.manual_seed(0)
+    scaled = model.forward_train(images, labels, 0)
+    factors = {"loss_seg": 2.0, "loss_sgd": 3.0, "loss_sam": 0.25 / 0.5}
+    for name, factor in factors.items():
+        torch.testing.assert_close(scaled[name], factor * base[name], rtol=1e-5, atol=1e-7)

@@ -3,15 +3,9 @@
 The model builds features; :class:`~chimeraseg.modeling.losses.ChimeraSegCriterion` scores them
 (training graph and inference as in docs/METHOD.md).
 
-Label spaces. ``forward_train`` takes labels in the FULL dataset index space ``0..N-1`` with 255
-ignore (unseen pixels already 255, see the data mapper). Internally seen ids become ``0..Ns-1``
-(in the order of ``seen_ids``); the per-image classifier is ``cat(As, [Au,] Fl^u)``:
-
-* columns ``0..Ns-1``: seen text embeddings ``As``;
-* transductive only, columns ``Ns..Ns+Nu-1``: unseen text embeddings ``Au`` (pseudo label
-  ``Ns + j`` = unseen class ``unseen_ids[j]``);
-* then the image's latent prototypes, in the order of their pseudo labels; latent regions that
-  vanish at feature resolution have no prototype and their pixels are ignored.
+Label spaces (docs/METHOD.md, 'Label-space conventions'): ``forward_train`` takes dataset ids
+``0..N-1`` with 255 ignore (unseen pixels already 255, see the data mapper); seen ids become
+``0..Ns-1`` in the order of ``seen_ids``.
 
 Checkpoints: :meth:`state_dict` omits the teacher and every frozen CLIP copy in the head (they are
 rebuilt from CLIP), and :meth:`load_state_dict` accepts such state dicts with ``strict=True``.

@@ -129,7 +129,11 @@ class ChimeraSegCriterion(nn.Module):
         return losses
 
     def segmentation_loss(self, outputs: TrainingOutputs) -> torch.Tensor:
-        """``Lseg`` over the per-image classifier ``cat(fixed text, latent prototypes)``."""
+        """``Lseg`` over the per-image classifier ``cat(As, [Au,] Fl^u)``.
+
+        Columns: the fixed text rows, then the image's latent prototypes in pseudo-label order;
+        latent regions that vanish at feature resolution have no prototype and are ignored.
+        """
         features, protos = outputs.features, outputs.prototypes
         b, device = features.shape[0], features.device
         fixed = outputs.fixed_text.to(features.dtype)  # (C0, D)
