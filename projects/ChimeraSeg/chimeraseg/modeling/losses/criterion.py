@@ -60,8 +60,8 @@ class ChimeraSegCriterion(nn.Module):
     """The three Chimera-Seg losses with their weights (Mask2Former's ``SetCriterion`` pattern).
 
     Args:
-        weight_dict: weight per loss name of :data:`LOSS_NAMES` (a missing name weighs 1; 0 skips
-            the loss, which is then returned as an exact 0).
+        weight_dict: weight per loss name of :data:`LOSS_NAMES` (a missing name keeps its
+            :data:`PAPER_LOSS_WEIGHTS` value; 0 skips the loss, then returned as an exact 0).
         global_distillation: the SGD loss module; None disables it.
         sam_tau_f: SAM prototype temperature.
         sam_tau_c: SAM text temperature.
@@ -89,7 +89,7 @@ class ChimeraSegCriterion(nn.Module):
         unknown = sorted(set(weight_dict) - set(LOSS_NAMES))
         if unknown:
             raise ValueError(f"ChimeraSegCriterion: weight_dict {unknown} not in {LOSS_NAMES}")
-        self.weight_dict = {name: float(weight_dict.get(name, 1.0)) for name in LOSS_NAMES}
+        self.weight_dict = {n: float(weight_dict.get(n, PAPER_LOSS_WEIGHTS[n])) for n in LOSS_NAMES}
         non_negative = {**self.weight_dict, "ce_weight": ce_weight, "focal_weight": focal_weight}
         non_negative["focal_gamma"] = focal_gamma
         positive = {"sam_tau_f": sam_tau_f, "sam_tau_c": sam_tau_c}
