@@ -31,12 +31,6 @@ _CPU_BLOCK = 1 << 18
 _CPU_SCAN_MIN_PIXELS = 8192
 
 
-def _first_max(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max over dim 0 of ``z`` ``(C, P)`` and the first index attaining it, both ``(P,)``."""
-    values, indices = z.max(dim=0)
-    return values, indices
-
-
 class _RunningMax:
     """First maximum over rows fed in ascending class order; ``(p,)`` state, float only.
 
@@ -143,14 +137,14 @@ def _pixel_statistics_generic(z: torch.Tensor, mask: torch.Tensor) -> PixelStati
     neg_inf = torch.full((p,), float("-inf"), dtype=z.dtype, device=z.device)
     sentinel = torch.full((p,), n, dtype=torch.long, device=z.device)
     if len(unseen_ids) == 0:
-        s_max, s_arg = _first_max(z)
+        s_max, s_arg = z.max(dim=0)
         return PixelStatistics(s_max, s_arg, neg_inf, sentinel, neg_inf)
     zu = z.index_select(0, unseen_ids)  # (Nu, P)
-    u_max, u_local = _first_max(zu)
+    u_max, u_local = zu.max(dim=0)
     below = zu.masked_fill(zu == u_max, float("-inf")).amax(dim=0)  # (P,)
     if len(seen_ids) == 0:
         s_max, s_arg = neg_inf, sentinel
     else:
-        s_max, s_local = _first_max(z.index_select(0, seen_ids))
+        s_max, s_local = z.index_select(0, seen_ids).max(dim=0)
         s_arg = seen_ids[s_local]
     return PixelStatistics(s_max, s_arg, u_max, unseen_ids[u_local], below)
