@@ -84,3 +84,42 @@ class TinyDecoder(torch.nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.conv(feats["res2"])
+
+
+TINY_SEEN, TINY_UNSEEN = [0, 1, 2, 4], [3, 5]  # the 6-class split of build_tiny_model
+
+
+def build_tiny_model(
+    clip: torch.nn.Module,
+    *,
+    text: torch.Tensor | None = None,
+    head_options: dict | None = None,
+    with_teacher: bool = True,
+    criterion: torch.nn.Module | None = None,
+    **model_options,
+) -> torch.nn.Module:
+    """A ``ChimeraSegModel`` (6 classes, ``TINY_UNSEEN`` unseen) with the stand-in student.
+
+    Args:
+        clip: the tiny CLIP (CSH copies, teacher).
+        text: ``(6, 32)`` class text embeddings (random when None).
+        head_options: ``CLIPSemanticHead`` keywords.
+        with_teacher: build the CLIP teacher.
+        criterion: the losses (``build_chimeraseg_model``'s default when None).
+        **model_options: further ``ChimeraSegModel`` keywords.
+    """
+    from chimeraseg.modeling import build_chimeraseg_model
+
+    return build_chimeraseg_model(
+        clip_model=clip,
+        backbone=TinyBackbone(),
+        decoder=TinyDecoder(),
+        decoder_dim=16,
+        class_text=torch.randn(6, 32) if text is None else text,
+        seen_ids=TINY_SEEN,
+        unseen_ids=TINY_UNSEEN,
+        head_options=head_options,
+        with_teacher=with_teacher,
+        criterion=criterion,
+        **model_options,
+    )

@@ -115,14 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(INSTALL_HINT, file=sys.stderr)
         raise SystemExit(2) from None
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from demo import ChimeraSegDemo, run_on_images  # tools/demo.py
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.logger import setup_logger
 
     from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
     from chimeraseg.d2.data import build_zero_shot_augmentations
+    from chimeraseg.d2.predictor import ChimeraSegDemo, run_on_images
     from chimeraseg.data.synthetic import make_synthetic_dataset
 
     timings: dict[str, float] = {}
@@ -144,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # as train_net.py's default_setup does
     trainer = ChimeraSegTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    trainer.train()
-    # detectron2's EvalHook evaluates once after the last iteration; reuse that result.
-    results = getattr(trainer, "_last_eval_results", None)
+    results = trainer.train()  # detectron2's EvalHook evaluates after the last iteration
     timings["training" if results is None else "training + evaluation"] = time.perf_counter() - t
     if results is None:
         t = time.perf_counter()

@@ -55,9 +55,15 @@ def test_out_features_subset_and_validation():
 
 
 def test_variant_and_name_mismatch_are_reported():
-    with pytest.raises(ValueError, match="VARIANT='vit_b16' is not a MiT variant"):
+    with pytest.raises(
+        ValueError,
+        match="VARIANT='vit_b16' does not fit MODEL.BACKBONE.NAME='D2MixTransformer'.*'D2ViTB16'",
+    ):
         build_backbone(_cfg("D2MixTransformer", "vit_b16"))
-    with pytest.raises(ValueError, match="VARIANT='b4' but MODEL.BACKBONE.NAME is 'D2ViTB16'"):
+    with pytest.raises(
+        ValueError,
+        match="VARIANT='b4' does not fit MODEL.BACKBONE.NAME='D2ViTB16'.*'D2MixTransformer'",
+    ):
         build_backbone(_cfg("D2ViTB16", "b4"))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import pytest
 from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
@@ -106,3 +107,21 @@ def test_gamma_in_transductive_setting_fails_naming_both_keys():
         get_chimeraseg_cfg(opts=["MODEL.CHIMERASEG.SETTING", "transductive", "TEST.GAMMA", "0.5"])
     cfg = get_chimeraseg_cfg(opts=["MODEL.CHIMERASEG.SETTING", "transductive"])
     assert cfg.TEST.GAMMA == 0.0
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("MODEL.CHIMERASEG.IGNORE_VALUE", "fixed at 255"),
+        ("MODEL.CHIMERASEG.FOLD_PROJECTION", "folded-projection inference path was removed"),
+    ],
+)
+def test_removed_keys_say_why(tmp_path, key, reason):
+    escaped = re.escape(key)
+    with pytest.raises(KeyError, match=rf"{escaped} was removed: .*{reason}"):
+        get_chimeraseg_cfg(None, [key, "1"])
+    leaf = key.rsplit(".", 1)[1]
+    yaml = tmp_path / "old.yaml"
+    yaml.write_text(f"MODEL:\n  CHIMERASEG:\n    {leaf}: 1\n")
+    with pytest.raises(KeyError, match=rf"old\.yaml .*{leaf} was removed"):
+        get_chimeraseg_cfg(str(yaml))

@@ -62,7 +62,7 @@ def _rank_main(argv: list[str], datasets_root: str, record_dir: str) -> None:
                 "iter": self.iter,
                 "saves_to_disk": self.checkpointer.save_to_disk,
                 "weights": _trainable_vector(self.model),
-                "eval": getattr(self, "_last_eval_results", None),
+                "eval": results,
             }
             torch.save(record, os.path.join(record_dir, f"rank{comm.get_rank()}.pt"))
             return results

@@ -133,6 +133,7 @@ def test_optimizer_multipliers_and_poly_schedule(tiny_opts, synthetic_root):
 
 def test_inference_speed_keys_reach_the_core(tiny_opts, synthetic_root):
     model = _model(tiny_opts + ["TEST.CSH_DOWNSAMPLE", "2", "TEST.CSH_CHUNK_TOKENS", "64"])
-    assert model.model.head_downsample == 2 and model.model.head.chunk_tokens == 64
-    default = _model(tiny_opts)
-    assert default.model.head_downsample == 1 and default.model.head.chunk_tokens == 1024
+    assert model.model.inference.head_downsample == 2
+    assert model.model.inference.chunk_tokens == 64
+    default = _model(tiny_opts).model.inference
+    assert (default.head_downsample, default.chunk_tokens, default.mode) == (1, 1024, "whole")

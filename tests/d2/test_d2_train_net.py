@@ -34,8 +34,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     cfg = get_chimeraseg_cfg(SYNTHETIC_CONFIG, [*opts, "SOLVER.MAX_ITER", "2"])
     trainer = ChimeraSegTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    trainer.train()
-    trained = trainer._last_eval_results["sem_seg"]
+    trained = trainer.train()["sem_seg"]  # the evaluation after the last iteration
     weights = str(Path(out) / "model_final.pth")
     evaluated = tn.main(_args(tn, ["--eval-only", *opts, "MODEL.WEIGHTS", weights]))["sem_seg"]
     for key in ("sIoU", "uIoU", "hIoU", "mIoU", "hIoU@gamma=1.00"):
@@ -47,7 +46,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     class Record(HookBase):
         def before_step(self):
             it = get_event_storage().iter
-            seen.append((it, self.trainer.model.model.sgd.k_at(it)))
+            seen.append((it, self.trainer.model.model.criterion.global_distillation.k_at(it)))
 
     resumed = ChimeraSegTrainer(
         get_chimeraseg_cfg(SYNTHETIC_CONFIG, [*opts, "SOLVER.MAX_ITER", "3"])
@@ -57,7 +56,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     assert resumed.scheduler.last_epoch == 2
     resumed.register_hooks([Record()])
     resumed.train()
-    sgd = resumed.model.model.sgd
-    assert seen == [(2, sgd.k_at(2))]
+    distillation = resumed.model.model.criterion.global_distillation
+    assert seen == [(2, distillation.k_at(2))]
     sgd_cfg = resumed.cfg.MODEL.CHIMERASEG.SGD
-    assert sgd.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)
+    assert distillation.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)

@@ -10,7 +10,7 @@ import pytest
 from chimeraseg_test_utils import load_script
 from PIL import Image
 
-from chimeraseg.data.coco_stuff import convert_stuffthingmap
+from chimeraseg.data.coco_stuff import RAW_TO_CONTIGUOUS_LUT, RAW_VALID
 from chimeraseg.data.io import (
     DatasetError,
     ids_from_split_lists,
@@ -136,6 +136,6 @@ def test_coco_raw_value_that_is_no_coco_id_stops_naming_file_and_value(tmp_path,
 
 def test_coco_unused_ids_and_other_still_map_to_ignore(tmp_path) -> None:
     raw = np.array([[11, 182, 255, 0]], np.uint8)  # unused id 12, "other" (183), unlabeled
-    assert convert_stuffthingmap(raw, "x.png").tolist() == [[255, 255, 255, 0]]
-    with pytest.raises(ValueError, match=r"x\.png has values \[183, 200\]"):
-        convert_stuffthingmap(np.array([[183, 200, 0]], np.uint8), "x.png")
+    assert RAW_TO_CONTIGUOUS_LUT[raw].tolist() == [[255, 255, 255, 0]]
+    assert RAW_VALID[[183, 200]].tolist() == [False, False]
+    assert RAW_VALID[raw].all()

@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chimeraseg.evaluation import gamma_sweep
+from chimeraseg.evaluation import pixel_statistics
 from chimeraseg.evaluation.gamma_sweep import (
     GammaSweepAccumulator,
     _class_dim_first,
-    _pixel_statistics_cpu,
-    _pixel_statistics_generic,
     _prepare,
     biased_argmax,
     sweep_confusion,
-    sweep_predictions,
     unseen_class_mask,
 )
 from chimeraseg.evaluation.metrics import confusion_matrix
+from chimeraseg.evaluation.pixel_statistics import (
+    _pixel_statistics_cpu,
+    _pixel_statistics_generic,
+)
 
 N = 7
 
@@ -26,7 +27,7 @@ N = 7
 def statistics_path(request, monkeypatch):
     """Runs every test through both statistics paths, whatever the image size."""
     threshold = 0 if request.param == "cpu_scan" else 1 << 62
-    monkeypatch.setattr(gamma_sweep, "_CPU_SCAN_MIN_PIXELS", threshold)
+    monkeypatch.setattr(pixel_statistics, "_CPU_SCAN_MIN_PIXELS", threshold)
     return request.param
 
 
@@ -47,12 +48,10 @@ def _naive_predictions(logits, unseen, gammas):
 
 def _check_sweep(logits, gt, unseen, gammas):
     mask = unseen_class_mask(logits.shape[-3], unseen)
-    preds = sweep_predictions(logits, mask, gammas)
     conf = sweep_confusion(logits, gt, mask, gammas)
     assert conf.shape == (len(gammas), logits.shape[-3], logits.shape[-3])
     for i, (g, ref) in enumerate(zip(gammas, _naive_predictions(logits, unseen, gammas))):
         assert torch.equal(biased_argmax(logits, mask, g), ref), g
-        assert torch.equal(preds[i], ref), g
         assert torch.equal(conf[i], confusion_matrix(ref, gt, logits.shape[-3])), g
 
 
@@ -87,10 +86,10 @@ def test_sweep_is_exact_when_adding_gamma_rounds_unseen_logits_together():
     unseen, gammas = [1, 3], [0.0, 1.0]
     gt = torch.tensor([[1, 3]])
     _check_sweep(logits, gt, unseen, gammas)
-    preds = sweep_predictions(logits, unseen_class_mask(4, unseen), gammas)
+    conf = sweep_confusion(logits, gt, unseen_class_mask(4, unseen), gammas)
     assert logits[[1, 3], 0, 0].argmax() == 1  # unbiased, unseen class 3 is the larger ...
-    assert preds[1, 0, 0] == 1  # ... but biased, 1 and 3 tie and the lower index wins
-    assert preds[0, 0, 0] == 0
+    assert conf[1, 1, 1] == 1  # ... but biased, 1 and 3 tie and the lower index wins (gt 1)
+    assert conf[0, 1, 0] == 1  # γ = 0: the seen class 0
     assert _prepare(logits, unseen_class_mask(4, unseen), gammas)[3].tolist() == [True, True]
 
 
@@ -100,7 +99,7 @@ def test_cpu_class_scan_equals_argmax_statistics_across_blocks(
     monkeypatch, num_classes, unseen_every
 ):
     """Streaming scan == whole-tensor argmax: ties everywhere, -inf columns, several blocks."""
-    monkeypatch.setattr(gamma_sweep, "_CPU_BLOCK", 4096)
+    monkeypatch.setattr(pixel_statistics, "_CPU_BLOCK", 4096)
     z = torch.randint(-1, 2, (num_classes, 9000)).float()
     z[:, 5] = float("-inf")
     z[:, 6] = float("inf")

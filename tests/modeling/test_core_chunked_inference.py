@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
-from chimeraseg_test_utils import TinyBackbone, TinyDecoder
+from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
-from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead
+from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead, InferenceConfig
 from chimeraseg.modeling.inference import upsample_logits
-
-SEEN, UNSEEN = [0, 1, 2, 4], [3, 5]
 
 
 def _randomise_bn(head: CLIPSemanticHead) -> None:
@@ -24,21 +24,9 @@ def _randomise_bn(head: CLIPSemanticHead) -> None:
 
 
 def _model(clip: nn.Module, **kwargs) -> ChimeraSegModel:
-    text = torch.randn(6, 32)
-    head = CLIPSemanticHead(16, clip.visual, **kwargs.pop("head_kwargs", {}))
-    _randomise_bn(head)
-    return ChimeraSegModel(
-        backbone=TinyBackbone(),
-        decoder=TinyDecoder(),
-        head=head,
-        teacher=None,
-        seen_text=text[SEEN],
-        unseen_text=text[UNSEEN],
-        seen_ids=SEEN,
-        unseen_ids=UNSEEN,
-        num_classes=6,
-        **kwargs,
-    ).eval()
+    model = build_tiny_model(clip, with_teacher=False, **kwargs)
+    _randomise_bn(model.head)
+    return model.eval()
 
 
 def _count_mlp_calls(head: CLIPSemanticHead) -> list[int]:
@@ -53,7 +41,7 @@ def _count_mlp_calls(head: CLIPSemanticHead) -> list[int]:
 
 @pytest.mark.parametrize("norm", ["BN", "LN_clip", "LN", "none"])
 def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
-    head = CLIPSemanticHead(16, tiny_clip.visual, norm=norm, chunk_tokens=7).eval()
+    head = CLIPSemanticHead(16, tiny_clip.visual, norm=norm).eval()
     if norm == "BN":
         _randomise_bn(head)
     calls = _count_mlp_calls(head)
@@ -61,9 +49,9 @@ def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
     with torch.no_grad():
         whole = head(x, chunk_tokens=0)
         assert calls[0] == 1
-        chunked = head(x)
+        chunked = head(x, chunk_tokens=7)
         assert calls[0] == 1 + 9  # really chunked
-        fres = head.residual_tokens(x)
+        fres = head.map_positions(x, None, chunk_tokens=7)
     assert chunked.shape == whole.shape == (2, 32, 5, 6)
     assert (chunked - whole).abs().max() <= 1e-5
     assert fres.shape == (2, 5, 6, 64) and fres.is_contiguous()
@@ -72,41 +60,44 @@ def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
 
 def test_no_chunking_with_gradients_bn_training_or_gn(tiny_clip: nn.Module) -> None:
     x = torch.randn(2, 16, 5, 6)
-    head = CLIPSemanticHead(16, tiny_clip.visual, chunk_tokens=7)
+    head = CLIPSemanticHead(16, tiny_clip.visual)
     calls = _count_mlp_calls(head)
     head.eval()
-    head(x)  # gradients enabled: one pass
+    head(x, chunk_tokens=7)  # gradients enabled: one pass
     assert calls[0] == 1
     head.train()
     with torch.no_grad():  # BN in training mode: statistics over all positions, one pass
         before = head.norm.bn.num_batches_tracked.clone()
-        head(x)
+        head(x, chunk_tokens=7)
     assert calls[0] == 2 and int(head.norm.bn.num_batches_tracked - before) == 1
-    gn = CLIPSemanticHead(16, tiny_clip.visual, norm="GN", chunk_tokens=7).eval()
+    gn = CLIPSemanticHead(16, tiny_clip.visual, norm="GN").eval()
     gn_calls = _count_mlp_calls(gn)
     with torch.no_grad():
         assert not gn.chunking_allowed()
-        gn(x)
+        gn(x, chunk_tokens=7)
     assert gn_calls[0] == 1
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
-def test_bad_chunk_tokens_is_refused(tiny_clip: nn.Module, bad: object) -> None:
-    with pytest.raises(ValueError, match="chunk_tokens"):
-        CLIPSemanticHead(16, tiny_clip.visual, chunk_tokens=bad)
+def test_bad_inference_options_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"chunk_tokens=.* must be an int >= 0"):
+        InferenceConfig(chunk_tokens=bad)
+    with pytest.raises(ValueError, match=r"head_downsample=.* must be an int >= 1"):
+        InferenceConfig(head_downsample=bad)
+    with pytest.raises(ValueError, match="mode='tiles'"):
+        InferenceConfig(mode="tiles")
 
 
-@pytest.mark.parametrize("fold", [False, True])
-def test_forward_test_chunked_equals_unchunked(tiny_clip: nn.Module, fold: bool) -> None:
-    model = _model(tiny_clip, fold_projection=fold)
+def test_forward_test_chunked_equals_unchunked(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip)
     images, vocab = torch.rand(2, 3, 64, 72) * 255, torch.randn(6, 32)  # 2 x 16 x 18 positions
     calls = _count_mlp_calls(model.head)
     with torch.inference_mode():
-        whole = model.forward_test(images, vocab, chunk_tokens=0)
-        chunked = model.forward_test(images, vocab, chunk_tokens=37)
-        window = {"mode": "slide", "crop": (64, 64), "stride": (32, 32)}
-        slide0 = model.forward_test(images, vocab, chunk_tokens=0, **window)
-        slide = model.forward_test(images, vocab, **window)
+        whole = model.forward_test(images, vocab, InferenceConfig(chunk_tokens=0))
+        chunked = model.forward_test(images, vocab, InferenceConfig(chunk_tokens=37))
+        window = InferenceConfig(mode="slide", slide_crop=(64, 64), slide_stride=(32, 32))
+        slide0 = model.forward_test(images, vocab, replace(window, chunk_tokens=0))
+        slide = model.forward_test(images, vocab, window)
     assert calls[0] == 1 + 16 + 2 + 2  # 576 / 37 -> 16 chunks; default 1024 -> one per window
     assert chunked.shape == (2, 6, 64, 72)
     assert (chunked - whole).abs().max() <= 1e-5
@@ -124,7 +115,7 @@ def _stride8_reference(model: ChimeraSegModel, images: torch.Tensor, vocab: torc
             pooled[..., i, j] = features[..., 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean((-2, -1))
     fc = model.head(pooled, chunk_tokens=0)  # (B, D, h/2, w/2)
     cos = torch.einsum("bdhw,nd->bnhw", F.normalize(fc, dim=1), F.normalize(vocab, dim=-1))
-    return F.interpolate(cos / model.tau, size=images.shape[-2:], mode="bilinear")
+    return F.interpolate(cos / model.logit_tau, size=images.shape[-2:], mode="bilinear")
 
 
 def test_head_downsample_option(tiny_clip: nn.Module) -> None:
@@ -132,9 +123,11 @@ def test_head_downsample_option(tiny_clip: nn.Module) -> None:
     images, vocab = torch.rand(2, 3, 64, 76) * 255, torch.randn(6, 32)  # features 16 x 19 (odd)
     with torch.inference_mode():
         exact = model.forward_test(images, vocab)
-        same = model.forward_test(images, vocab, head_downsample=1)
-        fast = model.forward_test(images, vocab, head_downsample=2, chunk_tokens=11)
-        model.head_downsample = 2
+        same = model.forward_test(images, vocab, InferenceConfig(head_downsample=1))
+        fast = model.forward_test(
+            images, vocab, InferenceConfig(head_downsample=2, chunk_tokens=11)
+        )
+        model.inference = InferenceConfig(head_downsample=2)
         default_fast = model.forward_test(images, vocab)
         reference = _stride8_reference(model, images, vocab)
     assert torch.equal(exact, same)
@@ -142,16 +135,10 @@ def test_head_downsample_option(tiny_clip: nn.Module) -> None:
     assert (fast - reference).abs().max() <= 1e-5
     assert (fast - exact).abs().max() > 1e-3  # inexact: it really changes the logits
     torch.testing.assert_close(default_fast, fast, rtol=0, atol=1e-5)
-    assert _model(tiny_clip, head_downsample=2).head_downsample == 2
-    for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match="head_downsample"):
-            _model(tiny_clip, head_downsample=bad)
-        with pytest.raises(ValueError, match="head_downsample"):
-            model.forward_test(images, vocab, head_downsample=bad)
 
 
 def test_training_never_pools_or_chunks(tiny_clip: nn.Module) -> None:
-    model = _model(tiny_clip, head_downsample=2, head_kwargs={"chunk_tokens": 7})
+    model = _model(tiny_clip, inference=InferenceConfig(head_downsample=2, chunk_tokens=7))
     calls = _count_mlp_calls(model.head)
     images = torch.rand(1, 3, 64, 64) * 255
     assert model.clip_features(images).shape == (1, 32, 16, 16)  # gradients on: no chunks

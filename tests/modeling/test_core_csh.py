@@ -1,4 +1,4 @@
-"""CLIP Semantic Head: reference forward, freezing, norms, projection folding."""
+"""CLIP Semantic Head: reference forward, freezing, norms."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.modeling.csh import (
-    ChannelLastGroupNorm,
-    CLIPSemanticHead,
-    fold_projection,
-    folded_cosine_logits,
-)
+from chimeraseg.modeling.csh import ChannelLastGroupNorm, CLIPSemanticHead
 
 
 def _reference_head(
@@ -131,20 +126,3 @@ def test_bad_options_raise(tiny_clip: nn.Module) -> None:
         CLIPSemanticHead(16, tiny_clip.visual, proj="x")
     with pytest.raises(ValueError, match="features"):
         CLIPSemanticHead(16, tiny_clip.visual)(torch.randn(1, 8, 2, 2))
-
-
-def test_folded_projection_equals_unfolded(tiny_clip: nn.Module) -> None:
-    head = CLIPSemanticHead(16, tiny_clip.visual).eval()
-    text = torch.randn(7, 32)
-    x = torch.randn(2, 16, 4, 5)
-    with torch.no_grad():
-        residual = head.residual_tokens(x)
-        unfolded = (
-            torch.einsum("bdhw,nd->bnhw", F.normalize(head(x), dim=1), F.normalize(text, dim=-1))
-            / 0.07
-        )
-        weight = head.proj.weight
-        folded = folded_cosine_logits(
-            residual, fold_projection(text, weight), weight @ weight.t(), 0.07
-        )
-    torch.testing.assert_close(folded, unfolded, rtol=0, atol=1e-5)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 import os
 import socket
-import types
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
+from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.semantic_alignment import semantic_alignment_loss
 from chimeraseg.modeling.prototypes import ImagePrototypes
@@ -100,17 +99,24 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         loss_sgd = sgd(features, batch["cls"][rows], iteration=0)
         loss_sgd.backward()
         out["loss_sgd"], out["grad_sgd"] = loss_sgd.detach(), features.grad
-        local_only = SelectiveGlobalDistillation(
-            k_init=H * W + 5, mode="none", tau=TAU, gather_across_processes=False
-        )
-        out["loss_sgd_local_only"] = local_only(features, batch["cls"][rows], iteration=0).detach()
+        local_only = sgd(features, batch["cls"][rows], iteration=0, gather=False)
+        out["loss_sgd_local_only"] = local_only.detach()
 
-        # SAM through ChimeraSegModel._sam_loss (gathers the CLS rows itself) and directly.
+        # SAM through the criterion (gathers the CLS rows itself) and directly.
         protos = _image_prototypes(batch, rows)
         for p in protos:
             p.seen.requires_grad_(True)
-        owner = types.SimpleNamespace(seen_text=batch["seen_text"], tau_f=TAU_F, tau_c=TAU_C)
-        loss_sam = ChimeraSegModel._sam_loss(owner, protos, batch["cls"][rows])
+        criterion = ChimeraSegCriterion(sam_tau_f=TAU_F, sam_tau_c=TAU_C)
+        outputs = TrainingOutputs(
+            features=features,
+            cls=batch["cls"][rows],
+            pseudo_labels=torch.empty(0),
+            prototypes=protos,
+            fixed_text=batch["seen_text"],
+            seen_text=batch["seen_text"],
+            logit_tau=0.07,
+        )
+        loss_sam = criterion.alignment_loss(outputs)
         loss_sam.backward()
         out["loss_sam"] = loss_sam.detach()
         out["grad_sam"] = torch.cat([p.seen.grad for p in protos])

@@ -5,39 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from chimeraseg_test_utils import TinyBackbone, TinyDecoder
+from chimeraseg_test_utils import TINY_SEEN as SEEN
+from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
-from chimeraseg.clip.teacher import CLIPTeacher
 from chimeraseg.modeling import (
+    ChimeraSegCriterion,
     ChimeraSegModel,
-    CLIPSemanticHead,
+    InferenceConfig,
     PseudoMaskConfig,
     SelectiveGlobalDistillation,
 )
 
-SEEN, UNSEEN = [0, 1, 2, 4], [3, 5]
+
+def _criterion(**kwargs) -> ChimeraSegCriterion:
+    options = dict(global_distillation=SelectiveGlobalDistillation(k_init=50, k_step=0.1), seed=0)
+    options.update(kwargs)
+    return ChimeraSegCriterion(**options)
 
 
-def _model(clip: nn.Module, **kwargs) -> ChimeraSegModel:
-    text = torch.randn(6, 32)
-    head_kwargs = kwargs.pop("head_kwargs", {})
-    defaults = dict(
-        backbone=TinyBackbone(),
-        decoder=TinyDecoder(),
-        head=CLIPSemanticHead(16, clip.visual, **head_kwargs),
-        teacher=CLIPTeacher(clip),
-        seen_text=text[SEEN],
-        unseen_text=text[UNSEEN],
-        seen_ids=SEEN,
-        unseen_ids=UNSEEN,
-        num_classes=6,
-        pseudo_masks=PseudoMaskConfig(scales=(2, 4), kmeans_iters=3, min_area=1),
-        sgd=SelectiveGlobalDistillation(k_init=50, k_step=0.1),
-        seed=0,
-    )
-    defaults.update(kwargs)
-    return ChimeraSegModel(**defaults)
+def _model(clip: nn.Module, criterion: ChimeraSegCriterion | None = None, **kwargs):
+    kwargs.setdefault("pseudo_masks", PseudoMaskConfig(scales=(2, 4), kmeans_iters=3, min_area=1))
+    return build_tiny_model(clip, criterion=criterion or _criterion(), **kwargs)
 
 
 def _batch(b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +57,8 @@ def test_forward_train_and_gradients(tiny_clip: nn.Module, setting: str) -> None
 
 
 def test_weights_zero_skip_losses(tiny_clip: nn.Module) -> None:
-    model = _model(tiny_clip, lambda_sam=0.0, sgd=None)
+    criterion = _criterion(weight_dict={"loss_sam": 0.0}, global_distillation=None)
+    model = _model(tiny_clip, criterion=criterion)
     losses = _train_step(model, *_batch())
     assert losses["loss_sgd"].item() == 0.0 and losses["loss_sam"].item() == 0.0
 
@@ -93,7 +83,7 @@ def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
         labels[:, :16, :16] = 255  # one teacher cell; its latent region may vanish at h×w
         model.pseudo_mask_config = PseudoMaskConfig(scales=(2,), min_area=1)
     elif case == "k_gt_hw":
-        model.sgd = SelectiveGlobalDistillation(k_init=10**6, mode="increase")
+        model.criterion.global_distillation = SelectiveGlobalDistillation(10**6, mode="increase")
         iteration = 10
     losses = _train_step(model, images, labels, iteration)
     if case == "all_ignore":
@@ -119,20 +109,20 @@ def test_label_errors(tiny_clip: nn.Module) -> None:
     labels[0, 0, 0] = 9
     with pytest.raises(ValueError, match="label value 9"):
         model.forward_train(images, labels, 0)
-    with pytest.raises(ValueError, match="seen_text"):
-        _model(tiny_clip, seen_text=torch.randn(3, 32))
+    with pytest.raises(ValueError, match=r"seen_text \(4, 16\) must be \(4, 32\)"):
+        _model(tiny_clip, text=torch.randn(6, 16))
 
 
 @pytest.mark.parametrize("proj", ["frozen", "learnable"])
 def test_state_dict_omits_frozen_clip_and_loads_strict(tiny_clip: nn.Module, proj: str) -> None:
-    model = _model(tiny_clip, head_kwargs={"proj": proj, "norm": "LN_clip"})
+    model = _model(tiny_clip, head_options={"proj": proj, "norm": "LN_clip"})
     state = model.state_dict()
     assert not any(k.startswith("teacher.") for k in state)
     assert not any(k.startswith("head.vencoder.") or k.startswith("head.norm.") for k in state)
     assert ("head.proj.weight" in state) == (proj == "learnable")
     assert not any("text" in k or "label_lut" in k for k in state)
     assert "head.mlp.0.weight" in state and "backbone.conv.weight" in state
-    fresh = _model(tiny_clip, head_kwargs={"proj": proj, "norm": "LN_clip"})
+    fresh = _model(tiny_clip, head_options={"proj": proj, "norm": "LN_clip"})
     fresh.load_state_dict(state, strict=True)
     torch.testing.assert_close(fresh.head.mlp[0].weight, model.head.mlp[0].weight)
     wrapper = nn.Module()
@@ -146,20 +136,15 @@ def test_bn_state_is_saved(tiny_clip: nn.Module) -> None:
     assert "head.norm.bn.running_mean" in state and "head.norm.bn.weight" in state
 
 
-def test_forward_test_whole_slide_fold_gamma(tiny_clip: nn.Module) -> None:
-    model = _model(tiny_clip, teacher=None).eval()
+def test_forward_test_whole_and_slide(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip, with_teacher=False).eval()
     images = torch.rand(2, 3, 64, 96) * 255
     vocab = torch.randn(6, 32)
-    unseen = torch.tensor([False, False, False, True, False, True])
+    window = InferenceConfig(mode="slide", slide_crop=(64, 64), slide_stride=(32, 32))
     with torch.inference_mode():
         whole = model.forward_test(images, vocab)
-        slide = model.forward_test(images, vocab, mode="slide", crop=(64, 64), stride=(32, 32))
-        model.fold_projection = True
-        folded = model.forward_test(images, vocab)
-        biased = model.forward_test(images, vocab, unseen_mask=unseen, gamma=0.5)
+        slide = model.forward_test(images, vocab, window)
     assert whole.shape == slide.shape == (2, 6, 64, 96)
-    torch.testing.assert_close(folded, whole, rtol=0, atol=1e-5)
-    torch.testing.assert_close(biased - folded, unseen.float().view(1, 6, 1, 1) * 0.5 + 0 * folded)
     # Reference: cosine of the CSH output and the text at h×w, upsampled once.
     with torch.no_grad():
         fc = model.clip_features(images)
@@ -175,7 +160,8 @@ def test_slide_single_window_equals_whole(tiny_clip: nn.Module) -> None:
     images, vocab = torch.rand(1, 3, 64, 64) * 255, torch.randn(4, 32)
     with torch.no_grad():
         whole = model.forward_test(images, vocab)
-        slide = model.forward_test(images, vocab, mode="slide", crop=(128, 128), stride=(64, 64))
+        window = InferenceConfig(mode="slide", slide_crop=(128, 128), slide_stride=(64, 64))
+        slide = model.forward_test(images, vocab, window)
     torch.testing.assert_close(slide, whole)
 
 
@@ -190,3 +176,17 @@ def test_training_after_inference_mode_forward(tiny_clip: nn.Module) -> None:
     with torch.inference_mode():
         model.forward_test(torch.rand(1, 3, 64, 64) * 255, torch.randn(4, 32))
     _train_step(model, *_batch())
+
+
+def test_criterion_weight_dict_scales_each_loss(tiny_clip: nn.Module) -> None:
+    model = _model(tiny_clip).train()
+    images, labels = _batch()
+    torch.manual_seed(0)
+    base = model.forward_train(images, labels, 0)
+    model.criterion.weight_dict.update(loss_seg=2.0, loss_sgd=3.0, loss_sam=0.25)
+    model.criterion._generators = {}  # the same Gumbel noise again
+    torch.manual_seed(0)
+    scaled = model.forward_train(images, labels, 0)
+    factors = {"loss_seg": 2.0, "loss_sgd": 3.0, "loss_sam": 0.25 / 0.5}
+    for name, factor in factors.items():
+        torch.testing.assert_close(scaled[name], factor * base[name], rtol=1e-5, atol=1e-7)

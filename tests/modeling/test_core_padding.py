@@ -7,14 +7,15 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from chimeraseg_test_utils import TinyBackbone, TinyDecoder
+from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
 import chimeraseg.modeling.chimeraseg_model as core
-from chimeraseg.clip.teacher import CLIPTeacher
+import chimeraseg.modeling.losses.criterion as criterion_module
+import chimeraseg.modeling.losses.selective_global_distillation as distillation_module
 from chimeraseg.modeling import (
+    ChimeraSegCriterion,
     ChimeraSegModel,
-    CLIPSemanticHead,
     PseudoMaskConfig,
     SelectiveGlobalDistillation,
 )
@@ -94,18 +95,18 @@ def _sgd_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("k_init", [5, 20, 30, 1000])  # 20 and 30: K clamped in one/both images
 def test_sgd_loss_ignores_padded_features(k_init: int) -> None:
     features, cls, valid = _sgd_inputs()
-    sgd = SelectiveGlobalDistillation(k_init=k_init, mode="none", gather_across_processes=False)
+    sgd = SelectiveGlobalDistillation(k_init=k_init, mode="none")
     huge = torch.where(valid[:, None], features, 1e4 * torch.randn_like(features).abs())
     zero = torch.where(valid[:, None], features, torch.zeros_like(features))
     losses = []
     for f in (huge, zero):
         f = f.clone().requires_grad_(True)
-        loss = sgd(f, cls, 0, torch.Generator().manual_seed(3), valid=valid)
+        loss = sgd(f, cls, 0, generator=torch.Generator().manual_seed(3), valid=valid, gather=False)
         loss.backward()
         assert torch.isfinite(loss) and bool((f.grad * ~valid[:, None]).eq(0).all())
         losses.append(loss)
     assert torch.equal(losses[0], losses[1])
-    unmasked = sgd(huge, cls, 0, torch.Generator().manual_seed(3))
+    unmasked = sgd(huge, cls, 0, generator=torch.Generator().manual_seed(3), gather=False)
     assert not torch.allclose(unmasked, losses[0])  # without the mask the padding dominates
 
 
@@ -134,25 +135,12 @@ def test_sgd_all_valid_equals_none_and_empty_image_keeps_one_position() -> None:
         sgd(features, cls, 0, valid=full[:, :5])
 
 
-def _model(clip: nn.Module, **kwargs) -> ChimeraSegModel:
+def _model(clip: nn.Module, **criterion_options) -> ChimeraSegModel:
     torch.manual_seed(0)
-    text = torch.randn(6, 32)
-    defaults = dict(
-        backbone=TinyBackbone(),
-        decoder=TinyDecoder(),
-        head=CLIPSemanticHead(16, clip.visual),
-        teacher=CLIPTeacher(clip),
-        seen_text=text[[0, 1, 2, 4]],
-        unseen_text=text[[3, 5]],
-        seen_ids=[0, 1, 2, 4],
-        unseen_ids=[3, 5],
-        num_classes=6,
-        pseudo_masks=CONFIG,
-        sgd=SelectiveGlobalDistillation(k_init=50, k_step=0.1),
-        seed=0,
-    )
-    defaults.update(kwargs)
-    return ChimeraSegModel(**defaults).train()
+    options = dict(global_distillation=SelectiveGlobalDistillation(k_init=50, k_step=0.1), seed=0)
+    options.update(criterion_options)
+    criterion = ChimeraSegCriterion(**options)
+    return build_tiny_model(clip, criterion=criterion, pseudo_masks=CONFIG).train()
 
 
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,24 +179,29 @@ def test_model_valid_none_equals_all_valid(tiny_clip: nn.Module) -> None:
     model = _model(tiny_clip)
     images, labels, _ = _padded_batch()
     ref = model.forward_train(images, labels, 3)
-    model._generators = {}  # same Gumbel noise again
+    model.criterion._generators = {}  # same Gumbel noise again
     full = model.forward_train(images, labels, 3, valid=torch.ones_like(labels, dtype=torch.bool))
     for key in ref:
         assert torch.equal(ref[key], full[key]), key
 
 
-@pytest.mark.parametrize("gather", [True, False, None])  # None: sgd disabled -> gather
-def test_sam_follows_the_sgd_gather_flag(tiny_clip: nn.Module, monkeypatch, gather) -> None:
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("with_distillation", [True, False])
+def test_sgd_and_sam_follow_the_criterion_gather_flag(
+    tiny_clip: nn.Module, monkeypatch, gather: bool, with_distillation: bool
+) -> None:
     calls = []
 
     def spy(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
         calls.append(tensor.shape)
         return tensor.detach(), 0
 
-    monkeypatch.setattr(core, "all_gather_rows", spy)
-    sgd = None if gather is None else SelectiveGlobalDistillation(gather_across_processes=gather)
-    model = _model(tiny_clip, sgd=sgd)
-    assert model.gather_across_processes is (gather is not False)
+    monkeypatch.setattr(criterion_module, "all_gather_rows", spy)
+    monkeypatch.setattr(distillation_module, "all_gather_rows", spy)
+    options = {"gather_across_processes": gather}
+    if not with_distillation:
+        options["global_distillation"] = None
+    model = _model(tiny_clip, **options)
     images, labels, valid = _padded_batch()
     model.forward_train(images, labels, 0, valid=valid)
-    assert len(calls) == (0 if gather is False else 1)  # SGD gathers through its own module
+    assert len(calls) == (1 + with_distillation if gather else 0)

@@ -18,6 +18,8 @@ from benchmarks.measure import PeakMemory, measure  # noqa: E402
 from benchmarks.student import StudentPipeline  # noqa: E402
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # noqa: E402
 
+from chimeraseg.modeling import InferenceConfig  # noqa: E402
+
 
 def _vocab(dim: int, n: int = 12) -> Vocabulary:
     text = F.normalize(torch.randn(n, dim), dim=-1)
@@ -71,7 +73,7 @@ def test_stages_compose_to_the_core_forward_test(tiny_clip) -> None:
         torch.testing.assert_close(chained, pipe(images), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fns["upsampling"](), chained)
         fast = pipe(images, head_stride=8)
-        core_fast = pipe.model.forward_test(images, pipe.text, head_downsample=2)
+        core_fast = pipe.model.forward_test(images, pipe.text, InferenceConfig(head_downsample=2))
         chunked = pipe(images, chunk_tokens=5)
     assert fast.shape == chained.shape == (1, 12, 64, 64)
     assert torch.equal(fast, core_fast)  # the benchmark times the core's option, no copy of it

@@ -75,8 +75,6 @@ def test_exactness_checks(tiny_report: tuple[dict, dict]) -> None:
     e = tiny_report[1]["inference"]["exactness"]["mit_b0"]
     assert e["value_folding"]["max_abs_diff"] <= 1e-4
     assert e["value_folding"]["exact_within_1e-4"] is True
-    assert e["projection_folding"]["max_abs_diff"] <= 1e-3
-    assert e["projection_folding"]["agreement"] > 0.99
     assert e["chunking"]["max_abs_diff"] <= 1e-5 and e["chunking"]["agreement"] == 1.0
     assert 0.0 <= e["stride8_inexact"]["agreement"] <= 1.0
     assert _positive(e["stride8_inexact"]["speedup"])

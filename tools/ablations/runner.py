@@ -113,8 +113,7 @@ def train_and_evaluate(cfg: Any) -> dict[str, float | None]:
     seed_all_rng(cfg.SEED)  # weights, data order and augmentations (as default_setup does)
     trainer = ChimeraSegTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    trainer.train()
-    results = getattr(trainer, "_last_eval_results", None)  # the EvalHook's final evaluation
+    results = trainer.train()  # the EvalHook's evaluation after the last iteration
     if not results:
         results = ChimeraSegTrainer.test(cfg, trainer.model)
     del trainer

@@ -1,8 +1,6 @@
 """Optimised paths against their reference paths: max |difference|, prediction agreement, speed.
 
 - Folded VEncoder value path (one ``Dv x Dv`` matrix) vs ``out_proj(v_proj(.))`` unfused.
-- Projection folded into the text matrix (``chimeraseg.modeling.csh.folded_cosine_logits``) vs
-  projection then cosine.
 - CSH over chunks of positions (the core's default at inference) vs one pass over all positions.
 - Inexact speed option: CSH at stride 8 (2x2-average-pooled decoder output) with the logits
   upsampled, vs the exact stride-4 model (agreement of the per-pixel argmax at full resolution).
@@ -15,7 +13,7 @@ from typing import Any
 import torch
 
 from benchmarks.measure import measure
-from benchmarks.student import TEMPERATURE, StudentPipeline
+from benchmarks.student import StudentPipeline
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,30 +53,6 @@ def check_value_folding(
     return out
 
 
-def check_projection_folding(
-    pipe: StudentPipeline, fres: torch.Tensor, warmup: int, repeats: int
-) -> dict[str, Any]:
-    """Projection folded into the text matrix vs projection then cosine, on ``fres``."""
-    from chimeraseg.modeling.csh import fold_projection, folded_cosine_logits
-
-    weight = pipe.csh.proj.weight  # (Dv, D)
-    folded_text = fold_projection(pipe.text, weight)  # (Dv, N)
-    gram = weight @ weight.t()  # (Dv, Dv)
-
-    def folded() -> torch.Tensor:
-        return folded_cosine_logits(fres, folded_text, gram, TEMPERATURE)
-
-    def reference() -> torch.Tensor:
-        return pipe.classify(pipe.csh.proj(fres))
-
-    a, b = folded(), reference()
-    return {
-        "max_abs_diff": float((a - b).abs().max()),
-        "agreement": _agreement(a, b),
-        **_timed_pair(folded, reference, fres.device, warmup, repeats),
-    }
-
-
 def check_chunking(
     pipe: StudentPipeline, images: torch.Tensor, warmup: int, repeats: int, exact_s: float
 ) -> dict[str, Any]:
@@ -90,7 +64,7 @@ def check_chunking(
     chunked, whole = pipe(images), pipe(images, chunk_tokens=0)
     t_whole = measure(lambda: pipe(images, chunk_tokens=0), images.device, warmup, repeats)
     return {
-        "chunk_tokens": pipe.csh.chunk_tokens,
+        "chunk_tokens": pipe.model.inference.chunk_tokens,
         "max_abs_diff": float((chunked - whole).abs().max()),
         "agreement": _agreement(chunked, whole),
         "optimised_s": exact_s,

@@ -14,7 +14,6 @@ from benchmarks.breakdown import count_flops, stage_breakdown, stage_inputs
 from benchmarks.clip_setup import Vocabulary
 from benchmarks.exactness import (
     check_chunking,
-    check_projection_folding,
     check_stride8,
     check_value_folding,
 )
@@ -91,9 +90,6 @@ def run_inference(
             exact_s = out["models"][name]["1"]["median_s"]
             out["exactness"][name] = {
                 "value_folding": check_value_folding(pipe, t["fp"], args.warmup, args.repeats),
-                "projection_folding": check_projection_folding(
-                    pipe, t["fres"], args.warmup, args.repeats
-                ),
                 "chunking": check_chunking(pipe, images, args.warmup, args.repeats, exact_s),
                 "stride8_inexact": check_stride8(pipe, images, args.warmup, args.repeats, exact_s),
             }

@@ -52,13 +52,9 @@ def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
         lines += _table(head, stage_rows)
     rows = []
     for name, e in r["exactness"].items():
-        v, p, s8 = e["value_folding"], e["projection_folding"], e["stride8_inexact"]
+        v, s8 = e["value_folding"], e["stride8_inexact"]
         speed = ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"])
         rows.append([name, "folded value path (exact)", f"{v['max_abs_diff']:.1e}", "-", speed])
-        rows.append(
-            [name, "projection folded into text (exact)", f"{p['max_abs_diff']:.1e}"]
-            + [f"{100 * p['agreement']:.2f}%", f"{p['speedup']:.2f}x"]
-        )
         if "chunking" in e:
             c = e["chunking"]
             rows.append(

@@ -33,14 +33,12 @@ def _inference(r: dict[str, Any]) -> list[str]:
                 f"{s['gflops']:>9.1f}{s['fraction_of_gemm']:>8.2f}"
             )
     for name, e in r["exactness"].items():
-        v, p, s8 = e["value_folding"], e["projection_folding"], e["stride8_inexact"]
+        v, s8 = e["value_folding"], e["stride8_inexact"]
         lines += [
             "",
             f"Exactness of {name}:",
             f"  folded value path   max|diff| {v['max_abs_diff']:.2e}  speedup "
             + ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"]),
-            f"  folded projection   max|diff| {p['max_abs_diff']:.2e}  agreement "
-            f"{p['agreement']:.4f}  speedup {p['speedup']:.2f}x",
             *(
                 [
                     f"  chunked CSH         max|diff| {e['chunking']['max_abs_diff']:.2e}  "

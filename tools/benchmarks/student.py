@@ -11,17 +11,21 @@ its own input:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.clip_setup import Vocabulary
-from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg.modeling import (
+    ChimeraSegCriterion,
+    ChimeraSegModel,
+    InferenceConfig,
+    SelectiveGlobalDistillation,
+    build_chimeraseg_model,
+)
 from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
-from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
-from chimeraseg.modeling.csh import CLIPSemanticHead
-from chimeraseg.modeling.decoder.segformer_head import SegFormerDecoder
-from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 
 TEMPERATURE = 0.07
 
@@ -39,20 +43,18 @@ def build_model(
         vocab: class names, split and ``(N, D)`` text embeddings.
         with_teacher: attach a :class:`CLIPTeacher` (training) or not (inference only).
     """
-    backbone = build_student_backbone(backbone_name, drop_path_rate=0.1)
-    embed_dim = student_decoder_dim(backbone_name)
-    return ChimeraSegModel(
-        backbone=backbone,
-        decoder=SegFormerDecoder(dict(backbone.out_channels), embed_dim),
-        head=CLIPSemanticHead(embed_dim, clip_model.visual),
-        teacher=CLIPTeacher(clip_model) if with_teacher else None,
-        seen_text=vocab.text[list(vocab.seen)],
-        unseen_text=vocab.text[list(vocab.unseen)],
+    criterion = ChimeraSegCriterion(
+        global_distillation=SelectiveGlobalDistillation(), gather_across_processes=False, seed=0
+    )
+    return build_chimeraseg_model(
+        clip_model=clip_model,
+        backbone=build_student_backbone(backbone_name, drop_path_rate=0.1),
+        class_text=vocab.text,
         seen_ids=vocab.seen,
         unseen_ids=vocab.unseen,
-        num_classes=len(vocab.names),
-        sgd=SelectiveGlobalDistillation(gather_across_processes=False),
-        seed=0,
+        decoder_dim=student_decoder_dim(backbone_name),
+        with_teacher=with_teacher,
+        criterion=criterion if with_teacher else None,
     )
 
 
@@ -110,6 +112,7 @@ class StudentPipeline(nn.Module):
         """
         if head_stride not in (4, 8):
             raise ValueError(f"head_stride must be 4 (exact) or 8 (inexact), got {head_stride}")
-        return self.model.forward_test(
-            images, self.text, chunk_tokens=chunk_tokens, head_downsample=head_stride // 4
-        )
+        options = InferenceConfig(head_downsample=head_stride // 4)
+        if chunk_tokens is not None:
+            options = replace(options, chunk_tokens=chunk_tokens)
+        return self.model.forward_test(images, self.text, options)

@@ -2,14 +2,19 @@
 
 The step is the core's own ``ChimeraSegModel.forward_train`` + ``backward`` + AdamW step
 (docs/METHOD.md, 'Paper settings'). Its stages are timed from outside, without changing the
-model, by wrapping the pieces ``forward_train`` calls (CUDA-synchronised wall clock):
+model: forward pre-/post-hooks on its modules stamp the (CUDA-synchronised) wall clock, and each
+stage is the time between two stamps of the same step, in the order ``forward_train`` runs them:
 
-- ``student_forward``: ``model.clip_features`` (backbone + decoder + CSH);
-- ``teacher_forward``: forward pre-/post-hooks on ``model.teacher``;
-- ``pseudo_masks``: ``generate_pseudo_masks`` as looked up by ``chimeraseg_model``;
-- ``segmentation_loss`` / ``sam_loss``: the model's ``_segmentation_loss`` / ``_sam_loss``;
-- ``sgd_loss``: hooks on ``model.sgd`` (selective global distillation);
-- ``other_forward``: the rest of ``forward_train`` (label mapping, prototypes);
+- ``student_forward``: ``model.backbone`` called .. ``model.head`` returned (backbone, decoder,
+  CSH);
+- ``teacher_forward``: ``model.teacher`` called .. returned;
+- ``pseudo_masks``: ``model.teacher`` returned .. ``model.criterion`` called (pseudo masks and
+  prototypes);
+- ``segmentation_loss``: ``model.criterion`` called .. its ``global_distillation`` called;
+- ``distillation_loss``: ``global_distillation`` called .. returned (Selective Global
+  Distillation);
+- ``alignment_loss``: ``global_distillation`` returned .. ``model.criterion`` returned (SAM);
+- ``other_forward``: the rest of ``forward_train`` (label mapping);
 - ``backward`` and ``optimizer_step``.
 """
 
@@ -21,36 +26,46 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-import chimeraseg.modeling.chimeraseg_model as core
 from benchmarks.clip_setup import Vocabulary
 from benchmarks.measure import PeakMemory, synchronize
 from benchmarks.pseudo import synthetic_labels
 from benchmarks.student import build_model
+from chimeraseg.modeling import ChimeraSegModel
 
 STAGES = (
     "teacher_forward",
     "pseudo_masks",
     "student_forward",
     "segmentation_loss",
-    "sgd_loss",
-    "sam_loss",
+    "distillation_loss",
+    "alignment_loss",
     "other_forward",
     "backward",
     "optimizer_step",
 )
+# (stage, stamp at its start, stamp at its end); a stamp is "<module>:pre" or "<module>:post".
+_FORWARD_STAGES = (
+    ("student_forward", "backbone:pre", "head:post"),
+    ("teacher_forward", "teacher:pre", "teacher:post"),
+    ("pseudo_masks", "teacher:post", "criterion:pre"),
+    ("segmentation_loss", "criterion:pre", "distillation:pre"),
+    ("distillation_loss", "distillation:pre", "distillation:post"),
+    ("alignment_loss", "distillation:post", "criterion:post"),
+)
 
 
 class StageTimer:
-    """Synchronised wall time per stage name, summed within a step."""
+    """Synchronised wall time per stage name, summed within a step, and hook time stamps."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.step: dict[str, float] = defaultdict(float)
+        self.stamps: dict[str, float] = {}
         self.history: dict[str, list[float]] = defaultdict(list)
 
     @contextlib.contextmanager
@@ -61,55 +76,35 @@ class StageTimer:
         synchronize(self.device)
         self.step[name] += time.perf_counter() - start
 
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` with its calls timed under ``name``."""
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            with self(name):
-                return fn(*args, **kwargs)
-
-        return timed
+    def stamp(self, name: str) -> None:
+        synchronize(self.device)
+        self.stamps[name] = time.perf_counter()
 
     def end_step(self) -> None:
+        for stage, begin, end in _FORWARD_STAGES:
+            self.step[stage] = self.stamps[end] - self.stamps[begin]
         for name in STAGES:
             self.history[name].append(self.step.get(name, 0.0))
-        self.step = defaultdict(float)
-
-
-def _hook_module(module: nn.Module, name: str, timer: StageTimer) -> list[Any]:
-    """Times every call of ``module`` under ``name`` with forward pre-/post-hooks."""
-    state: dict[str, float] = {}
-
-    def pre(*_: Any) -> None:
-        synchronize(timer.device)
-        state["start"] = time.perf_counter()
-
-    def post(*_: Any) -> None:
-        synchronize(timer.device)
-        timer.step[name] += time.perf_counter() - state["start"]
-
-    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        self.step, self.stamps = defaultdict(float), {}
 
 
 @contextlib.contextmanager
-def instrument(model: core.ChimeraSegModel, timer: StageTimer) -> Iterator[None]:
-    """Installs the timers of the module docstring; removes them on exit."""
-    handles = _hook_module(model.teacher, "teacher_forward", timer)
-    handles += _hook_module(model.sgd, "sgd_loss", timer)
-    original = core.generate_pseudo_masks
-    core.generate_pseudo_masks = timer.wrap("pseudo_masks", original)
-    for attr, name in (
-        ("clip_features", "student_forward"),
-        ("_segmentation_loss", "segmentation_loss"),
-        ("_sam_loss", "sam_loss"),
-    ):
-        setattr(model, attr, timer.wrap(name, getattr(model, attr)))  # instance attribute
+def instrument(model: ChimeraSegModel, timer: StageTimer) -> Iterator[None]:
+    """Installs the time-stamp hooks of the module docstring; removes them on exit."""
+    modules = {
+        "backbone": model.backbone,
+        "head": model.head,
+        "teacher": model.teacher,
+        "criterion": model.criterion,
+        "distillation": model.criterion.global_distillation,
+    }
+    handles = []
+    for name, module in modules.items():
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: timer.stamp(f"{n}:pre")))
+        handles.append(module.register_forward_hook(lambda *_, n=name: timer.stamp(f"{n}:post")))
     try:
         yield
     finally:
-        core.generate_pseudo_masks = original
-        for attr in ("clip_features", "_segmentation_loss", "_sam_loss"):
-            delattr(model, attr)
         for handle in handles:
             handle.remove()
 
@@ -123,7 +118,8 @@ def _step(parts: dict[str, Any], timer: StageTimer, iteration: int) -> None:
     with timer("optimizer_step"):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    parts_sum = sum(timer.step[n] for n in STAGES[:6])
+    stamps = timer.stamps
+    parts_sum = stamps["criterion:post"] - stamps["backbone:pre"]
     timer.step["other_forward"] = timer.step.pop("forward_total") - parts_sum
     timer.end_step()
 

@@ -4,3 +4,7 @@ The package is plain PyTorch/NumPy. Only :mod:`chimeraseg.d2` imports detectron2
 """
 
 __version__ = "0.1.0"
+
+# The label every loss, metric and converter ignores (docs/METHOD.md, 'Label-space conventions');
+# uint8 label files and 256-entry lookup tables fix it at 255.
+IGNORE_LABEL = 255

@@ -5,16 +5,10 @@
 - :mod:`~chimeraseg.clip.partial`: ``build_vencoder``, ``build_visual_projection``,
   ``build_ln_post`` (copies of CLIP pieces for the CLIP Semantic Head).
 - :mod:`~chimeraseg.clip.text`: ``encode_class_names`` (prompt ensembles, synonyms, disk cache).
-- :mod:`~chimeraseg.clip.checkpoint`: keeping frozen CLIP weights out of training checkpoints.
 """
 
 from __future__ import annotations
 
-from chimeraseg.clip.checkpoint import (
-    frozen_parameter_names,
-    load_trainable_state_dict,
-    trainable_state_dict,
-)
 from chimeraseg.clip.loading import clip_reference, file_sha256, load_clip, verify_clip_reference
 from chimeraseg.clip.names import humanize_class_name
 from chimeraseg.clip.partial import (
@@ -44,11 +38,8 @@ __all__ = [
     "clip_reference",
     "encode_class_names",
     "file_sha256",
-    "frozen_parameter_names",
     "humanize_class_name",
     "load_clip",
-    "load_trainable_state_dict",
     "resolve_templates",
-    "trainable_state_dict",
     "verify_clip_reference",
 ]

@@ -14,12 +14,9 @@ QuickGELU: OpenAI's weights were trained with QuickGELU (open_clip names ending 
 OpenAI TorchScript archive, or a file whose name contains ``openai``), ``load_clip`` switches to the
 matching variant (``ViT-B-16`` -> ``ViT-B-16-quickgelu``) and warns.
 
-Checkpoints and frozen CLIP: training checkpoints must not store CLIP twice (teacher
-+ partial copies). The model drops every frozen CLIP-derived parameter from its state dict (see
-:func:`chimeraseg.clip.checkpoint.trainable_state_dict`) and stores ``clip_reference(clip)``
-instead: model name, tag or path, the weights file's SHA-256 and the random-init flag/seed.
-Loading a checkpoint rebuilds CLIP with ``load_clip`` from that reference, checks it with
-:func:`verify_clip_reference`, rebuilds the frozen copies from it, then loads the trainable rest.
+Training checkpoints store :func:`clip_reference` (name, tag or path, SHA-256, random-init seed)
+instead of CLIP's weights; :func:`verify_clip_reference` checks it when they are loaded
+(docs/METHOD.md, 'Inference', checkpoints).
 """
 
 from __future__ import annotations

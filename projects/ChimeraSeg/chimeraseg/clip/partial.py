@@ -9,26 +9,30 @@ Value path of one CLIP block (paper §III-B), applied token by token (no attenti
     x' = x + ls_1(out_proj(v_proj(ln_1(x))))     # v_proj = value third of attn.in_proj_*
     y  = x' + ls_2(mlp(ln_2(x')))
 
-``ls_1``/``ls_2`` are LayerScale (identity in OpenAI CLIP). Query and key are dropped.
-
-Both open_clip attention layouts are supported: ``nn.MultiheadAttention`` (sequence-first in old
-open_clip, batch-first in new) and open_clip's own ``Attention``. The value path is per-token, so
-the layout only matters to code that runs whole blocks (see :mod:`chimeraseg.clip.teacher`).
+``ls_1``/``ls_2`` are LayerScale (identity in OpenAI CLIP); the weights are read by
+:mod:`chimeraseg.clip.block_weights`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chimeraseg.clip.block_weights import (
+    BlockWeights,
+    FusedValueMap,
+    extract_block_weights,
+    fuse_value_projection,
+)
+
 __all__ = [
     "BlockWeights",
     "ValueBlock",
+    "keep_frozen_in_eval",
     "VEncoder",
     "VisualProjection",
     "FrozenAwareLayerNorm",
@@ -40,145 +44,22 @@ __all__ = [
 ]
 
 
-@dataclass
-class BlockWeights:
-    """References (not copies) to the modules of one CLIP block that the value path needs.
+def keep_frozen_in_eval(module: nn.Module) -> nn.Module:
+    """Puts ``module`` and every submodule whose parameters are all frozen into eval mode.
 
-    Attributes:
-        ln_1: LayerNorm before attention, over ``Dv``.
-        v_weight: ``(Dv, Dv)`` value projection (value third of ``attn.in_proj_weight``).
-        v_bias: ``(Dv,)`` value bias, or None.
-        out_proj: ``nn.Linear(Dv, Dv)`` attention output projection.
-        ls_1: LayerScale after attention (``nn.Identity`` in OpenAI CLIP).
-        ln_2: LayerNorm before the MLP.
-        mlp: The block's MLP (``c_fc``, activation, ``c_proj``).
-        ls_2: LayerScale after the MLP.
-    """
-
-    ln_1: nn.Module
-    v_weight: torch.Tensor
-    v_bias: torch.Tensor | None
-    out_proj: nn.Linear
-    ls_1: nn.Module
-    ln_2: nn.Module
-    mlp: nn.Module
-    ls_2: nn.Module
-
-
-def _check_plain_custom_attention(block: nn.Module, index: str) -> None:
-    """Rejects open_clip ``Attention`` features whose value path is not v -> out_proj."""
-    attn = block.attn
-    unsupported = {
-        "head_scale": getattr(attn, "head_scale", None) is not None,
-        "ln_inner": not isinstance(getattr(attn, "ln_inner", nn.Identity()), nn.Identity),
-        "ln_attn": not isinstance(getattr(block, "ln_attn", nn.Identity()), nn.Identity),
-    }
-    bad = [name for name, on in unsupported.items() if on]
-    if bad:
-        raise NotImplementedError(
-            f"CLIP visual block {index}: attention features {bad} are not supported by the "
-            "value path (only plain v -> out_proj, as in OpenAI CLIP)"
-        )
-
-
-def extract_block_weights(block: nn.Module, index: str = "?") -> BlockWeights:
-    """Finds the value-path weights of one open_clip residual attention block.
-
-    Args:
-        block: ``ResidualAttentionBlock`` or ``CustomResidualAttentionBlock`` of open_clip.
-        index: Block name used in error messages.
+    The one rule behind every ``train()`` of the CLIP copies, the CSH and the teacher: call it after
+    ``nn.Module.train`` so frozen CLIP pieces keep eval behaviour under ``model.train()``.
+    Parameter-free modules (activations, dropout) are left to their parent.
 
     Returns:
-        References to the block's weights (shared storage, no copy).
-
-    Raises:
-        TypeError: If the block does not have open_clip's structure.
+        ``module``.
     """
-    for attr in ("ln_1", "attn", "ln_2", "mlp"):
-        if not hasattr(block, attr):
-            raise TypeError(
-                f"CLIP visual block {index} ({type(block).__name__}) has no '{attr}'; expected an "
-                "open_clip ResidualAttentionBlock"
-            )
-    attn = block.attn
-    if not isinstance(attn, nn.MultiheadAttention):
-        _check_plain_custom_attention(block, index)
-    width = attn.out_proj.in_features
-    in_w = getattr(attn, "in_proj_weight", None)
-    if in_w is not None:
-        v_weight = in_w[2 * width : 3 * width]  # rows: [q; k; v], each (Dv, Dv)
-    elif getattr(attn, "v_proj_weight", None) is not None:
-        v_weight = attn.v_proj_weight
-    else:
-        raise TypeError(f"CLIP visual block {index}: attention has no in_proj_weight/v_proj_weight")
-    in_b = getattr(attn, "in_proj_bias", None)
-    v_bias = in_b[2 * width : 3 * width] if in_b is not None else None
-    return BlockWeights(
-        ln_1=block.ln_1,
-        v_weight=v_weight,
-        v_bias=v_bias,
-        out_proj=attn.out_proj,
-        ls_1=getattr(block, "ls_1", nn.Identity()),
-        ln_2=block.ln_2,
-        mlp=block.mlp,
-        ls_2=getattr(block, "ls_2", nn.Identity()),
-    )
-
-
-def _layer_scale_gamma(ls: nn.Module) -> torch.Tensor | None:
-    """Returns the LayerScale vector ``(Dv,)`` or None for identity."""
-    if isinstance(ls, nn.Identity):
-        return None
-    gamma = getattr(ls, "gamma", None)
-    if gamma is None:
-        raise TypeError(f"unsupported layer-scale module {type(ls).__name__} (no 'gamma')")
-    return gamma
-
-
-@torch.no_grad()
-def tensor_cache_key(t: torch.Tensor | None) -> tuple | None:
-    """Identity of a weight's current values, for caches of tensors derived from it.
-
-    ``data_ptr`` catches ``.to()`` and loads into new storage, ``_version`` in-place updates.
-    Inference tensors (weights created under ``torch.inference_mode``) have no version counter
-    (reading it raises); they count as version 0, so an in-place edit of such weights inside
-    inference mode is not detected.
-    """
-    if t is None:
-        return None
-    return (t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype)
-
-
-def fuse_value_projection(
-    v_weight: torch.Tensor,
-    v_bias: torch.Tensor | None,
-    out_weight: torch.Tensor,
-    out_bias: torch.Tensor | None,
-    gamma: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Folds ``ls(out_proj(v_proj(x)))`` into one affine map ``x @ W.T + b`` (exact up to rounding).
-
-    Args:
-        v_weight: ``(Dv, Dv)`` value weight.
-        v_bias: ``(Dv,)`` or None.
-        out_weight: ``(Dv, Dv)`` out_proj weight.
-        out_bias: ``(Dv,)`` or None.
-        gamma: ``(Dv,)`` LayerScale, or None.
-
-    Returns:
-        ``W (Dv, Dv)`` and ``b (Dv,)`` with ``W = diag(gamma) Wo Wv`` and
-        ``b = gamma * (Wo bv + bo)``.
-    """
-    weight = out_weight @ v_weight
-    bias = torch.zeros_like(weight[:, 0])
-    if v_bias is not None:
-        bias = bias + out_weight @ v_bias
-    if out_bias is not None:
-        bias = bias + out_bias
-    if gamma is not None:
-        weight = gamma[:, None] * weight
-        bias = gamma * bias
-    return weight, bias
+    for sub in module.modules():
+        params = list(sub.parameters())
+        if params and not any(p.requires_grad for p in params):
+            for frozen in sub.modules():  # the flag itself: no train() override is re-entered
+                frozen.training = False
+    return module
 
 
 def _set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -231,22 +112,7 @@ class ValueBlock(nn.Module):
             self.ls_2 = copy.deepcopy(weights.ls_2)
             for name in ("ln_2", "mlp", "ls_2"):
                 _set_trainable(getattr(self, name), trainable_ffn)
-        self._fused_key: tuple | None = None
-        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _fused_value(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the folded frozen value map, recomputed when any source weight changed."""
-        gamma = _layer_scale_gamma(self.ls_1)
-        sources = [self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias]
-        sources.append(gamma)
-        key = tuple(tensor_cache_key(t) for t in sources)
-        if self._fused is None or key != self._fused_key:
-            # Computed outside inference mode so that a cache filled during evaluation remains
-            # usable by later training forwards (inference tensors cannot be saved for backward).
-            with torch.inference_mode(False), torch.no_grad():
-                self._fused = fuse_value_projection(*sources)
-            self._fused_key = key
-        return self._fused
+        self._fused_value = FusedValueMap()
 
     def value_branch(self, x: torch.Tensor) -> torch.Tensor:
         """``ls_1(out_proj(v_proj(ln_1(x))))`` for ``x (..., Dv)``, without the residual."""
@@ -254,7 +120,8 @@ class ValueBlock(nn.Module):
         value_params = (*self.v_proj.parameters(), *self.out_proj.parameters())
         if any(p.requires_grad for p in (*value_params, *self.ls_1.parameters())):
             return self.ls_1(self.out_proj(self.v_proj(h)))  # unfused: gradients reach weights
-        weight, bias = self._fused_value()
+        v = self.v_proj
+        weight, bias = self._fused_value(v.weight, v.bias, self.out_proj, self.ls_1)
         return F.linear(h, weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,11 +141,7 @@ class ValueBlock(nn.Module):
 
     def train(self, mode: bool = True) -> ValueBlock:
         """Sets train mode on trainable parts only; frozen parts stay in eval mode."""
-        super().train(mode)
-        for child in self.children():
-            if not any(p.requires_grad for p in child.parameters()):
-                child.eval()
-        return self
+        return keep_frozen_in_eval(super().train(mode))
 
 
 class VEncoder(nn.Module):
@@ -397,7 +260,7 @@ class VisualProjection(nn.Module):
 
     def train(self, mode: bool = True) -> VisualProjection:
         """Stays in eval mode when frozen."""
-        return super().train(mode and self.weight.requires_grad)
+        return keep_frozen_in_eval(super().train(mode))
 
 
 class FrozenAwareLayerNorm(nn.LayerNorm):
@@ -409,7 +272,7 @@ class FrozenAwareLayerNorm(nn.LayerNorm):
 
     def train(self, mode: bool = True) -> FrozenAwareLayerNorm:
         """Stays in eval mode when frozen."""
-        return super().train(mode and any(p.requires_grad for p in self.parameters()))
+        return keep_frozen_in_eval(super().train(mode))
 
 
 def build_visual_projection(clip_visual: nn.Module, trainable: bool = False) -> VisualProjection:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection, tensor_cache_key
+from chimeraseg.clip.block_weights import FusedValueMap, extract_block_weights, tensor_cache_key
+from chimeraseg.clip.partial import keep_frozen_in_eval
 
 __all__ = [
     "DENSE_PATHS",
@@ -131,12 +132,11 @@ class CLIPTeacher(nn.Module):
         self.register_buffer("pixel_mean", mean * 255.0, persistent=False)
         self.register_buffer("pixel_std", std * 255.0, persistent=False)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
-        self._fused_key: tuple | None = None
-        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._fused_value = FusedValueMap()  # the last block's folded value map
 
     def train(self, mode: bool = True) -> CLIPTeacher:
-        """The teacher is frozen: it stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
+        """The teacher is frozen (``requires_grad_(False)`` above), so it stays in eval mode."""
+        return keep_frozen_in_eval(super().train(mode))
 
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
         """``(1 + h*w, Dv)`` positional embedding for ``grid``, cached per grid size."""
@@ -146,18 +146,6 @@ class CLIPTeacher(nn.Module):
             self._pos_cache = {k: v for k, v in self._pos_cache.items() if k[1:] == key[1:]}
             self._pos_cache[key] = interpolate_pos_embed(pos, self.native_grid, grid)
         return self._pos_cache[key]
-
-    def _value_map(self, block: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Folded ``ls_1 . out_proj . v_proj`` of the last block (cached): ``(Dv, Dv), (Dv,)``."""
-        w = extract_block_weights(block, index="last")
-        gamma = getattr(w.ls_1, "gamma", None)
-        sources = (w.v_weight, w.v_bias, w.out_proj.weight, w.out_proj.bias, gamma)
-        key = tuple(tensor_cache_key(t) for t in sources)
-        if self._fused is None or key != self._fused_key:
-            with torch.inference_mode(False), torch.no_grad():  # usable outside inference mode
-                self._fused = fuse_value_projection(*sources)
-            self._fused_key = key
-        return self._fused
 
     def _run_blocks(self, blocks: nn.ModuleList | list[nn.Module], x: torch.Tensor) -> torch.Tensor:
         """Runs whole blocks on ``x (B, L, Dv)`` in the transformer's own layout."""
@@ -225,7 +213,7 @@ class CLIPTeacher(nn.Module):
             ``x = p + V(ln_1(p))`` followed by ``x + mlp(ln_2(x))``.
         """
         bw = extract_block_weights(last, index="last")
-        weight, bias = self._value_map(last)
+        weight, bias = self._fused_value(bw.v_weight, bw.v_bias, bw.out_proj, bw.ls_1)
         value = F.linear(bw.ln_1(patches), weight, bias)  # V(ln_1(p)), out_proj and ls_1 folded
         if self.dense_path == "value":
             return value

@@ -16,7 +16,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from torch import nn
 
 from chimeraseg.modeling.backbone import MIT_CONFIGS, build_student_backbone
 from chimeraseg.modeling.backbone.build import VIT_B16
@@ -26,15 +25,48 @@ from chimeraseg.modeling.backbone.build import VIT_B16
 SIZE_DIVISIBILITY = 32
 
 
-class _StudentBackboneAdapter(Backbone):
-    """Wraps a plain student backbone (``out_channels``/``out_strides``/dict forward)."""
+# MODEL.BACKBONE.NAME -> the student names (CHIMERASEG.BACKBONE.VARIANT) it can build.
+_STUDENTS: dict[str, tuple[str, ...]] = {
+    "D2MixTransformer": tuple(f"mit_{v}" for v in MIT_CONFIGS),
+    "D2ViTB16": (VIT_B16,),
+}
 
-    def __init__(self, body: nn.Module, out_features: list[str], input_shape: ShapeSpec) -> None:
+
+def student_name(cfg: CfgNode, registered_name: str) -> str:
+    """The student of ``VARIANT``; the one check that it fits ``MODEL.BACKBONE.NAME``.
+
+    Raises:
+        ValueError: naming both keys and the name that would fit.
+    """
+    variant = str(cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT)
+    key = variant.lower()
+    name = key if key == VIT_B16 else f"mit_{key.removeprefix('mit_')}"
+    if name in _STUDENTS[registered_name]:
+        return name
+    fitting = [n for n, students in _STUDENTS.items() if name in students]
+    advice = f"set MODEL.BACKBONE.NAME to {fitting[0]!r}" if fitting else "no backbone builds it"
+    raise ValueError(
+        f"cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT={variant!r} does not fit MODEL.BACKBONE.NAME="
+        f"{registered_name!r} (variants {list(_STUDENTS[registered_name])}); {advice}"
+    )
+
+
+class _StudentBackboneAdapter(Backbone):
+    """Wraps the plain student backbone that ``VARIANT`` names (dict forward, detectron2 shapes)."""
+
+    def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
         super().__init__()
         if input_shape.channels not in (None, 3):
             raise ValueError(
                 f"{type(self).__name__}: expects 3 input channels, got {input_shape.channels}"
             )
+        bcfg = cfg.MODEL.CHIMERASEG.BACKBONE
+        body = build_student_backbone(
+            student_name(cfg, type(self).__name__),
+            drop_path_rate=bcfg.DROP_PATH_RATE,
+            weights=bcfg.PRETRAINED or None,
+        )
+        out_features = list(bcfg.OUT_FEATURES)
         unknown = [f for f in out_features if f not in body.out_channels]
         if unknown or not out_features:
             raise ValueError(
@@ -65,41 +97,11 @@ class _StudentBackboneAdapter(Backbone):
         return SIZE_DIVISIBILITY
 
 
-def _weights(cfg: CfgNode) -> str | None:
-    """``cfg.MODEL.CHIMERASEG.BACKBONE.PRETRAINED`` or None when empty."""
-    return cfg.MODEL.CHIMERASEG.BACKBONE.PRETRAINED or None
-
-
 @BACKBONE_REGISTRY.register()
 class D2MixTransformer(_StudentBackboneAdapter):
     """MiT-B0...B5 (``cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT``) as a detectron2 backbone."""
-
-    def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
-        bcfg = cfg.MODEL.CHIMERASEG.BACKBONE
-        variant = str(bcfg.VARIANT).lower().removeprefix("mit_")
-        if variant not in MIT_CONFIGS:
-            raise ValueError(
-                f"cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT={bcfg.VARIANT!r} is not a MiT variant "
-                f"{sorted(MIT_CONFIGS)}; for ViT-B/16 set MODEL.BACKBONE.NAME to 'D2ViTB16'"
-            )
-        body = build_student_backbone(
-            f"mit_{variant}", drop_path_rate=bcfg.DROP_PATH_RATE, weights=_weights(cfg)
-        )
-        super().__init__(body, list(bcfg.OUT_FEATURES), input_shape)
 
 
 @BACKBONE_REGISTRY.register()
 class D2ViTB16(_StudentBackboneAdapter):
     """ViT-B/16 with a simple feature pyramid as a detectron2 backbone."""
-
-    def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
-        bcfg = cfg.MODEL.CHIMERASEG.BACKBONE
-        if str(bcfg.VARIANT).lower() != VIT_B16:
-            raise ValueError(
-                f"cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT={bcfg.VARIANT!r} but MODEL.BACKBONE.NAME "
-                f"is 'D2ViTB16'; set VARIANT to {VIT_B16!r} (or use 'D2MixTransformer' for MiT)"
-            )
-        body = build_student_backbone(
-            VIT_B16, drop_path_rate=bcfg.DROP_PATH_RATE, weights=_weights(cfg)
-        )
-        super().__init__(body, list(bcfg.OUT_FEATURES), input_shape)

@@ -7,18 +7,33 @@ YAML then fail in ``merge_from_file`` with detectron2's ``KeyError`` naming the 
 
 from __future__ import annotations
 
+import functools
 import math
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from chimeraseg.clip.teacher import DENSE_PATHS
+from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
+from chimeraseg.modeling.inference import INFERENCE_MODES
+from chimeraseg.modeling.losses.selective_global_distillation import K_SCHEDULES
+from chimeraseg.modeling.pseudo_masks import SETTINGS
+
+# Keys of earlier versions, with the reason they are gone (named when an old YAML sets one).
+_REMOVED_KEYS = {
+    "MODEL.CHIMERASEG.IGNORE_VALUE": "the ignore label is fixed at 255 (chimeraseg.IGNORE_LABEL)",
+    "MODEL.CHIMERASEG.FOLD_PROJECTION": "the folded-projection inference path was removed",
+}
+
 # Allowed values of the enumerated keys, checked by ``validate_chimeraseg_config``.
+# The tuples live with the code that implements each choice.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "MODEL.CHIMERASEG.SETTING": ("inductive", "transductive"),
-    "MODEL.CHIMERASEG.CSH.NORM": ("BN", "GN", "LN_clip", "LN", "none"),
-    "MODEL.CHIMERASEG.CSH.PROJ": ("frozen", "learnable", "he"),
-    "MODEL.CHIMERASEG.SGD.MODE": ("decrease", "none", "increase"),
-    "TEST.MODE": ("whole", "slide"),
+    "MODEL.CHIMERASEG.SETTING": SETTINGS,
+    "MODEL.CHIMERASEG.TEACHER_DENSE_PATH": DENSE_PATHS,
+    "MODEL.CHIMERASEG.CSH.NORM": NORM_TYPES,
+    "MODEL.CHIMERASEG.CSH.PROJ": PROJ_TYPES,
+    "MODEL.CHIMERASEG.SGD.MODE": K_SCHEDULES,
+    "TEST.MODE": INFERENCE_MODES,
     "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
 }
 
@@ -30,8 +45,6 @@ def _add_model_config(cfg: CN) -> None:
     # "inductive": unseen class names are unknown during training (latent regions only);
     # "transductive": unseen names label confident ignore pixels (docs/METHOD.md, 'Pseudo masks').
     m.SETTING = "inductive"
-    # Label value ignored by every loss and by evaluation.
-    m.IGNORE_VALUE = 255
     # Images of a batch are padded to a multiple of this (ImageList); 32 = the coarsest stride.
     m.SIZE_DIVISIBILITY = 32
     # Temperature tau of the cosine logits cos(Fc, A) / tau (docs/METHOD.md, 'Logits and
@@ -43,8 +56,6 @@ def _add_model_config(cfg: CN) -> None:
     # Teacher dense features for the pseudo masks: "value_ffn" (last block's value path with its
     # residual and FFN) or "value" (value path alone, as in MaskCLIP); see clip/teacher.py.
     m.TEACHER_DENSE_PATH = "value_ffn"
-    # Inference through the folded projection Fres (P A^T) (exact; see modeling/csh.py).
-    m.FOLD_PROJECTION = False
     # Allow --eval-only / tools/demo.py without trained weights in MODEL.WEIGHTS (an untrained
     # student; smoke tests only). False: a missing or foreign MODEL.WEIGHTS is an error.
     m.ALLOW_RANDOM_WEIGHTS = False
@@ -122,7 +133,7 @@ def _add_model_config(cfg: CN) -> None:
     m.SGD.MODE = "decrease"
     # Temperature of the Gumbel selection and of the InfoNCE loss.
     m.SGD.TAU = 0.07
-    # Gather teacher CLS embeddings across processes for InfoNCE negatives (global batch).
+    # Gather teacher CLS embeddings across processes for the negatives of SGD and SAM.
     m.SGD.GATHER = True
 
     m.SAM = CN()
@@ -216,7 +227,7 @@ def add_chimeraseg_config(cfg: CN) -> None:
 
 
 def _set_paper_defaults(cfg: CN) -> None:
-    """Sets detectron2's own keys to the paper's values (§IV-B); the Base YAMLs repeat them."""
+    """Sets detectron2's own keys to the paper's values (§IV-B); the YAMLs do not repeat them."""
     # The meta-architecture and the student backbone adapter (MiT; "D2ViTB16" for ViT-B/16).
     cfg.MODEL.META_ARCHITECTURE = "ChimeraSeg"
     cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
@@ -266,48 +277,40 @@ def _add_data_defaults(cfg: CN) -> None:
 
 def _lookup(cfg: CN, dotted: str) -> object:
     """Returns ``cfg.A.B.C`` for ``"A.B.C"``."""
-    node: object = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
+    return functools.reduce(getattr, dotted.split("."), cfg)
 
 
-# Loss weights (and the focal exponent): finite and >= 0.
-_NON_NEGATIVE = (
-    "MODEL.CHIMERASEG.SGD.WEIGHT",
-    "MODEL.CHIMERASEG.SAM.WEIGHT",
-    "MODEL.CHIMERASEG.SEG_LOSS.CE_WEIGHT",
-    "MODEL.CHIMERASEG.SEG_LOSS.FOCAL_WEIGHT",
-    "MODEL.CHIMERASEG.SEG_LOSS.FOCAL_GAMMA",
-    "MODEL.CHIMERASEG.SGD.K_STEP",
-)
-# Temperatures (divisors of logits): finite and > 0.
-_POSITIVE = (
-    "MODEL.CHIMERASEG.LOGIT_TAU",
-    "MODEL.CHIMERASEG.SGD.TAU",
-    "MODEL.CHIMERASEG.SAM.TAU_F",
-    "MODEL.CHIMERASEG.SAM.TAU_C",
-    "MODEL.CHIMERASEG.PSEUDO_MASKS.UNSEEN_TEMPERATURE",
-)
+# Loss weights (and the focal exponent) must be finite and >= 0; temperatures (divisors of
+# logits) finite and > 0.
+_NUMBER_RULES: dict[str, str] = {
+    **dict.fromkeys(("SGD.WEIGHT", "SAM.WEIGHT", "SGD.K_STEP", "SEG_LOSS.CE_WEIGHT"), ">= 0"),
+    **dict.fromkeys(("SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
+    **dict.fromkeys(("LOGIT_TAU", "SGD.TAU", "SAM.TAU_F", "SAM.TAU_C"), "> 0"),
+    "PSEUDO_MASKS.UNSEEN_TEMPERATURE": "> 0",
+}
+# Integer keys: inclusive (low, high) bounds, None = no upper bound.
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "MODEL.CHIMERASEG.SGD.K_INIT": (1, None),
+    "MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS": (0, 3),
+    "MODEL.CHIMERASEG.CSH.MLP_LAYERS": (1, 2),
+    "TEST.CSH_CHUNK_TOKENS": (0, None),
+    "TEST.CSH_DOWNSAMPLE": (1, None),
+}
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _validate_losses(cfg: CN) -> None:
-    """Loss weights >= 0, temperatures > 0, ``SGD.K_INIT`` an int >= 1 (naming key and value)."""
-    for key in _NON_NEGATIVE:
+def _validate_numbers(cfg: CN) -> None:
+    """Loss weights >= 0, temperatures > 0, integer keys in range (naming key and value)."""
+    for name, rule in _NUMBER_RULES.items():
+        key, value = f"MODEL.CHIMERASEG.{name}", _lookup(cfg, f"MODEL.CHIMERASEG.{name}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)) or (value < 0 if rule == ">= 0" else value <= 0):
+            raise ValueError(f"config key {key} = {value!r} must be a finite number {rule}")
+    for key, (low, high) in _INT_RANGES.items():
         value = _lookup(cfg, key)
-        if not _is_number(value) or value < 0:
-            raise ValueError(f"config key {key} = {value!r} must be a finite number >= 0")
-    for key in _POSITIVE:
-        value = _lookup(cfg, key)
-        if not _is_number(value) or value <= 0:
-            raise ValueError(f"config key {key} = {value!r} must be a finite number > 0")
-    k_init = cfg.MODEL.CHIMERASEG.SGD.K_INIT
-    if isinstance(k_init, bool) or not isinstance(k_init, int) or k_init < 1:
-        raise ValueError(f"config key MODEL.CHIMERASEG.SGD.K_INIT = {k_init!r} must be an int >= 1")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"config key {key} = {value!r} must be an int >= {low}")
+        if high is not None and value > high:
+            raise ValueError(f"config key {key} = {value!r} must be an int in {low}..{high}")
 
 
 def small_batch_warning(cfg: CN, world_size: int = 1) -> str | None:
@@ -318,17 +321,12 @@ def small_batch_warning(cfg: CN, world_size: int = 1) -> str | None:
     identically 0.
     """
     m, batch = cfg.MODEL.CHIMERASEG, cfg.SOLVER.IMS_PER_BATCH
-    if m.SGD.WEIGHT == 0 and m.SAM.WEIGHT == 0:
-        return None
     contrast = batch if m.SGD.GATHER else batch // max(world_size, 1)
-    if contrast >= 2:
+    if (m.SGD.WEIGHT == 0 and m.SAM.WEIGHT == 0) or contrast >= 2:
         return None
-    where = (
-        f"SOLVER.IMS_PER_BATCH = {batch}"
-        if m.SGD.GATHER
-        else f"SOLVER.IMS_PER_BATCH = {batch} over {world_size} processes with "
-        "MODEL.CHIMERASEG.SGD.GATHER False"
-    )
+    where = f"SOLVER.IMS_PER_BATCH = {batch}"
+    if not m.SGD.GATHER:
+        where += f" over {world_size} processes with MODEL.CHIMERASEG.SGD.GATHER False"
     return (
         f"{where}: the SGD loss (MODEL.CHIMERASEG.SGD.WEIGHT = {m.SGD.WEIGHT}) and the SAM loss "
         f"(MODEL.CHIMERASEG.SAM.WEIGHT = {m.SAM.WEIGHT}) are identically 0; both need a global "
@@ -348,21 +346,7 @@ def validate_chimeraseg_config(cfg: CN) -> None:
         value = _lookup(cfg, key)
         if value not in choices:
             raise ValueError(f"config key {key} = {value!r} is not one of {list(choices)}")
-    if not 0 <= cfg.MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS <= 3:
-        raise ValueError(
-            "config key MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS = "
-            f"{cfg.MODEL.CHIMERASEG.CSH.VENCODER_BLOCKS} must be in 0..3"
-        )
-    for key, low in (("CSH_CHUNK_TOKENS", 0), ("CSH_DOWNSAMPLE", 1)):
-        value = cfg.TEST[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"config key TEST.{key} = {value!r} must be an int >= {low}")
-    if cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS not in (1, 2):
-        raise ValueError(
-            f"config key MODEL.CHIMERASEG.CSH.MLP_LAYERS = {cfg.MODEL.CHIMERASEG.CSH.MLP_LAYERS} "
-            "must be 1 or 2"
-        )
-    _validate_losses(cfg)
+    _validate_numbers(cfg)
     if cfg.MODEL.CHIMERASEG.SETTING == "transductive" and cfg.TEST.GAMMA != 0.0:
         # Paper §III-D: the unseen-logit bias calibrates the inductive setting only.
         raise ValueError(
@@ -370,6 +354,14 @@ def validate_chimeraseg_config(cfg: CN) -> None:
             "'transductive' (the unseen bias is for the inductive setting; TEST.GAMMA_SWEEP may "
             "still list other values)"
         )
+
+
+def _explain_removed(message: str) -> str:
+    """Appends why a key is gone when ``message`` names a key of :data:`_REMOVED_KEYS`."""
+    for key, reason in _REMOVED_KEYS.items():
+        if message.rstrip().endswith(key):
+            return f"{message} ({key} was removed: {reason})"
+    return message
 
 
 def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
@@ -393,11 +385,12 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:  # detectron2: "Non-existent config key: A.B.C"
-            raise KeyError(f"{config_file} (or a _BASE_ it extends): {e.args[0]}") from e
+            message = _explain_removed(str(e.args[0]))
+            raise KeyError(f"{config_file} (or a _BASE_ it extends): {message}") from e
     if opts:
         try:
             cfg.merge_from_list(list(opts))
         except AssertionError as e:  # yacs: "Non-existent key: A.B.C" for command-line opts
-            raise KeyError(f"command-line override: {e}") from e
+            raise KeyError(f"command-line override: {_explain_removed(str(e))}") from e
     validate_chimeraseg_config(cfg)
     return cfg

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from PIL import Image
 
+from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.data.io import read_label
 from chimeraseg.evaluation.gamma_sweep import GammaSweepAccumulator, biased_argmax
 from chimeraseg.evaluation.plots import plot_gamma_sweep, plot_per_class_iou
@@ -36,20 +37,6 @@ from chimeraseg.evaluation.report import (
 from chimeraseg.utils.distributed import all_reduce_sum
 
 __all__ = ["ZeroShotSemSegEvaluator"]
-
-_REQUIRED_METADATA = ("stuff_classes", "seen_classes", "unseen_classes", "ignore_label")
-
-
-def _metadata(dataset_name: str) -> dict[str, Any]:
-    """The zero-shot metadata of a registered dataset; raises naming the missing key."""
-    meta = MetadataCatalog.get(dataset_name)
-    missing = [k for k in _REQUIRED_METADATA if not hasattr(meta, k)]
-    if missing:
-        raise KeyError(
-            f"dataset {dataset_name!r} has no metadata {missing}; register it with "
-            f"chimeraseg.d2.data (evaluator_type 'zs_sem_seg')"
-        )
-    return {k: getattr(meta, k) for k in _REQUIRED_METADATA}
 
 
 class ZeroShotSemSegEvaluator(DatasetEvaluator):
@@ -93,7 +80,7 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
         """
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
-        meta = _metadata(dataset_name)
+        meta = zero_shot_metadata(dataset_name)
         self._class_names = list(meta["stuff_classes"])
         self._seen = [int(i) for i in meta["seen_classes"]]
         self._unseen = [int(i) for i in meta["unseen_classes"]]

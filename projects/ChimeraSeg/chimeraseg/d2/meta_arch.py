@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -23,17 +22,28 @@ from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
-from chimeraseg.clip.teacher import CLIPTeacher
 from chimeraseg.clip.text import encode_class_names
 from chimeraseg.d2.config import validate_chimeraseg_config
-from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
-from chimeraseg.modeling.csh import CLIPSemanticHead
+from chimeraseg.d2.data.register_common import zero_shot_metadata
+from chimeraseg.modeling import (
+    ChimeraSegCriterion,
+    ChimeraSegModel,
+    InferenceConfig,
+    PseudoMaskConfig,
+    SelectiveGlobalDistillation,
+    build_chimeraseg_model,
+)
 from chimeraseg.modeling.decoder import SegFormerDecoder
-from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
-from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 
-__all__ = ["ChimeraSeg", "build_clip_from_config", "dataset_vocabulary", "valid_pixel_mask"]
+__all__ = [
+    "ChimeraSeg",
+    "build_clip_from_config",
+    "dataset_vocabulary",
+    "inference_config",
+    "valid_pixel_mask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +61,8 @@ def build_clip_from_config(cfg: CfgNode) -> nn.Module:
 
 def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[int], list[int]]:
     """``(class names, seen ids, unseen ids)`` from a registered dataset's metadata."""
-    meta = MetadataCatalog.get(dataset_name)
-    missing = [
-        k for k in ("stuff_classes", "seen_classes", "unseen_classes") if not hasattr(meta, k)
-    ]
-    if missing:
-        raise KeyError(
-            f"dataset {dataset_name!r} has no metadata {missing}; is it registered by "
-            "chimeraseg.d2.data (DATASETS.TRAIN / DATASETS.TEST)?"
-        )
-    return list(meta.stuff_classes), list(meta.seen_classes), list(meta.unseen_classes)
+    meta = zero_shot_metadata(dataset_name)
+    return meta["stuff_classes"], meta["seen_classes"], meta["unseen_classes"]
 
 
 def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
@@ -81,20 +83,46 @@ def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
     )
 
 
-def _build_head(cfg: CfgNode, in_channels: int, clip_visual: nn.Module) -> CLIPSemanticHead:
+def _head_options(cfg: CfgNode) -> dict[str, Any]:
     c = cfg.MODEL.CHIMERASEG.CSH
-    return CLIPSemanticHead(
-        in_channels,
-        clip_visual,
-        mlp_layers=c.MLP_LAYERS,
-        vencoder_blocks=c.VENCODER_BLOCKS,
-        use_value=c.USE_VALUE,
-        use_ffn=c.USE_FFN,
-        trainable_value=c.TRAINABLE_VALUE,
-        trainable_ffn=c.TRAINABLE_FFN,
-        norm=c.NORM,
-        residual=c.RESIDUAL,
-        proj=c.PROJ,
+    return {
+        "mlp_layers": c.MLP_LAYERS,
+        "vencoder_blocks": c.VENCODER_BLOCKS,
+        "use_value": c.USE_VALUE,
+        "use_ffn": c.USE_FFN,
+        "trainable_value": c.TRAINABLE_VALUE,
+        "trainable_ffn": c.TRAINABLE_FFN,
+        "norm": c.NORM,
+        "residual": c.RESIDUAL,
+        "proj": c.PROJ,
+    }
+
+
+def _criterion(cfg: CfgNode) -> ChimeraSegCriterion:
+    m = cfg.MODEL.CHIMERASEG
+    distillation = SelectiveGlobalDistillation(
+        k_init=m.SGD.K_INIT, k_step=m.SGD.K_STEP, mode=m.SGD.MODE, tau=m.SGD.TAU
+    )
+    return ChimeraSegCriterion(
+        weight_dict={"loss_seg": 1.0, "loss_sgd": m.SGD.WEIGHT, "loss_sam": m.SAM.WEIGHT},
+        global_distillation=distillation if m.SGD.WEIGHT != 0 else None,
+        sam_tau_f=m.SAM.TAU_F,
+        sam_tau_c=m.SAM.TAU_C,
+        ce_weight=m.SEG_LOSS.CE_WEIGHT,
+        focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
+        focal_gamma=m.SEG_LOSS.FOCAL_GAMMA,
+        gather_across_processes=m.SGD.GATHER,
+        seed=cfg.SEED if cfg.SEED >= 0 else None,
+    )
+
+
+def inference_config(cfg: CfgNode) -> InferenceConfig:
+    """The ``TEST.*`` inference options as one :class:`InferenceConfig`."""
+    return InferenceConfig(
+        mode=cfg.TEST.MODE,
+        slide_crop=tuple(cfg.TEST.SLIDE_CROP_SIZE),
+        slide_stride=tuple(cfg.TEST.SLIDE_STRIDE),
+        head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
         chunk_tokens=cfg.TEST.CSH_CHUNK_TOKENS,
     )
 
@@ -113,9 +141,6 @@ class ChimeraSeg(nn.Module):
         text_templates: prompt templates for :meth:`set_vocabulary`.
         text_cache_dir: text-embedding cache directory (None = no cache).
         size_divisibility: batch padding multiple (ImageList).
-        test_mode: ``"whole"`` or ``"slide"``.
-        slide_crop: sliding-window ``(h, w)``.
-        slide_stride: sliding-window step ``(h, w)``.
     """
 
     @configurable
@@ -130,9 +155,6 @@ class ChimeraSeg(nn.Module):
         text_templates: str | list[str],
         text_cache_dir: str | None,
         size_divisibility: int,
-        test_mode: str = "whole",
-        slide_crop: tuple[int, int] = (512, 512),
-        slide_stride: tuple[int, int] = (341, 341),
     ) -> None:
         super().__init__()
         self.model = model
@@ -140,7 +162,6 @@ class ChimeraSeg(nn.Module):
         self.train_vocabulary = list(train_vocabulary)
         self.text_templates, self.text_cache_dir = text_templates, text_cache_dir
         self.size_divisibility = size_divisibility
-        self.test_mode, self.slide_crop, self.slide_stride = test_mode, slide_crop, slide_stride
         self.register_buffer("vocabulary_embeddings", torch.empty(0), persistent=False)
         self.register_buffer("unseen_mask", torch.empty(0, dtype=torch.bool), persistent=False)
         self.vocabulary: list[str] = []
@@ -158,42 +179,24 @@ class ChimeraSeg(nn.Module):
         text = encode_class_names(clip_model, names, templates, cache_dir=cache)  # (N, D)
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
         in_channels = {k: s.channels for k, s in backbone.output_shape().items()}
-        decoder = SegFormerDecoder(in_channels, m.DECODER.EMBED_DIM, m.DECODER.DROPOUT)
-        sgd = SelectiveGlobalDistillation(
-            k_init=m.SGD.K_INIT, k_step=m.SGD.K_STEP, mode=m.SGD.MODE, tau=m.SGD.TAU,
-            gather_across_processes=m.SGD.GATHER,
-        )  # fmt: skip
-        model = ChimeraSegModel(
+        model = build_chimeraseg_model(
+            clip_model=clip_model,
             backbone=backbone,
-            decoder=decoder,
-            head=_build_head(cfg, m.DECODER.EMBED_DIM, clip_model.visual),
-            teacher=(
-                CLIPTeacher(clip_model, dense_path=m.TEACHER_DENSE_PATH)
-                if m.BUILD_TEACHER
-                else None
-            ),
-            seen_text=text[seen_ids],
-            unseen_text=text[unseen_ids],
+            class_text=text,
             seen_ids=seen_ids,
             unseen_ids=unseen_ids,
-            num_classes=len(names),
+            decoder_dim=m.DECODER.EMBED_DIM,
+            decoder=SegFormerDecoder(in_channels, m.DECODER.EMBED_DIM, m.DECODER.DROPOUT),
+            head_options=_head_options(cfg),
+            with_teacher=m.BUILD_TEACHER,
+            teacher_dense_path=m.TEACHER_DENSE_PATH,
+            criterion=_criterion(cfg) if m.BUILD_TEACHER else None,
             setting=m.SETTING,
             pseudo_masks=_pseudo_mask_config(cfg),
-            sgd=sgd if m.SGD.WEIGHT != 0 else None,
-            sgd_weight=m.SGD.WEIGHT,
-            lambda_sam=m.SAM.WEIGHT,
-            tau=m.LOGIT_TAU,
-            tau_f=m.SAM.TAU_F,
-            tau_c=m.SAM.TAU_C,
-            ce_weight=m.SEG_LOSS.CE_WEIGHT,
-            focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
-            focal_gamma=m.SEG_LOSS.FOCAL_GAMMA,
+            logit_tau=m.LOGIT_TAU,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
-            fold_projection=m.FOLD_PROJECTION,
-            head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
-            seed=cfg.SEED if cfg.SEED >= 0 else None,
-            ignore_index=m.IGNORE_VALUE,
+            inference=inference_config(cfg),
         )
         test_set = (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[0]
         vocabulary, _, test_unseen = dataset_vocabulary(test_set)
@@ -206,9 +209,6 @@ class ChimeraSeg(nn.Module):
             "text_templates": templates,
             "text_cache_dir": cache,
             "size_divisibility": max(m.SIZE_DIVISIBILITY, backbone.size_divisibility),
-            "test_mode": cfg.TEST.MODE,
-            "slide_crop": tuple(cfg.TEST.SLIDE_CROP_SIZE),
-            "slide_stride": tuple(cfg.TEST.SLIDE_STRIDE),
         }
 
     @property
@@ -290,21 +290,14 @@ class ChimeraSeg(nn.Module):
         """Training losses (``self.training``) or per-image ``{"sem_seg": (N, H, W)}`` logits."""
         images = self._images(batched_inputs)
         if self.training:
-            ignore = self.model.ignore_index
             labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
-            labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=ignore)
+            labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
             iteration = get_event_storage().iter
             valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
             return self.model.forward_train(
                 images.tensor, labels.tensor.long(), iteration, valid=valid
             )
-        logits = self.model.forward_test(
-            images.tensor,
-            self.vocabulary_embeddings,
-            mode=self.test_mode,
-            crop=self.slide_crop,
-            stride=self.slide_stride,
-        )  # (B, N, Hp, Wp) unbiased
+        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings)  # (B,N,Hp,Wp)
         results = []
         for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
             h, w = inp.get("height", size[0]), inp.get("width", size[1])

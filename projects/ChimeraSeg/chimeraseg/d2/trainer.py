@@ -218,6 +218,11 @@ class ChimeraSegTrainer(DefaultTrainer):
             dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
         )
 
+    def train(self) -> dict[str, Any] | None:
+        """Trains; returns the results of the evaluation after the last iteration, if any."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)  # set by DefaultTrainer's EvalHook
+
     def build_writers(self) -> list[EventWriter]:
         """The console and TensorBoard writers (every 20 iterations); ``metrics.json`` is written
         every iteration by :class:`PerIterationJSONWriter` (see :meth:`build_hooks`)."""

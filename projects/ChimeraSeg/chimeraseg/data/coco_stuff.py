@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.data.class_tables import make_palette
-
-IGNORE_LABEL = 255
 
 # (COCO category id, name, visualisation colour) of the 80 thing classes; colours are detectron2's.
 _COCO_THINGS: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
@@ -99,33 +98,3 @@ RAW_VALID[: _COCO_STUFF_FIRST_ID + len(_COCO_STUFF_NAMES)] = True
 RAW_VALID[IGNORE_LABEL] = True
 RAW_VALID.setflags(write=False)
 RAW_VALID_DESCRIPTION = "a COCO category id - 1 (0..182) or 255"
-
-
-def invalid_raw_values(raw: np.ndarray) -> list[int]:
-    """The values of a raw ``(H, W)`` uint8 stuffthingmap that are no COCO id - 1 nor 255."""
-    present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))  # histogram, no pixel loop
-    return [int(v) for v in present if not RAW_VALID[v]]
-
-
-def convert_stuffthingmap(raw: np.ndarray, source: str = "<array>") -> np.ndarray:
-    """Converts a raw ``stuffthingmaps`` label to contiguous ids with one NumPy gather.
-
-    Args:
-        raw: ``(H, W)`` uint8 raw label (``COCO id - 1``, 255 unlabeled).
-
-        source: File name for the error message.
-
-    Returns:
-        ``(H, W)`` uint8 label with values 0..170 and 255.
-
-    Raises:
-        ValueError: naming ``source`` and the values, for values that are no COCO id - 1 nor 255.
-    """
-    if raw.dtype != np.uint8:
-        raise ValueError(f"raw stuffthingmap {source} must be uint8, got {raw.dtype}")
-    bad = invalid_raw_values(raw)
-    if bad:
-        raise ValueError(
-            f"raw stuffthingmap {source} has values {bad[:20]} that are not {RAW_VALID_DESCRIPTION}"
-        )
-    return RAW_TO_CONTIGUOUS_LUT[raw]

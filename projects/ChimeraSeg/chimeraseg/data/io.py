@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IGNORE_LABEL = 255
+from chimeraseg import IGNORE_LABEL
+
 _SHOWN = 5  # file names quoted in a message about many files
 
 logger = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.data.splits import get_split
 
 DATASET_DIRNAME = "synthetic_zs"
@@ -32,7 +33,6 @@ SPLIT_DIRS = {"train": "train2017", "val": "val2017"}
 LABEL_DIRNAME = "stuffthingmaps_detectron2"
 FORMAT_VERSION = 1
 JPEG_QUALITY = 95
-IGNORE_LABEL = 255
 
 Texture = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 

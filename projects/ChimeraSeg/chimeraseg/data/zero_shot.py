@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from chimeraseg import IGNORE_LABEL
 
 
 def unseen_to_ignore_lut(unseen_ids: Sequence[int], ignore_label: int = IGNORE_LABEL) -> np.ndarray:

@@ -13,7 +13,6 @@ from chimeraseg.evaluation.gamma_sweep import (
     GammaSweepAccumulator,
     biased_argmax,
     sweep_confusion,
-    sweep_predictions,
     unseen_class_mask,
 )
 from chimeraseg.evaluation.metrics import confusion_matrix, per_class_iou, zero_shot_metrics
@@ -24,7 +23,6 @@ __all__ = [
     "confusion_matrix",
     "per_class_iou",
     "sweep_confusion",
-    "sweep_predictions",
     "unseen_class_mask",
     "zero_shot_metrics",
 ]

@@ -18,26 +18,24 @@ unseen logits to the same value, the reference argmax may pick a lower-index uns
 ``a_u``. Such pixels (detected with the second-largest unseen value) are recomputed with the
 reference per γ; with real logits they are rare (none in the random-logit tests).
 
-Speed (CPU): ``argmax`` over the class dimension of ``(N, H*W)`` logits is slow, so the
-statistics come from one streaming pass over the class rows with vectorised float ops
-(running maxima, strict ``>`` for first-max ties); per γ only a few ``(P,)`` ops remain and the
-confusion matrices come from two ``bincount`` calls. Accelerators use ``torch.max(dim=0)``.
+The per-pixel statistics come from :mod:`chimeraseg.evaluation.pixel_statistics` (one streaming
+pass over the class rows on CPU); per γ only a few ``(P,)`` ops remain and the confusion matrices
+come from two ``bincount`` calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from chimeraseg.evaluation.metrics import ArrayLike, check_class_ids
+from chimeraseg.evaluation.pixel_statistics import PixelStatistics, pixel_statistics
 
 __all__ = [
     "unseen_class_mask",
     "biased_argmax",
-    "sweep_predictions",
     "sweep_confusion",
     "GammaSweepAccumulator",
 ]
@@ -93,155 +91,7 @@ def biased_argmax(logits: torch.Tensor, unseen_mask: torch.Tensor, gamma: float)
     return (logits + bias.view(-1, 1, 1)).argmax(dim=-3)
 
 
-@dataclass
-class _PixelStatistics:
-    """Per-pixel best seen / unseen class, all ``(P,)``; index ``N`` marks an empty set."""
-
-    seen_max: torch.Tensor
-    seen_arg: torch.Tensor
-    unseen_max: torch.Tensor
-    unseen_arg: torch.Tensor
-    unseen_below_max: torch.Tensor  # largest unseen logit strictly below unseen_max, else -inf
-
-
-# Pixels per block of the CPU class scan (the running state of one block stays in cache).
-_CPU_BLOCK = 1 << 18
-# Below this many pixels the per-class Python loop costs more than ``torch.max(dim=0)``.
-_CPU_SCAN_MIN_PIXELS = 8192
-
-
-def _first_max(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max over dim 0 of ``z`` ``(C, P)`` and the first index attaining it, both ``(P,)``."""
-    values, indices = z.max(dim=0)
-    return values, indices
-
-
-class _RunningMax:
-    """First maximum over rows fed in ascending class order; ``(p,)`` state, float only.
-
-    ``z_c > best`` (strict) moves the maximum, so ties keep the lower class, as
-    ``torch.argmax`` does. The class index is kept as a float (exact below 2**24) and updated
-    as ``max(index, c * [z_c > best])``, valid because ``c`` exceeds every earlier index:
-    on CPU these vectorised float ops are several times faster than ``masked_fill`` or
-    ``where`` with a bool mask. ``torch.maximum`` propagates NaN, so NaN rows leave NaN.
-    """
-
-    def __init__(self, row: torch.Tensor, class_id: int) -> None:
-        self.value = row.clone()
-        self.index = torch.full(row.shape, float(class_id), dtype=torch.float32)
-        self._moved = torch.empty(row.shape, dtype=torch.float32)
-
-    def add(self, row: torch.Tensor, class_id: int) -> None:
-        """Feeds the ``(p,)`` logits of class ``class_id``."""
-        torch.gt(row, self.value, out=self._moved)  # 1.0 where the class takes the lead
-        torch.maximum(self.value, row, out=self.value)
-        torch.maximum(self.index, self._moved.mul_(class_id), out=self.index)
-
-
-def _scan_block(
-    rows: torch.Tensor, seen_ids: list[int], unseen_ids: list[int]
-) -> tuple[_RunningMax | None, _RunningMax | None, torch.Tensor | None]:
-    """One pass over ``rows`` ``(N, p)``: first maxima over the seen and the unseen classes,
-    and the second largest unseen value counted with multiplicity (``-inf`` if none).
-    """
-    seen = _RunningMax(rows[seen_ids[0]], seen_ids[0]) if seen_ids else None
-    for c in seen_ids[1:]:
-        seen.add(rows[c], c)
-    if not unseen_ids:
-        return seen, None, None
-    unseen = _RunningMax(rows[unseen_ids[0]], unseen_ids[0])
-    second = torch.full_like(unseen.value, float("-inf"))
-    for c in unseen_ids[1:]:
-        row = rows[c]
-        torch.maximum(second, torch.minimum(row, unseen.value), out=second)
-        unseen.add(row, c)
-    return seen, unseen, second
-
-
-def _strictly_below(
-    z: torch.Tensor, unseen_ids: list[int], top: torch.Tensor, second: torch.Tensor
-) -> torch.Tensor:
-    """Largest unseen value strictly below ``top``, from the multiset second maximum.
-
-    They differ only where the unseen maximum occurs twice (``second == top``); those pixels
-    (rare with real logits) are recomputed exactly.
-    """
-    dup = ((second == top) & (top > float("-inf"))).nonzero()[:, 0]
-    if len(dup):
-        sub = z.index_select(0, torch.tensor(unseen_ids)).index_select(1, dup)  # (Nu, P_dup)
-        second = second.clone()
-        second[dup] = sub.masked_fill(sub == top[dup], float("-inf")).amax(dim=0)
-    return second
-
-
-def _pixel_statistics_cpu(z: torch.Tensor, unseen_mask: torch.Tensor) -> _PixelStatistics:
-    """Per-pixel statistics on CPU: one streaming pass over the classes per pixel block.
-
-    ``argmax`` over the class dimension of a ``(N, P)`` tensor is slow on CPU; feeding the
-    classes one row at a time into running maxima reads every logit once with vectorised
-    element-wise ops instead.
-    """
-    n, p = z.shape
-    seen_ids = (~unseen_mask).nonzero()[:, 0].tolist()  # ascending
-    unseen_ids = unseen_mask.nonzero()[:, 0].tolist()
-    s_max, u_max, second = (torch.full((p,), float("-inf"), dtype=z.dtype) for _ in range(3))
-    s_arg, u_arg = (torch.full((p,), float(n)) for _ in range(2))  # n marks an empty set
-    for start in range(0, p, _CPU_BLOCK):
-        part = slice(start, start + _CPU_BLOCK)
-        seen, unseen, sec = _scan_block(z[:, part], seen_ids, unseen_ids)  # (N, p_block)
-        if p <= _CPU_BLOCK:  # one block: keep its state, no copies
-            s_max, s_arg = (seen.value, seen.index) if seen is not None else (s_max, s_arg)
-            if unseen is not None:
-                u_max, u_arg, second = unseen.value, unseen.index, sec
-            break
-        if seen is not None:
-            s_max[part], s_arg[part] = seen.value, seen.index
-        if unseen is not None:
-            u_max[part], u_arg[part], second[part] = unseen.value, unseen.index, sec
-    below = _strictly_below(z, unseen_ids, u_max, second) if unseen_ids else second
-    return _PixelStatistics(s_max, s_arg.long(), u_max, u_arg.long(), below)
-
-
-def _pixel_statistics(z: torch.Tensor, unseen_mask: torch.Tensor) -> _PixelStatistics:
-    """Computes the per-pixel statistics of ``z`` ``(N, P)`` once for every γ."""
-    mask = unseen_mask.to(z.device)
-    n, p = z.shape
-    if z.device.type == "cpu" and p >= _CPU_SCAN_MIN_PIXELS and n <= 2**24:  # exact float ids
-        stats = _pixel_statistics_cpu(z, mask)
-    else:
-        stats = _pixel_statistics_generic(z, mask)
-    if torch.isnan(stats.seen_max).any() or torch.isnan(stats.unseen_max).any():
-        raise ValueError("logits contain NaN")  # max propagates NaN: covers every class
-    return stats
-
-
-def _pixel_statistics_generic(z: torch.Tensor, mask: torch.Tensor) -> _PixelStatistics:
-    """Per-pixel statistics with whole-tensor reductions (accelerators: argmax is fast there)."""
-    n, p = z.shape
-    seen_ids, unseen_ids = (~mask).nonzero()[:, 0], mask.nonzero()[:, 0]  # ascending
-    neg_inf = torch.full((p,), float("-inf"), dtype=z.dtype, device=z.device)
-    sentinel = torch.full((p,), n, dtype=torch.long, device=z.device)
-    if len(unseen_ids) == 0:
-        s_max, s_arg = _first_max(z)
-        return _PixelStatistics(s_max, s_arg, neg_inf, sentinel, neg_inf)
-    zu = z.index_select(0, unseen_ids)  # (Nu, P)
-    u_max, u_local = _first_max(zu)
-    below = zu.masked_fill(zu == u_max, float("-inf")).amax(dim=0)  # (P,)
-    if len(seen_ids) == 0:
-        s_max, s_arg = neg_inf, sentinel
-    else:
-        s_max, s_local = _first_max(z.index_select(0, seen_ids))
-        s_arg = seen_ids[s_local]
-    return _PixelStatistics(s_max, s_arg, u_max, unseen_ids[u_local], below)
-
-
-def _unseen_wins(stats: _PixelStatistics, g: torch.Tensor) -> torch.Tensor:
-    """``(P,)`` bool: the best unseen class beats the best seen one under bias ``g``."""
-    m = stats.unseen_max + g
-    return (m > stats.seen_max) | ((m == stats.seen_max) & (stats.unseen_arg < stats.seen_arg))
-
-
-def _seen_threshold(stats: _PixelStatistics) -> torch.Tensor:
+def _seen_threshold(stats: PixelStatistics) -> torch.Tensor:
     """``(P,)`` ``t`` with: the seen class wins under ``g`` iff ``fl(u + g) < t``.
 
     The seen class wins iff ``m < s``, or ``m == s`` and it has the lower index; in the
@@ -253,7 +103,7 @@ def _seen_threshold(stats: _PixelStatistics) -> torch.Tensor:
     return torch.where(seen_first, torch.nextafter(s, torch.full_like(s, float("inf"))), s)
 
 
-def _collapse_candidates(stats: _PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
+def _collapse_candidates(stats: PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
     """Pixel ids where adding some γ might round the two largest unseen logits together.
 
     If ``b < u`` and ``fl(b + g) == fl(u + g) = f`` then ``u - b <= ulp(f) <= eps*(|u| + |g|)
@@ -266,7 +116,7 @@ def _collapse_candidates(stats: _PixelStatistics, gs: list[torch.Tensor]) -> tor
     return ((b < u) & (u - b <= bound)).nonzero()[:, 0]
 
 
-def _rounding_collapse(stats: _PixelStatistics, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def _rounding_collapse(stats: PixelStatistics, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``(P_idx,)`` bool: adding ``g`` makes a smaller unseen logit equal the biased maximum."""
     below, top = stats.unseen_below_max[idx], stats.unseen_max[idx]
     return (below < top) & (below + g == top + g)
@@ -274,7 +124,7 @@ def _rounding_collapse(stats: _PixelStatistics, g: torch.Tensor, idx: torch.Tens
 
 def _prepare(
     logits: torch.Tensor, unseen_mask: torch.Tensor, gammas: Sequence[float]
-) -> tuple[torch.Tensor, _PixelStatistics, list[torch.Tensor], torch.Tensor]:
+) -> tuple[torch.Tensor, PixelStatistics, list[torch.Tensor], torch.Tensor]:
     """Flattens, checks for NaN and returns ``(z, stats, gamma tensors, slow-pixel mask)``.
 
     Slow pixels (rounding collapse for some γ, or a ``+inf`` seen logit) are predicted with
@@ -283,7 +133,7 @@ def _prepare(
     z = _class_dim_first(logits, unseen_mask)
     if len(gammas) == 0:
         raise ValueError("the gamma list is empty")
-    stats = _pixel_statistics(z, unseen_mask)
+    stats = pixel_statistics(z, unseen_mask)
     gs = [_gamma_tensor(g, z) for g in gammas]
     slow = stats.seen_max == float("inf")
     candidates = _collapse_candidates(stats, gs)
@@ -293,33 +143,6 @@ def _prepare(
             collapse |= _rounding_collapse(stats, g, candidates)
         slow[candidates[collapse]] = True
     return z, stats, gs, slow
-
-
-def sweep_predictions(
-    logits: torch.Tensor, unseen_mask: torch.Tensor, gammas: Sequence[float]
-) -> torch.Tensor:
-    """Predictions for every γ, identical to :func:`biased_argmax` for each.
-
-    Args:
-        logits: ``(N, H, W)`` or ``(B, N, H, W)`` unbiased logits.
-        unseen_mask: ``(N,)`` bool, True for unseen classes.
-        gammas: ``G`` bias values, any order.
-
-    Returns:
-        ``(G, H, W)`` or ``(G, B, H, W)`` int64 class ids.
-    """
-    z, stats, gs, slow = _prepare(logits, unseen_mask, gammas)
-    slow_idx = slow.nonzero()[:, 0]
-    mask = unseen_mask.to(z.device, z.dtype)
-    preds = []
-    for g in gs:
-        pred = torch.where(_unseen_wins(stats, g), stats.unseen_arg, stats.seen_arg)  # (P,)
-        if len(slow_idx):
-            zs = z.index_select(1, slow_idx)  # (N, P_slow)
-            pred[slow_idx] = (zs + (mask * g)[:, None]).argmax(dim=0)
-        preds.append(pred)
-    spatial = logits.shape[:-3] + logits.shape[-2:]
-    return torch.stack(preds).reshape(len(gs), *spatial)  # (G, P) -> (G, [B,] H, W)
 
 
 def _ground_truth(
@@ -340,7 +163,7 @@ def _ground_truth(
     return gt.reshape(-1).long()
 
 
-def _seen_counts(stats: _PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
+def _seen_counts(stats: PixelStatistics, gs: list[torch.Tensor]) -> torch.Tensor:
     """``(P,)`` long ``k``: for how many γ the seen class wins (the smallest ``k``, by
     monotonicity); float accumulation of ``<`` is the fastest vectorised form on CPU."""
     threshold = _seen_threshold(stats)
@@ -419,11 +242,10 @@ def _slow_confusion(
 ) -> torch.Tensor:
     """Reference per-γ confusion over the pixels ``idx`` of ``z`` ``(N, P)``: ``(G, N, N)``."""
     n = z.shape[0]
-    zs, gts = z.index_select(1, idx), gt_flat[idx]  # (N, P_slow), (P_slow,)
-    mask = unseen_mask.to(z.device, z.dtype)
+    zs, gts = z.index_select(1, idx)[:, None], gt_flat[idx]  # (N, 1, P_slow), (P_slow,)
     out = []
     for g in gs:
-        pred = (zs + (mask * g)[:, None]).argmax(dim=0)
+        pred = biased_argmax(zs, unseen_mask, float(g))[0]  # (P_slow,)
         out.append(torch.bincount(gts * n + pred, minlength=n * n).view(n, n))
     return torch.stack(out)
 

@@ -1,9 +1,11 @@
 """Chimera-Seg core modelling: CLIP Semantic Head, pseudo masks, prototypes, losses, model."""
 
+from chimeraseg.modeling.build import build_chimeraseg_model
 from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
-from chimeraseg.modeling.csh import CLIPSemanticHead, fold_projection, folded_cosine_logits
-from chimeraseg.modeling.inference import slide_inference, whole_inference
+from chimeraseg.modeling.csh import CLIPSemanticHead
+from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whole_inference
 from chimeraseg.modeling.losses import (
+    ChimeraSegCriterion,
     SelectiveGlobalDistillation,
     segmentation_loss,
     semantic_alignment_loss,
@@ -13,15 +15,16 @@ from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, PseudoMasks, gene
 
 __all__ = [
     "CLIPSemanticHead",
+    "ChimeraSegCriterion",
     "ChimeraSegModel",
     "ImagePrototypes",
+    "InferenceConfig",
     "PseudoMaskConfig",
     "PseudoMasks",
     "SelectiveGlobalDistillation",
+    "build_chimeraseg_model",
     "class_prototypes",
     "downsample_labels",
-    "fold_projection",
-    "folded_cosine_logits",
     "generate_pseudo_masks",
     "segmentation_loss",
     "semantic_alignment_loss",

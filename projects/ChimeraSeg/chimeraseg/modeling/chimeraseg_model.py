@@ -1,16 +1,11 @@
 """ChimeraSegModel: student + CLIP Semantic Head + frozen CLIP teacher (paper §III, Fig. 2, 6).
 
-Training graph and inference as in docs/METHOD.md.
+The model builds features; :class:`~chimeraseg.modeling.losses.ChimeraSegCriterion` scores them
+(training graph and inference as in docs/METHOD.md).
 
-Label spaces. ``forward_train`` takes labels in the FULL dataset index space ``0..N-1`` with 255
-ignore (unseen pixels already 255, see the data mapper). Internally seen ids become ``0..Ns-1``
-(in the order of ``seen_ids``); the per-image classifier is ``cat(As, [Au,] Fl^u)``:
-
-* columns ``0..Ns-1``: seen text embeddings ``As``;
-* transductive only, columns ``Ns..Ns+Nu-1``: unseen text embeddings ``Au`` (pseudo label
-  ``Ns + j`` = unseen class ``unseen_ids[j]``);
-* then the image's latent prototypes, in the order of their pseudo labels; latent regions that
-  vanish at feature resolution have no prototype and their pixels are ignored.
+Label spaces (docs/METHOD.md, 'Label-space conventions'): ``forward_train`` takes dataset ids
+``0..N-1`` with 255 ignore (unseen pixels already 255, see the data mapper); seen ids become
+``0..Ns-1`` in the order of ``seen_ids``.
 
 Checkpoints: :meth:`state_dict` omits the teacher and every frozen CLIP copy in the head (they are
 rebuilt from CLIP), and :meth:`load_state_dict` accepts such state dicts with ``strict=True``.
@@ -26,30 +21,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.modeling.csh import (
-    CLIPSemanticHead,
-    RowFn,
-    fold_projection,
-    folded_cosine_rows,
-)
-from chimeraseg.modeling.inference import LogitsFn, slide_inference, whole_inference
-from chimeraseg.modeling.losses.segmentation import segmentation_loss
-from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
-from chimeraseg.modeling.losses.semantic_alignment import semantic_alignment_loss
-from chimeraseg.modeling.prototypes import ImagePrototypes, class_prototypes, downsample_labels
+from chimeraseg import IGNORE_LABEL
+from chimeraseg.modeling.csh import CLIPSemanticHead
+from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whole_inference
+from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
+from chimeraseg.modeling.prototypes import class_prototypes, downsample_labels
 from chimeraseg.modeling.pseudo_masks import (
+    SETTINGS,
     PseudoMaskConfig,
-    PseudoMasks,
     cell_fraction,
     generate_pseudo_masks,
 )
-from chimeraseg.utils.distributed import all_gather_rows, get_rank
 
 __all__ = ["ChimeraSegModel"]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-_PAD_LOGIT = -1.0e4  # logit of absent latent columns: exp(-1e4) == 0, finite under upsampling
 _UNSEEN_LEAK, _INVALID = -2, -1  # label lookup-table markers
 
 
@@ -68,26 +55,11 @@ class ChimeraSegModel(nn.Module):
         num_classes: ``N`` of the dataset (``<= 255``).
         setting: ``"inductive"`` or ``"transductive"``.
         pseudo_masks: pseudo-mask knobs (defaults when None).
-        sgd: SGD module; None disables SGD (Table III). Its ``gather_across_processes`` flag
-            also decides whether SAM gathers CLS tokens across processes (True when None).
-        sgd_weight: weight of ``Lsgd`` (0 skips its computation).
-        lambda_sam: weight of ``Lsam`` (0 skips it; Table XII).
-        tau: logit temperature ``τ`` of the cosine classifier.
-        tau_f: SAM prototype temperature.
-        tau_c: SAM text temperature.
-        ce_weight: cross-entropy weight in ``Lseg``.
-        focal_weight: focal-loss weight in ``Lseg``.
-        focal_gamma: focal ``γ``.
+        criterion: the losses with their weights and temperatures (training needs one).
+        logit_tau: temperature ``τ`` of the cosine logits (training and inference).
         pixel_mean: student normalisation mean (on 0..255 RGB).
         pixel_std: student normalisation std.
-        fold_projection: at inference, use the folded ``Fres·(P·Âᵀ)`` path (exact; more work,
-            see :func:`~chimeraseg.modeling.csh.fold_projection`).
-        head_downsample: INEXACT speed option, off by default (1). ``k > 1`` average-pools the
-            decoder output ``k x k`` (``ceil_mode``) before the CSH at inference, so the CSH runs
-            at stride ``4k`` on ``k²`` times fewer positions; the logits are still upsampled once
-            to the input size. Training never pools.
-        seed: seed of the Gumbel-noise generator (offset by the process rank); None = global RNG.
-        ignore_index: ignore label.
+        inference: default inference options of :meth:`forward_test` (defaults when None).
     """
 
     def __init__(
@@ -104,40 +76,22 @@ class ChimeraSegModel(nn.Module):
         num_classes: int,
         setting: str = "inductive",
         pseudo_masks: PseudoMaskConfig | None = None,
-        sgd: SelectiveGlobalDistillation | None = None,
-        sgd_weight: float = 1.0,
-        lambda_sam: float = 0.5,
-        tau: float = 0.07,
-        tau_f: float = 0.07,
-        tau_c: float = 0.01,
-        ce_weight: float = 1.0,
-        focal_weight: float = 1.0,
-        focal_gamma: float = 2.0,
+        criterion: ChimeraSegCriterion | None = None,
+        logit_tau: float = 0.07,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
-        fold_projection: bool = False,
-        head_downsample: int = 1,
-        seed: int | None = None,
-        ignore_index: int = 255,
+        inference: InferenceConfig | None = None,
     ) -> None:
         super().__init__()
-        if setting not in ("inductive", "transductive"):
-            raise ValueError(f"ChimeraSegModel: setting={setting!r} is not inductive|transductive")
+        if setting not in SETTINGS:
+            raise ValueError(f"ChimeraSegModel: setting={setting!r} is not one of {SETTINGS}")
         self.backbone, self.decoder, self.head, self.teacher = backbone, decoder, head, teacher
-        self.sgd = sgd
+        if not math.isfinite(logit_tau) or logit_tau <= 0:
+            raise ValueError(f"ChimeraSegModel: logit_tau={logit_tau!r} must be finite and > 0")
+        self.criterion, self.logit_tau = criterion, float(logit_tau)
         self.setting = setting
         self.pseudo_mask_config = pseudo_masks or PseudoMaskConfig()
-        weights = {"sgd_weight": sgd_weight, "lambda_sam": lambda_sam, "ce_weight": ce_weight}
-        weights.update(focal_weight=focal_weight, focal_gamma=focal_gamma)
-        _check_loss_arguments(weights, {"tau": tau, "tau_f": tau_f, "tau_c": tau_c})
-        self.sgd_weight, self.lambda_sam = float(sgd_weight), float(lambda_sam)
-        self.tau, self.tau_f, self.tau_c = float(tau), float(tau_f), float(tau_c)
-        self.ce_weight, self.focal_weight = float(ce_weight), float(focal_weight)
-        self.focal_gamma = float(focal_gamma)
-        self.fold_projection = fold_projection
-        self.head_downsample = _check_head_downsample(head_downsample)
-        self.seed = seed
-        self.ignore_index = ignore_index
+        self.inference = inference or InferenceConfig()
         self.num_classes = num_classes
         self.seen_ids, self.unseen_ids = [int(i) for i in seen_ids], [int(i) for i in unseen_ids]
         self._check_split(seen_text, unseen_text)
@@ -150,7 +104,6 @@ class ChimeraSegModel(nn.Module):
         std = torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
-        self._generators: dict[torch.device, torch.Generator] = {}
         self.register_state_dict_post_hook(_drop_frozen_clip_keys)
         self.register_load_state_dict_pre_hook(_restore_frozen_clip_keys)
 
@@ -158,7 +111,7 @@ class ChimeraSegModel(nn.Module):
     def _check_split(self, seen_text: torch.Tensor, unseen_text: torch.Tensor) -> None:
         seen, unseen = set(self.seen_ids), set(self.unseen_ids)
         everything = self.seen_ids + self.unseen_ids
-        if not 0 < self.num_classes <= self.ignore_index:
+        if not 0 < self.num_classes <= IGNORE_LABEL:
             raise ValueError(f"ChimeraSegModel: num_classes={self.num_classes} not in [1, 255]")
         if seen & unseen or len(seen) != len(self.seen_ids) or len(unseen) != len(self.unseen_ids):
             raise ValueError("ChimeraSegModel: seen_ids/unseen_ids overlap or repeat an id")
@@ -175,7 +128,7 @@ class ChimeraSegModel(nn.Module):
     def _build_label_lut(self) -> torch.Tensor:
         """``(256,)`` long: dataset id -> training id (seen), 255 -> 255, else a marker."""
         lut = torch.full((256,), _INVALID, dtype=torch.long)
-        lut[self.ignore_index] = self.ignore_index
+        lut[IGNORE_LABEL] = IGNORE_LABEL
         lut[self.unseen_ids] = _UNSEEN_LEAK
         lut[self.seen_ids] = torch.arange(len(self.seen_ids))
         return lut
@@ -190,15 +143,6 @@ class ChimeraSegModel(nn.Module):
                 if not (isinstance(value, nn.Parameter) and value.requires_grad):
                     keys.append(f"head.{name}.{key}")
         return keys
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        if device not in self._generators:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(self.seed + get_rank())  # different noise on every process
-            self._generators[device] = generator
-        return self._generators[device]
 
     # ----------------------------------------------------------------------------------- shared
     @property
@@ -228,18 +172,13 @@ class ChimeraSegModel(nn.Module):
                 )
             raise ValueError(
                 f"training label value {value} is neither a class id in [0, {self.num_classes}) "
-                f"nor the ignore value {self.ignore_index}"
+                f"nor the ignore value {IGNORE_LABEL}"
             )
         return mapped
 
-    def residual_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Student + CSH up to ``Fres``: ``(B, 3, H, W)`` 0..255 -> ``(B, h, w, Dv)``."""
-        x = (images - self.pixel_mean) / self.pixel_std
-        return self.head.residual_tokens(self.decoder(self.backbone(x)))
-
     def clip_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``Fc``: ``(B, 3, H, W)`` 0..255 RGB -> ``(B, D, h, w)``."""
-        return self.head.proj(self.residual_tokens(images)).permute(0, 3, 1, 2)  # (B, D, h, w)
+        """``Fc``: ``(B, 3, H, W)`` 0..255 RGB -> ``(B, D, h, w)`` (student, decoder, CSH)."""
+        return self.head(self.head_features(images))  # (B, D, h, w)
 
     # ------------------------------------------------------------------------------------ train
     def forward_train(
@@ -249,7 +188,7 @@ class ChimeraSegModel(nn.Module):
         iteration: int,
         valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training losses, already weighted (their sum is ``L``).
+        """Training losses of the criterion, already weighted (their sum is ``L``).
 
         Args:
             images: ``(B, 3, H, W)`` float RGB 0..255.
@@ -263,8 +202,8 @@ class ChimeraSegModel(nn.Module):
         Returns:
             ``{"loss_seg", "loss_sgd", "loss_sam"}`` scalar tensors.
         """
-        if self.teacher is None:
-            raise RuntimeError("ChimeraSegModel.forward_train needs a teacher (got None)")
+        if self.teacher is None or self.criterion is None:
+            raise RuntimeError("ChimeraSegModel.forward_train needs a teacher and a criterion")
         if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
             raise ValueError(
                 f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match"
@@ -285,130 +224,51 @@ class ChimeraSegModel(nn.Module):
             seen_text=self.seen_text,
             unseen_text=self.unseen_text,
             config=self.pseudo_mask_config,
-            ignore_index=self.ignore_index,
             valid=valid,
         )
-        small = downsample_labels(pseudo.labels, tuple(features.shape[-2:]))  # (B, h, w)
+        size = tuple(features.shape[-2:])
+        small = downsample_labels(pseudo.labels, size)  # (B, h, w)
         protos = class_prototypes(
             features, small, num_seen=self.num_seen, latent_start=pseudo.latent_start
         )
-        zero = features.new_zeros((), dtype=torch.float32)
-        losses = {"loss_seg": self._segmentation_loss(features, pseudo, protos)}
-        losses["loss_sgd"] = zero
-        if self.sgd is not None and self.sgd_weight != 0.0:
-            generator = self._generator(features.device)
-            small_valid = None
-            if valid is not None:  # a position is valid when >= half of its pixels are
-                small_valid = cell_fraction(valid, tuple(features.shape[-2:])) >= 0.5
-            sgd = self.sgd(features, teacher_out.cls, iteration, generator, small_valid)
-            losses["loss_sgd"] = self.sgd_weight * sgd
-        losses["loss_sam"] = zero
-        if self.lambda_sam != 0.0:
-            losses["loss_sam"] = self.lambda_sam * self._sam_loss(
-                protos, teacher_out.cls, self.gather_across_processes
-            )
-        return losses
-
-    def _fixed_classifier(self) -> torch.Tensor:
-        """``(C0, D)``: ``As`` (inductive) or ``cat(As, Au)`` (transductive)."""
+        fixed = self.seen_text
         if self.setting == "transductive":
-            return torch.cat([self.seen_text, self.unseen_text])
-        return self.seen_text
-
-    def _segmentation_loss(
-        self, features: torch.Tensor, pseudo: PseudoMasks, protos: list[ImagePrototypes]
-    ) -> torch.Tensor:
-        b = features.shape[0]
-        fixed = self._fixed_classifier().to(features.dtype)  # (C0, D)
-        c0 = fixed.shape[0]
-        max_latent = max(p.latent.shape[0] for p in protos)
-        classifier = fixed.new_zeros(b, c0 + max_latent, fixed.shape[1])  # (B, C, D)
-        classifier[:, :c0] = fixed
-        present = torch.zeros(b, c0 + max_latent, dtype=torch.bool, device=features.device)
-        present[:, :c0] = True
-        # Per-image label -> column table; latent labels without a prototype map to ignore.
-        lut = torch.full((b, 256), self.ignore_index, dtype=torch.long, device=features.device)
-        lut[:, :c0] = torch.arange(c0, device=features.device)
-        for i, proto in enumerate(protos):
-            n = proto.latent.shape[0]
-            classifier[i, c0 : c0 + n] = F.normalize(proto.latent, dim=-1)
-            present[i, c0 : c0 + n] = True
-            lut[i, proto.latent_ids] = torch.arange(c0, c0 + n, device=features.device)
-        target = lut.gather(1, pseudo.labels.flatten(1)).view_as(pseudo.labels)  # (B, H, W)
-        tokens = F.normalize(features.permute(0, 2, 3, 1), dim=-1)  # (B, h, w, D) unit
-        cosine = tokens.flatten(1, 2) @ classifier.transpose(1, 2)  # (B, h·w, C)
-        logits = cosine.view(*tokens.shape[:3], -1).permute(0, 3, 1, 2) / self.tau  # (B,C,h,w)
-        logits = logits.masked_fill(~present[:, :, None, None], _PAD_LOGIT)
-        return segmentation_loss(
-            logits,
-            target,
-            ignore_index=self.ignore_index,
-            ce_weight=self.ce_weight,
-            focal_weight=self.focal_weight,
-            focal_gamma=self.focal_gamma,
+            fixed = torch.cat([self.seen_text, self.unseen_text])  # (Ns + Nu, D)
+        outputs = TrainingOutputs(
+            features=features,
+            cls=teacher_out.cls,
+            pseudo_labels=pseudo.labels,
+            prototypes=protos,
+            fixed_text=fixed,
+            seen_text=self.seen_text,
+            logit_tau=self.logit_tau,
+            # a position is valid when >= half of its pixels are
+            valid=None if valid is None else cell_fraction(valid, size) >= 0.5,
         )
-
-    @property
-    def gather_across_processes(self) -> bool:
-        """Whether SAM (like SGD) uses every process's CLS tokens: the SGD module's
-        ``gather_across_processes`` flag, or True when SGD is disabled (``sgd is None``)."""
-        return True if self.sgd is None else bool(self.sgd.gather_across_processes)
-
-    def _sam_loss(
-        self, protos: list[ImagePrototypes], cls: torch.Tensor, gather: bool = True
-    ) -> torch.Tensor:
-        """``Lsam`` of the local seen prototypes against the CLS tokens ``(B, D)``.
-
-        Args:
-            protos: per-image prototypes of the local batch.
-            cls: ``(B, D)`` unit teacher CLS embeddings of the local batch.
-            gather: use every process's CLS tokens (``forward_train`` passes
-                :attr:`gather_across_processes`, the SGD module's flag).
-        """
-        seen_protos = torch.cat([p.seen for p in protos])  # (O, D) over the local batch
-        seen_ids = torch.cat([p.seen_ids for p in protos])  # (O,)
-        if gather:
-            all_cls, _ = all_gather_rows(cls)  # (B_global, D), no gradient
-        else:
-            all_cls = cls.detach()  # (B, D) local batch only
-        return semantic_alignment_loss(
-            seen_protos, self.seen_text[seen_ids], all_cls, tau_f=self.tau_f, tau_c=self.tau_c
-        )
+        return self.criterion(outputs, iteration)
 
     # ------------------------------------------------------------------------------------- test
     def forward_test(
         self,
         images: torch.Tensor,
         vocabulary_embeddings: torch.Tensor,
-        unseen_mask: torch.Tensor | None = None,
-        gamma: float = 0.0,
-        mode: str = "whole",
-        crop: tuple[int, int] | None = None,
-        stride: tuple[int, int] | None = None,
-        chunk_tokens: int | None = None,
-        head_downsample: int | None = None,
+        options: InferenceConfig | None = None,
     ) -> torch.Tensor:
-        """Cosine logits over any vocabulary (no CLIP image encoder is run).
+        """Unbiased cosine logits over any vocabulary (no CLIP image encoder is run).
 
         Call under ``torch.inference_mode()`` for speed: without autograd the CSH and the cosine
         run over chunks of positions (exact, see
         :meth:`~chimeraseg.modeling.csh.CLIPSemanticHead.map_positions`) and the logits are
-        upsampled image by image.
+        upsampled image by image. The γ bias of unseen classes is the evaluator's
+        (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
 
         Args:
             images: ``(B, 3, H, W)`` float RGB 0..255.
             vocabulary_embeddings: ``(N, D)`` text embeddings ``A``.
-            unseen_mask: ``(N,)`` bool, classes that receive ``gamma``; None = none.
-            gamma: calibration added to the unseen logits (after ``/τ``).
-            mode: ``"whole"`` or ``"slide"``.
-            crop: slide window ``(h, w)`` (required for ``"slide"``).
-            stride: slide step ``(h, w)`` (required for ``"slide"``).
-            chunk_tokens: CSH positions per chunk; None = ``head.chunk_tokens``; 0 = one pass.
-            head_downsample: None = ``self.head_downsample``; ``k > 1`` runs the CSH on the
-                ``k x k`` average-pooled decoder output (INEXACT speed option).
+            options: mode, window, head downsampling, chunk size; None = ``self.inference``.
 
         Returns:
-            ``(B, N, H, W)`` logits ``cos(Fc, A)/τ (+ γ)``.
+            ``(B, N, H, W)`` logits ``cos(Fc, A)/τ``.
         """
         text = F.normalize(vocabulary_embeddings.float(), dim=-1)  # (N, D)
         if text.dim() != 2 or text.shape[1] != self.head.embed_dim:
@@ -416,24 +276,21 @@ class ChimeraSegModel(nn.Module):
                 f"vocabulary_embeddings {tuple(vocabulary_embeddings.shape)} must be "
                 f"(N, {self.head.embed_dim})"
             )
-        down = self.head_downsample if head_downsample is None else head_downsample
-        row_fn = self._folded_row_fn(text) if self.fold_projection else self._row_fn(text)
-        logits_fn = self._logits_fn(row_fn, chunk_tokens, _check_head_downsample(down))
-        if mode == "whole":
-            logits = whole_inference(logits_fn, images)
-        elif mode == "slide":
-            if crop is None or stride is None:
-                raise ValueError("forward_test(mode='slide') needs crop and stride")
-            logits = slide_inference(logits_fn, images, crop, stride)
-        else:
-            raise ValueError(f"forward_test: mode={mode!r} is not 'whole' or 'slide'")
-        if unseen_mask is not None and gamma != 0.0:
-            if unseen_mask.shape != (text.shape[0],) or unseen_mask.dtype != torch.bool:
-                raise ValueError(f"unseen_mask must be bool ({text.shape[0]},)")
-            bias = unseen_mask.to(logits.dtype).view(1, -1, 1, 1) * gamma  # (1, N, 1, 1)
-            # in place without autograd: no second (B, N, H, W) tensor
-            logits = logits + bias if torch.is_grad_enabled() else logits.add_(bias)
-        return logits
+        options = options or self.inference
+        tau = self.logit_tau
+
+        def row_fn(residual: torch.Tensor) -> torch.Tensor:  # Fres (..., Dv) -> (..., N)
+            tokens = self.head.proj(residual)  # (..., D)
+            return (F.normalize(tokens.float(), dim=-1) @ text.t()) / tau
+
+        def logits_fn(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H', W') -> (B, N, h, w)
+            features = self.head_features(images, options.head_downsample)  # (B, E, h, w)
+            logits = self.head.map_positions(features, row_fn, options.chunk_tokens)
+            return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
+
+        if options.mode == "slide":
+            return slide_inference(logits_fn, images, options.slide_crop, options.slide_stride)
+        return whole_inference(logits_fn, images)
 
     def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
         """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.
@@ -445,53 +302,6 @@ class ChimeraSegModel(nn.Module):
         if downsample == 1:
             return features
         return F.avg_pool2d(features, downsample, ceil_mode=True)  # (B, E, h/k, w/k)
-
-    def _row_fn(self, text: torch.Tensor) -> RowFn:
-        """``Fres (..., Dv) -> cos(Fres·P, A)/τ (..., N)``."""
-
-        def row_fn(residual: torch.Tensor) -> torch.Tensor:
-            tokens = self.head.proj(residual)  # (..., D)
-            return (F.normalize(tokens.float(), dim=-1) @ text.t()) / self.tau  # (..., N)
-
-        return row_fn
-
-    def _folded_row_fn(self, text: torch.Tensor) -> RowFn:
-        """Like :meth:`_row_fn` through the folded classifier ``P·Âᵀ`` (exact, more work)."""
-        weight = self.head.proj.weight.float()  # (Dv, D)
-        folded = fold_projection(text, weight)  # (Dv, N)
-        gram = weight @ weight.t()  # (Dv, Dv)
-
-        def row_fn(residual: torch.Tensor) -> torch.Tensor:
-            return folded_cosine_rows(residual.float(), folded, gram, self.tau)  # (..., N)
-
-        return row_fn
-
-    def _logits_fn(self, row_fn: RowFn, chunk_tokens: int | None, downsample: int) -> LogitsFn:
-        def logits_fn(images: torch.Tensor) -> torch.Tensor:
-            features = self.head_features(images, downsample)  # (B, E, h, w)
-            logits = self.head.map_positions(features, row_fn, chunk_tokens)  # (B, h, w, N)
-            return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
-
-        return logits_fn
-
-
-def _check_loss_arguments(non_negative: dict[str, float], positive: dict[str, float]) -> None:
-    """Raises unless loss weights are finite and >= 0 and temperatures finite and > 0.
-
-    A zero temperature is a NaN loss at the first iteration; a negative weight maximises its loss.
-    """
-    for name, value in non_negative.items():
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"ChimeraSegModel: {name}={value!r} must be finite and >= 0")
-    for name, value in positive.items():
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"ChimeraSegModel: {name}={value!r} must be finite and > 0")
-
-
-def _check_head_downsample(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ChimeraSegModel: head_downsample={value!r} must be an int >= 1")
-    return value
 
 
 def _drop_frozen_clip_keys(

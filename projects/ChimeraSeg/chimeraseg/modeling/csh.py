@@ -14,10 +14,14 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.clip.partial import build_ln_post, build_vencoder, build_visual_projection
+from chimeraseg.clip.partial import (
+    build_ln_post,
+    build_vencoder,
+    build_visual_projection,
+    keep_frozen_in_eval,
+)
 
 __all__ = [
     "CLIPSemanticHead",
@@ -25,9 +29,6 @@ __all__ = [
     "ChannelLastGroupNorm",
     "DEFAULT_CHUNK_TOKENS",
     "RowFn",
-    "fold_projection",
-    "folded_cosine_logits",
-    "folded_cosine_rows",
 ]
 
 DEFAULT_CHUNK_TOKENS = 1024  # positions per CSH chunk at inference (FFN intermediate ~12 MB)
@@ -102,11 +103,6 @@ class CLIPSemanticHead(nn.Module):
         norm: ``"BN" | "GN" | "LN_clip" | "LN" | "none"`` (Table IX).
         residual: ``Fres = Fp + Fbn`` (else ``Fbn``) (Table IV).
         proj: ``"frozen"`` CLIP copy, ``"learnable"`` CLIP init, ``"he"`` Kaiming init (Table V).
-        chunk_tokens: when no gradient is recorded (``torch.no_grad``/``inference_mode``) and the
-            norm is per-position (BN in eval mode, LN, LN_clip, none), run the head over chunks
-            of this many positions (exact: the same per-position maps, smaller intermediates;
-            the FFN's ``4·Dv`` intermediate stays cache-sized). 0 disables chunking. Never
-            chunks in training or with GN (their statistics span all positions).
     """
 
     def __init__(
@@ -123,7 +119,6 @@ class CLIPSemanticHead(nn.Module):
         norm: str = "BN",
         residual: bool = True,
         proj: str = "frozen",
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     ) -> None:
         super().__init__()
         if norm not in NORM_TYPES:
@@ -132,7 +127,6 @@ class CLIPSemanticHead(nn.Module):
             raise ValueError(f"CLIPSemanticHead: proj={proj!r} is not one of {PROJ_TYPES}")
         if mlp_layers not in (1, 2):
             raise ValueError(f"CLIPSemanticHead: mlp_layers={mlp_layers} must be 1 or 2")
-        _check_chunk_tokens(chunk_tokens)
         self.vencoder = build_vencoder(
             clip_visual,
             num_blocks=vencoder_blocks,
@@ -158,7 +152,6 @@ class CLIPSemanticHead(nn.Module):
         self.residual = residual
         self.norm_type = norm
         self.proj_type = proj
-        self.chunk_tokens = chunk_tokens
 
     def frozen_clip_modules(self) -> dict[str, nn.Module]:
         """Submodules holding frozen CLIP copies (name -> module), for checkpoint filtering."""
@@ -171,11 +164,7 @@ class CLIPSemanticHead(nn.Module):
 
     def train(self, mode: bool = True) -> CLIPSemanticHead:
         """Sets train mode; frozen CLIP copies stay in eval mode."""
-        super().train(mode)
-        for module in self.frozen_clip_modules().values():
-            if not any(p.requires_grad for p in module.parameters()):
-                module.eval()
-        return self
+        return keep_frozen_in_eval(super().train(mode))
 
     def chunking_allowed(self) -> bool:
         """Whether chunking over positions is exact now: no autograd, per-position norm.
@@ -197,16 +186,18 @@ class CLIPSemanticHead(nn.Module):
         self,
         features: torch.Tensor,
         row_fn: RowFn | None = None,
-        chunk_tokens: int | None = None,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     ) -> torch.Tensor:
         """``row_fn(Fres)`` at every position, in chunks of positions when that is exact.
+
+        Chunks keep the intermediates small (the FFN's ``4·Dv`` one stays cache-sized) and give
+        the same per-position maps; they are used only when :meth:`chunking_allowed`.
 
         Args:
             features: ``(B, E, h, w)`` student features ``F``.
             row_fn: per-position map of ``Fres`` rows ``(L, Dv) -> (L, K)``; it must treat rows
                 independently (projection, cosine vs text, ...). None = identity (``K = Dv``).
-            chunk_tokens: positions per chunk; None = ``self.chunk_tokens``; 0 = one pass.
-                Used only when :meth:`chunking_allowed`.
+            chunk_tokens: positions per chunk; 0 = one pass.
 
         Returns:
             ``(B, h, w, K)`` contiguous.
@@ -216,8 +207,7 @@ class CLIPSemanticHead(nn.Module):
                 f"CLIPSemanticHead expects features (B, {self.in_channels}, h, w); got "
                 f"{tuple(features.shape)}"
             )
-        chunk = self.chunk_tokens if chunk_tokens is None else chunk_tokens
-        _check_chunk_tokens(chunk)
+        chunk = chunk_tokens
         tokens = features.permute(0, 2, 3, 1)  # (B, h, w, E) channel-last view
         positions = tokens.shape[0] * tokens.shape[1] * tokens.shape[2]
         if chunk == 0 or positions <= chunk or not self.chunking_allowed():
@@ -233,103 +223,8 @@ class CLIPSemanticHead(nn.Module):
             out[start : start + chunk] = part if row_fn is None else row_fn(part)
         return out.view(*tokens.shape[:3], -1)  # (B, h, w, K)
 
-    def residual_tokens(
-        self, features: torch.Tensor, chunk_tokens: int | None = None
+    def forward(
+        self, features: torch.Tensor, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     ) -> torch.Tensor:
-        """``Fres`` on channel-last tokens.
-
-        Args:
-            features: ``(B, E, h, w)`` student features ``F``.
-            chunk_tokens: see :meth:`map_positions` (None = ``self.chunk_tokens``).
-
-        Returns:
-            ``(B, h, w, Dv)`` contiguous ``Fres`` (before ``proj``).
-        """
-        return self.map_positions(features, None, chunk_tokens)
-
-    def forward_tokens(
-        self, features: torch.Tensor, chunk_tokens: int | None = None
-    ) -> torch.Tensor:
-        """``Fc`` channel-last ``(B, E, h, w) -> (B, h, w, D)``, chunked as in ``map_positions``."""
-        return self.map_positions(features, self.proj, chunk_tokens)
-
-    def forward(self, features: torch.Tensor, chunk_tokens: int | None = None) -> torch.Tensor:
-        """Maps student features to CLIP-bridged features.
-
-        Args:
-            features: ``(B, E, h, w)`` student features ``F``.
-            chunk_tokens: see :meth:`map_positions` (None = ``self.chunk_tokens``).
-
-        Returns:
-            ``(B, D, h, w)`` ``Fc`` (a channels-last strided view of the token tensor).
-        """
-        return self.forward_tokens(features, chunk_tokens).permute(0, 3, 1, 2)  # (B, D, h, w)
-
-
-def _check_chunk_tokens(chunk_tokens: int) -> None:
-    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 0:
-        raise ValueError(
-            f"CLIPSemanticHead: chunk_tokens={chunk_tokens!r} must be an int >= 0 (0 = no chunking)"
-        )
-
-
-def fold_projection(text: torch.Tensor, proj_weight: torch.Tensor) -> torch.Tensor:
-    """Folds the CLIP projection into unit text embeddings: ``P · Âᵀ``.
-
-    With ``Fc = Fres · P``, ``Fc · Âᵀ = Fres · (P · Âᵀ)``; the cosine additionally needs
-    ``‖Fc‖ = sqrt(rowsum((Fres · G) ⊙ Fres))`` with the Gram matrix ``G = P · Pᵀ``
-    (see :func:`folded_cosine_logits`).
-
-    Cost per pixel (multiply-adds), ``Dv = 768``, ``D = 512``, ``N`` classes:
-    unfolded ``Dv·D + D·N`` (projection, then text GEMM); folded ``Dv·N + Dv·Dv`` (folded text
-    GEMM plus the Gram norm). Since ``‖Fc‖`` needs a rank-``D`` map of ``Fres`` whatever is
-    folded, the folded path never saves work when ``Dv >= D`` (ViT-B/16: 768·(N + 768) vs
-    512·(N + 768), i.e. 1.5x more). Only argmax-without-bias consumers could skip the norm
-    (it is a positive per-pixel scale), but the γ calibration breaks that invariance. Hence the
-    unfolded path is the default and folding is an exact, tested alternative.
-
-    Args:
-        text: ``(N, D)`` text embeddings (normalised here).
-        proj_weight: ``(Dv, D)`` projection ``P``.
-
-    Returns:
-        ``(Dv, N)`` folded classifier.
-    """
-    return proj_weight @ F.normalize(text, dim=-1).t()  # (Dv, D) @ (D, N)
-
-
-def folded_cosine_rows(
-    residual: torch.Tensor, folded: torch.Tensor, gram: torch.Tensor, tau: float
-) -> torch.Tensor:
-    """``cos(Fres·P, A)/τ`` per position, channel-last: ``(..., Dv) -> (..., N)``.
-
-    Args:
-        residual: ``(..., Dv)`` ``Fres`` tokens.
-        folded: ``(Dv, N)`` from :func:`fold_projection`.
-        gram: ``(Dv, Dv)`` ``P · Pᵀ``.
-        tau: temperature.
-
-    Returns:
-        ``(..., N)`` logits.
-    """
-    dots = residual @ folded  # (..., N) = Fc · Âᵀ
-    sq_norm = ((residual @ gram) * residual).sum(-1, keepdim=True)  # (..., 1) = ‖Fc‖²
-    norm = sq_norm.clamp_min(1e-24).sqrt().clamp_min(1e-12)  # same eps as F.normalize
-    return dots / norm / tau
-
-
-def folded_cosine_logits(
-    residual: torch.Tensor, folded: torch.Tensor, gram: torch.Tensor, tau: float
-) -> torch.Tensor:
-    """``cos(Fres·P, A)/τ`` from the folded classifier, without forming ``Fc``.
-
-    Args:
-        residual: ``(B, h, w, Dv)`` ``Fres`` tokens.
-        folded: ``(Dv, N)`` from :func:`fold_projection`.
-        gram: ``(Dv, Dv)`` ``P · Pᵀ``.
-        tau: temperature.
-
-    Returns:
-        ``(B, N, h, w)`` logits.
-    """
-    return folded_cosine_rows(residual, folded, gram, tau).permute(0, 3, 1, 2)  # (B, N, h, w)
+        """``Fc`` ``(B, D, h, w)`` (a channels-last view) of student features ``(B, E, h, w)``."""
+        return self.map_positions(features, self.proj, chunk_tokens).permute(0, 3, 1, 2)

@@ -5,15 +5,60 @@ The paper does not say which; the choice is ``TEST.MODE`` (docs/METHOD.md, 'Infe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LogitsFn", "upsample_logits", "whole_inference", "slide_inference", "window_starts"]
+from chimeraseg.modeling.csh import DEFAULT_CHUNK_TOKENS
+
+__all__ = [
+    "INFERENCE_MODES",
+    "InferenceConfig",
+    "LogitsFn",
+    "upsample_logits",
+    "whole_inference",
+    "slide_inference",
+    "window_starts",
+]
 
 # Maps images (B, 3, H', W') to low-resolution logits (B, N, h', w').
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+INFERENCE_MODES = ("whole", "slide")  # docs/METHOD.md, 'Inference'
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How :meth:`~chimeraseg.modeling.ChimeraSegModel.forward_test` runs (``TEST.*`` keys).
+
+    Attributes:
+        mode: ``"whole"`` (one pass) or ``"slide"`` (overlap-averaged windows).
+        slide_crop: window ``(h, w)`` of ``"slide"``.
+        slide_stride: window step ``(h, w)`` of ``"slide"``.
+        head_downsample: INEXACT speed option, off at 1: ``k > 1`` average-pools the decoder
+            output ``k x k`` (``ceil_mode``) before the CSH, which then runs at stride ``4k``.
+        chunk_tokens: CSH positions per chunk without autograd (exact); 0 = one pass.
+    """
+
+    mode: str = "whole"
+    slide_crop: tuple[int, int] = (512, 512)
+    slide_stride: tuple[int, int] = (341, 341)
+    head_downsample: int = 1
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.mode not in INFERENCE_MODES:
+            raise ValueError(f"InferenceConfig: mode={self.mode!r} is not one of {INFERENCE_MODES}")
+        for name, minimum in (("head_downsample", 1), ("chunk_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"InferenceConfig: {name}={value!r} must be an int >= {minimum}")
+        for name in ("slide_crop", "slide_stride"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or min(value) <= 0:
+                raise ValueError(f"InferenceConfig: {name}={value!r} must be two positive ints")
+            object.__setattr__(self, name, (int(value[0]), int(value[1])))
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

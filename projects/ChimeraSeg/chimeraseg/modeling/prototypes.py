@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chimeraseg import IGNORE_LABEL
+
 __all__ = ["ImagePrototypes", "class_prototypes", "downsample_labels"]
 
 
@@ -50,7 +52,6 @@ def class_prototypes(
     *,
     num_seen: int,
     latent_start: int | None = None,
-    ignore_index: int = 255,
 ) -> list[ImagePrototypes]:
     """Mean feature of every label present in each image.
 
@@ -60,10 +61,9 @@ def class_prototypes(
     Args:
         features: ``(B, D, h, w)`` CSH output ``Fc`` (gradient flows into the prototypes).
         labels: ``(B, h, w)`` long pseudo labels at feature resolution (see
-            :func:`downsample_labels`); ``ignore_index`` pixels are skipped.
+            :func:`downsample_labels`); 255 pixels are skipped.
         num_seen: ``Ns``; labels below it are seen classes.
         latent_start: first latent label (defaults to ``num_seen``).
-        ignore_index: ignored label value.
 
     Returns:
         One :class:`ImagePrototypes` per image.
@@ -78,7 +78,7 @@ def class_prototypes(
     flat = labels.flatten(1)  # (B, h·w)
     out = []
     for tok, lab in zip(tokens, flat):
-        keep = (lab != ignore_index) & ((lab < num_seen) | (lab >= latent_start))
+        keep = (lab != IGNORE_LABEL) & ((lab < num_seen) | (lab >= latent_start))
         ids, inverse = torch.unique(lab[keep], sorted=True, return_inverse=True)  # (L,), (V,)
         sums = tok.new_zeros(ids.shape[0], tok.shape[1]).index_add(0, inverse, tok[keep])
         counts = torch.bincount(inverse, minlength=ids.shape[0]).to(tok.dtype)  # (L,)

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
+from chimeraseg import IGNORE_LABEL
 
-_MODES = ("inductive", "transductive")
+__all__ = ["SETTINGS", "PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
+
+SETTINGS = ("inductive", "transductive")  # docs/METHOD.md, 'Pseudo masks'
 
 
 @dataclass(frozen=True)
@@ -106,20 +108,18 @@ def generate_pseudo_masks(
     seen_text: torch.Tensor | None = None,
     unseen_text: torch.Tensor | None = None,
     config: PseudoMaskConfig | None = None,
-    ignore_index: int = 255,
     valid: torch.Tensor | None = None,
 ) -> PseudoMasks:
     """Fills ignore pixels with latent regions (and, transductively, unseen classes).
 
     Args:
-        labels: ``(B, H, W)`` long training labels: seen classes ``0..Ns-1``, ``ignore_index``.
+        labels: ``(B, H, W)`` long training labels: seen classes ``0..Ns-1``, 255.
         teacher_dense: ``(B, D, h', w')`` teacher patch features (any norm).
         num_seen: ``Ns``.
         mode: ``"inductive"`` or ``"transductive"``.
         seen_text: ``(Ns, D)`` seen text embeddings (transductive only).
         unseen_text: ``(Nu, D)`` unseen text embeddings (transductive only).
         config: generator knobs (defaults when None).
-        ignore_index: ignore label value.
         valid: ``(B, H, W)`` bool, real (unpadded) pixels; None = every pixel is valid (then the
             result is bit-identical to not passing it). Only valid ignore pixels form and receive
             regions, and a teacher cell belongs to the region only if, in addition to the
@@ -127,12 +127,12 @@ def generate_pseudo_masks(
             are valid.
 
     Returns:
-        :class:`PseudoMasks`; the map equals ``labels`` wherever ``labels != ignore_index`` or
+        :class:`PseudoMasks`; the map equals ``labels`` wherever ``labels != IGNORE_LABEL`` or
         ``valid`` is False.
     """
     cfg = config or PseudoMaskConfig()
-    if mode not in _MODES:
-        raise ValueError(f"generate_pseudo_masks: mode={mode!r} is not one of {_MODES}")
+    if mode not in SETTINGS:
+        raise ValueError(f"generate_pseudo_masks: mode={mode!r} is not one of {SETTINGS}")
     if labels.dim() != 3 or teacher_dense.dim() != 4 or labels.shape[0] != teacher_dense.shape[0]:
         raise ValueError(
             f"generate_pseudo_masks: labels {tuple(labels.shape)} must be (B, H, W) and "
@@ -147,13 +147,13 @@ def generate_pseudo_masks(
             )
         num_unseen = unseen_text.shape[0]
     latent_start = num_seen + num_unseen
-    if latent_start >= ignore_index:
+    if latent_start >= IGNORE_LABEL:
         raise ValueError(
             f"generate_pseudo_masks: {latent_start} seen+unseen classes leave no label below "
-            f"ignore_index={ignore_index} for latent regions"
+            f"ignore label {IGNORE_LABEL} for latent regions"
         )
     grid = tuple(teacher_dense.shape[-2:])
-    ignore = labels == ignore_index  # (B, H, W)
+    ignore = labels == IGNORE_LABEL  # (B, H, W)
     if valid is not None:
         if valid.shape != labels.shape or valid.dtype != torch.bool:
             raise ValueError(
@@ -166,12 +166,12 @@ def generate_pseudo_masks(
     if valid is not None:
         region = region & (cell_fraction(valid, grid) >= 0.5)
     feats = F.normalize(teacher_dense.float(), dim=1)  # (B, D, h', w') unit cells
-    cells = torch.full_like(region, ignore_index, dtype=torch.long)  # (B, h', w')
+    cells = torch.full_like(region, IGNORE_LABEL, dtype=torch.long)  # (B, h', w')
     if mode == "transductive":
         unseen_cells = _assign_unseen(feats, region, seen_text, unseen_text, cfg)  # (B, h', w')
         cells = torch.where(unseen_cells >= 0, unseen_cells, cells)
         region = region & (unseen_cells < 0)
-    cap = ignore_index - latent_start
+    cap = IGNORE_LABEL - latent_start
     max_regions = cap if cfg.max_regions is None else min(cfg.max_regions, cap)
     latent, num_latent = _latent_regions(feats, region, cfg, max_regions)  # (B, h', w'), (B,)
     cells = torch.where(latent >= 0, latent + latent_start, cells)

@@ -17,23 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.text import encode_class_names
 from chimeraseg.data.io import read_image, read_label
 from chimeraseg.data.splits import get_split
 from chimeraseg.data.synthetic import LABEL_DIRNAME, SPLIT_DIRS
 from chimeraseg.data.zero_shot import mask_unseen
+from chimeraseg.evaluation.gamma_sweep import biased_argmax, unseen_class_mask
 from chimeraseg.evaluation.metrics import confusion_matrix, zero_shot_metrics
+from chimeraseg.modeling import (
+    ChimeraSegCriterion,
+    ChimeraSegModel,
+    PseudoMaskConfig,
+    SelectiveGlobalDistillation,
+    build_chimeraseg_model,
+)
 from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
-from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
-from chimeraseg.modeling.csh import CLIPSemanticHead
-from chimeraseg.modeling.decoder import SegFormerDecoder
-from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
-from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 
 __all__ = ["QuickRunConfig", "load_split", "build_model", "train", "evaluate", "quick_run"]
-
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class QuickRunConfig:
         warmup: linear warm-up steps, then poly (power 1) decay.
         k_init: SGD's initial K (decreasing by ``k_step`` per step).
         k_step: SGD's K decrease per step.
-        sgd_weight: weight of the SGD loss (0 disables it).
-        sam_weight: weight of the SAM loss (0 disables it).
+        distillation_weight: weight of the SGD loss (0 disables it).
+        alignment_weight: weight of the SAM loss (0 disables it).
         pseudo_masks: latent pseudo masks on (False: ignore pixels stay ignored).
         vencoder_blocks: CLIP blocks in the CSH's VEncoder (0 = none, Table VIII).
         templates: prompt templates of the text embeddings.
@@ -72,8 +73,8 @@ class QuickRunConfig:
     warmup: int = 20
     k_init: int = 600
     k_step: float = 1.8
-    sgd_weight: float = 1.0
-    sam_weight: float = 0.5
+    distillation_weight: float = 1.0
+    alignment_weight: float = 0.5
     pseudo_masks: bool = True
     vencoder_blocks: int = 1
     templates: str = "zegclip15"
@@ -100,25 +101,22 @@ def build_model(clip_model: nn.Module, config: QuickRunConfig) -> ChimeraSegMode
     split = get_split("synthetic")
     text = encode_class_names(clip_model, list(split.class_names), config.templates)  # (N, D)
     torch.manual_seed(config.seed)
-    backbone = build_student_backbone(config.backbone)
-    width = student_decoder_dim(config.backbone)
-    in_channels = dict(backbone.out_channels)
-    sgd = SelectiveGlobalDistillation(k_init=config.k_init, k_step=config.k_step)
-    return ChimeraSegModel(
-        backbone=backbone,
-        decoder=SegFormerDecoder(in_channels, width, 0.1),
-        head=CLIPSemanticHead(width, clip_model.visual, vencoder_blocks=config.vencoder_blocks),
-        teacher=CLIPTeacher(clip_model),
-        seen_text=text[list(split.seen)],
-        unseen_text=text[list(split.unseen)],
+    distillation = SelectiveGlobalDistillation(k_init=config.k_init, k_step=config.k_step)
+    weights = {"loss_sgd": config.distillation_weight, "loss_sam": config.alignment_weight}
+    return build_chimeraseg_model(
+        clip_model=clip_model,
+        backbone=build_student_backbone(config.backbone),
+        class_text=text,
         seen_ids=split.seen,
         unseen_ids=split.unseen,
-        num_classes=len(split.class_names),
-        sgd=sgd if config.sgd_weight > 0 else None,
-        sgd_weight=config.sgd_weight,
-        lambda_sam=config.sam_weight,
+        decoder_dim=student_decoder_dim(config.backbone),
+        head_options={"vencoder_blocks": config.vencoder_blocks},
+        criterion=ChimeraSegCriterion(
+            weight_dict=weights,
+            global_distillation=distillation if config.distillation_weight > 0 else None,
+            seed=config.seed,
+        ),
         pseudo_masks=None if config.pseudo_masks else PseudoMaskConfig(max_regions=0),
-        seed=config.seed,
     )
 
 
@@ -142,7 +140,7 @@ def _augment(
     valid = torch.ones(size, dtype=torch.bool)
     if pad_h or pad_w:
         img = F.pad(img, (0, pad_w, 0, pad_h))
-        lab = F.pad(lab, (0, pad_w, 0, pad_h), value=IGNORE)
+        lab = F.pad(lab, (0, pad_w, 0, pad_h), value=IGNORE_LABEL)
         valid = F.pad(valid, (0, pad_w, 0, pad_h), value=False)
     y = int(rng.integers(0, lab.shape[0] - c + 1))
     x = int(rng.integers(0, lab.shape[1] - c + 1))
@@ -208,14 +206,13 @@ def evaluate(
     split = get_split("synthetic")
     names = list(split.class_names)
     text = encode_class_names(clip_model, names, config.templates)  # (N, D)
-    unseen_mask = torch.zeros(len(names), dtype=torch.bool)
-    unseen_mask[list(split.unseen)] = True
+    unseen_mask = unseen_class_mask(len(names), split.unseen)
     model.eval()
     conf = np.zeros((len(names), len(names)), dtype=np.int64)
     for image, label in samples:
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-        logits = model.forward_test(x, text, unseen_mask=unseen_mask, gamma=config.gamma)
-        prediction = logits[0].argmax(dim=0).numpy()  # (H, W)
+        logits = model.forward_test(x, text)[0]  # (N, H, W)
+        prediction = biased_argmax(logits, unseen_mask, config.gamma).numpy()  # (H, W)
         conf += confusion_matrix(prediction, label, len(names))
     return zero_shot_metrics(conf, split.seen, split.unseen, names)
 

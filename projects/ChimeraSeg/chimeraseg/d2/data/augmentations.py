@@ -17,7 +17,7 @@ from detectron2.data import transforms as T
 from fvcore.transforms.transform import NoOpTransform, Transform
 from PIL import Image
 
-IGNORE_LABEL = 255
+from chimeraseg import IGNORE_LABEL
 
 
 class RandomRatioResize(T.Augmentation):

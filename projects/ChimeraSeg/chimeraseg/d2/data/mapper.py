@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 
 from chimeraseg.d2.data.augmentations import build_zero_shot_augmentations
+from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.data.io import read_image, read_label
 from chimeraseg.data.zero_shot import mask_unseen
 
@@ -78,18 +78,15 @@ class ZeroShotDatasetMapper:
             if not names:
                 raise ValueError(f"DATASETS.{'TRAIN' if is_train else 'TEST'} is empty")
             dataset_name = names[0]
-        meta = MetadataCatalog.get(dataset_name)
-        for key in ("stuff_classes", "unseen_classes"):
-            if not hasattr(meta, key):
-                raise KeyError(f"metadata of dataset {dataset_name!r} has no {key!r}")
+        meta = zero_shot_metadata(dataset_name)
         crop = cfg.INPUT.CROP
         pad_to = tuple(crop.SIZE) if is_train and crop.ENABLED and crop.TYPE == "absolute" else None
         return {
             "is_train": is_train,
             "augmentations": build_zero_shot_augmentations(cfg, is_train),
-            "num_classes": len(meta.stuff_classes),
-            "unseen_classes": meta.unseen_classes,
-            "ignore_label": meta.get("ignore_label", 255),
+            "num_classes": len(meta["stuff_classes"]),
+            "unseen_classes": meta["unseen_classes"],
+            "ignore_label": meta["ignore_label"],
             "pad_to": pad_to,
             "image_format": cfg.INPUT.FORMAT,
         }

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from chimeraseg import IGNORE_LABEL
 from chimeraseg.data.io import ids_from_split_lists, list_sem_seg_pairs
 from chimeraseg.data.splits import ZeroShotSplit
 
-IGNORE_LABEL = 255
 EVALUATOR_TYPE = "zs_sem_seg"
+_REQUIRED_METADATA = ("stuff_classes", "seen_classes", "unseen_classes")
 
 
 def datasets_root() -> str:
@@ -43,6 +45,30 @@ def split_metadata(split: ZeroShotSplit) -> dict:
         "ignore_label": IGNORE_LABEL,
         "evaluator_type": EVALUATOR_TYPE,
     }
+
+
+def zero_shot_metadata(dataset_name: str) -> dict[str, Any]:
+    """The zero-shot metadata of a registered dataset: the one check the model, mapper and
+    evaluator rely on.
+
+    Returns:
+        ``stuff_classes`` (names), ``seen_classes`` and ``unseen_classes`` (index lists) and
+        ``ignore_label``.
+
+    Raises:
+        KeyError: naming the dataset and the missing keys.
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    missing = [k for k in _REQUIRED_METADATA if not hasattr(meta, k)]
+    if missing:
+        raise KeyError(
+            f"dataset {dataset_name!r} has no metadata {missing}; is it registered by "
+            "chimeraseg.d2.data (DATASETS.TRAIN / DATASETS.TEST)?"
+        )
+    out: dict[str, Any] = {k: [int(i) for i in meta.get(k)] for k in _REQUIRED_METADATA[1:]}
+    out["stuff_classes"] = list(meta.stuff_classes)
+    out["ignore_label"] = int(meta.get("ignore_label", IGNORE_LABEL))
+    return out
 
 
 class SemSegListing:

@@ -10,15 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from chimeraseg.evaluation.pseudo_mask_quality.metrics import (
-    _isin,
-    coverage_counts,
-    one_region_purity_counts,
-    precision_recall_iou,
-    purity_summary,
-    region_purity_counts,
-    unseen_label_counts,
-)
+from chimeraseg.evaluation.pseudo_mask_quality import metrics
 
 
 def _nanmean(values: Iterable[float]) -> float:
@@ -71,21 +63,29 @@ class QualityAccumulator:
                 that can get a label); None = every pixel.
         """
         ns, unseen = len(self.seen_ids), self.unseen_ids
-        hidden, covered, by_unseen = coverage_counts(pseudo, true, unseen, ns, self.latent_start)
-        in_reach = _isin(true, unseen) if coverable is None else _isin(true, unseen) & coverable
+        hidden, covered, by_unseen = metrics.coverage_counts(
+            pseudo, true, unseen, ns, self.latent_start
+        )
+        in_reach = (
+            metrics._isin(true, unseen)
+            if coverable is None
+            else metrics._isin(true, unseen) & coverable
+        )
         self.coverable += int(in_reach.sum())
-        self.one_region_majority += one_region_purity_counts(true, unseen, len(self.class_names))[1]
+        self.one_region_majority += metrics.one_region_purity_counts(
+            true, unseen, len(self.class_names)
+        )[1]
         self.hidden += hidden
         self.covered += covered
         self.covered_unseen_label += by_unseen
-        sizes, majority = region_purity_counts(
+        sizes, majority = metrics.region_purity_counts(
             pseudo, true, self.latent_start, len(self.class_names)
         )
         self.sizes.append(sizes)
         self.majority.append(majority)
         self.regions_per_image.append(int(num_latent))
         if self.latent_start > ns:  # transductive: unseen labels exist
-            counts = unseen_label_counts(pseudo, true, unseen, ns)
+            counts = metrics.unseen_label_counts(pseudo, true, unseen, ns)
             if self.tp is None:
                 self.tp, self.fp, self.fn = (np.zeros_like(c) for c in counts)
             self.tp, self.fp, self.fn = (a + c for a, c in zip((self.tp, self.fp, self.fn), counts))
@@ -103,7 +103,7 @@ class QualityAccumulator:
         """
         sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
         majority = np.concatenate(self.majority) if self.majority else np.zeros(0, np.int64)
-        weighted, unweighted = purity_summary(sizes, majority)
+        weighted, unweighted = metrics.purity_summary(sizes, majority)
         share = (lambda n: 100.0 * n / self.hidden) if self.hidden else (lambda n: math.nan)
         out: dict[str, Any] = {
             "images": len(self.regions_per_image),
@@ -120,7 +120,7 @@ class QualityAccumulator:
             "max_regions_per_image": max(self.regions_per_image, default=0),
         }
         if self.tp is not None:
-            precision, recall, iou = precision_recall_iou(self.tp, self.fp, self.fn)
+            precision, recall, iou = metrics.precision_recall_iou(self.tp, self.fp, self.fn)
             names = [self.class_names[i] for i in self.unseen_ids]
             out["unseen"] = {
                 n: {"precision": p, "recall": r, "iou": i}

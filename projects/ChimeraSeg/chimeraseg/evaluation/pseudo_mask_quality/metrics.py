@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-IGNORE_LABEL = 255
+from chimeraseg import IGNORE_LABEL
 
 
 def coverage_counts(
@@ -23,26 +23,24 @@ def coverage_counts(
     unseen_ids: Sequence[int],
     num_seen: int,
     latent_start: int,
-    ignore_index: int = IGNORE_LABEL,
 ) -> tuple[int, int, int]:
     """Hidden pixels and how many of them the pseudo masks label.
 
     Args:
         pseudo: ``(H, W)`` long pseudo labels (training space: seen ``0..Ns-1``, then unseen and
-            latent labels, ``ignore_index``).
+            latent labels, 255).
         true: ``(H, W)`` long ground truth in dataset ids (unseen classes not hidden).
         unseen_ids: dataset ids of the unseen classes.
         num_seen: ``Ns``.
         latent_start: first latent label (``Ns`` inductive, ``Ns + Nu`` transductive).
-        ignore_index: ignore label.
 
     Returns:
         ``(hidden, covered, covered_by_unseen_label)``: the number of pixels whose true class is
         unseen, how many of them got a latent or unseen label (any label ``>= Ns`` other than
-        ``ignore_index``), and how many of those got an unseen label (``Ns .. latent_start-1``).
+        255), and how many of those got an unseen label (``Ns .. latent_start-1``).
     """
     hidden = _isin(true, unseen_ids)
-    labelled = (pseudo >= num_seen) & (pseudo != ignore_index)
+    labelled = (pseudo >= num_seen) & (pseudo != IGNORE_LABEL)
     unseen_label = (pseudo >= num_seen) & (pseudo < latent_start)
     return (
         int(hidden.sum()),
@@ -56,26 +54,24 @@ def region_purity_counts(
     true: torch.Tensor,
     latent_start: int,
     num_classes: int,
-    ignore_index: int = IGNORE_LABEL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Size and majority-class pixel count of every latent region.
 
-    Pixels whose ground truth is ``ignore_index`` do not count; a region made only of such pixels
+    Pixels whose ground truth is 255 do not count; a region made only of such pixels
     is left out.
 
     Args:
         pseudo: ``(H, W)`` long pseudo labels; latent regions are ``latent_start ..`` below
-            ``ignore_index``.
-        true: ``(H, W)`` long ground truth in dataset ids ``0..num_classes-1`` or ``ignore_index``.
+            255.
+        true: ``(H, W)`` long ground truth in dataset ids ``0..num_classes-1`` or 255.
         latent_start: first latent label.
         num_classes: ``N`` dataset classes.
-        ignore_index: ignore label.
 
     Returns:
         ``(sizes, majority)``: ``(R,)`` int64 counted pixels per region and ``(R,)`` int64 pixels
         of the region's majority true class, regions in label order.
     """
-    latent = (pseudo >= latent_start) & (pseudo != ignore_index) & (true != ignore_index)
+    latent = (pseudo >= latent_start) & (pseudo != IGNORE_LABEL) & (true != IGNORE_LABEL)
     if not bool(latent.any()):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     region = (pseudo[latent] - latent_start).long()  # (P,) 0-based region index
@@ -127,24 +123,22 @@ def unseen_label_counts(
     true: torch.Tensor,
     unseen_ids: Sequence[int],
     num_seen: int,
-    ignore_index: int = IGNORE_LABEL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True/false positives and false negatives of every unseen label (transductive).
 
     Unseen label ``Ns + j`` predicts unseen class ``unseen_ids[j]``. Pixels whose ground truth is
-    ``ignore_index`` do not count.
+    255 do not count.
 
     Args:
         pseudo: ``(H, W)`` long pseudo labels.
         true: ``(H, W)`` long ground truth in dataset ids.
         unseen_ids: the ``Nu`` unseen dataset ids, in unseen-label order.
         num_seen: ``Ns``.
-        ignore_index: ignore label.
 
     Returns:
         ``(tp, fp, fn)``, each ``(Nu,)`` int64.
     """
-    known = true != ignore_index
+    known = true != IGNORE_LABEL
     tp, fp, fn = (np.zeros(len(unseen_ids), np.int64) for _ in range(3))
     for j, class_id in enumerate(unseen_ids):
         pred = (pseudo == num_seen + j) & known

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from chimeraseg import IGNORE_LABEL
+
 __all__ = ["segmentation_loss"]
 
 
@@ -12,7 +14,6 @@ def segmentation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
-    ignore_index: int = 255,
     ce_weight: float = 1.0,
     focal_weight: float = 1.0,
     focal_gamma: float = 2.0,
@@ -27,8 +28,7 @@ def segmentation_loss(
 
     Args:
         logits: ``(B, C, h, w)`` class scores.
-        target: ``(B, H, W)`` long class indices in ``[0, C)`` or ``ignore_index``.
-        ignore_index: label value excluded from the loss.
+        target: ``(B, H, W)`` long class indices in ``[0, C)`` or 255.
         ce_weight: weight of the cross-entropy term (0 skips it).
         focal_weight: weight of the focal term (0 skips it).
         focal_gamma: focusing parameter of the focal term.
@@ -37,7 +37,7 @@ def segmentation_loss(
         Scalar loss tensor.
 
     Raises:
-        ValueError: on mismatched shapes or target values outside ``[0, C) ∪ {ignore_index}``.
+        ValueError: on mismatched shapes or target values outside ``[0, C) ∪ {IGNORE_LABEL}``.
     """
     if logits.dim() != 4 or target.dim() != 3 or logits.shape[0] != target.shape[0]:
         raise ValueError(
@@ -45,13 +45,13 @@ def segmentation_loss(
             f"{tuple(logits.shape)} and {tuple(target.shape)}"
         )
     num_classes = logits.shape[1]
-    valid = target != ignore_index
+    valid = target != IGNORE_LABEL
     bad = valid & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
         value = int(target[bad][0])
         raise ValueError(
             f"segmentation_loss: target value {value} is outside [0, {num_classes}) and is not "
-            f"the ignore value {ignore_index}"
+            f"the ignore value {IGNORE_LABEL}"
         )
     if logits.shape[-2:] != target.shape[-2:]:
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)

@@ -11,9 +11,9 @@ from torch import nn
 
 from chimeraseg.utils.distributed import all_gather_rows
 
-__all__ = ["SelectiveGlobalDistillation", "round_half_away_from_zero"]
+__all__ = ["K_SCHEDULES", "SelectiveGlobalDistillation", "round_half_away_from_zero"]
 
-_K_MODES = ("decrease", "none", "increase")
+K_SCHEDULES = ("decrease", "none", "increase")  # Table X
 
 
 def round_half_away_from_zero(value: float | Decimal) -> int:
@@ -32,7 +32,8 @@ class SelectiveGlobalDistillation(nn.Module):
     ``W = softmax((S + g)/τ)``; the top-``K`` positions of ``W`` (selection only, no gradient)
     form ``Fk``; ``W' = softmax(Fk·Cg/√D)``, ``Fg = W'ᵀFk``. The loss is
     ``-log softmax_j(F̂g·Ĉjᵀ/τ)[own]`` over every CLS token of the global batch (gathered across
-    processes, no gradient through the gathered rows), averaged over the local images.
+    processes unless ``gather=False``, no gradient through the gathered rows), averaged over the
+    local images.
 
     Padding: with a ``valid`` mask, positions outside it get ``S = -inf`` (weight 0 in ``W``),
     are never selected and never enter ``W'``. ``K`` is clamped per image to its number of valid
@@ -44,7 +45,6 @@ class SelectiveGlobalDistillation(nn.Module):
         mode: ``"decrease"`` (``K_t = round(K0 - k_step·t)``), ``"none"`` (``K0``) or
             ``"increase"`` (``round(K0 + k_step·t)``); rounding is half away from zero.
         tau: temperature of the selection softmax and of InfoNCE.
-        gather_across_processes: use every process's CLS tokens as negatives.
     """
 
     def __init__(
@@ -53,11 +53,12 @@ class SelectiveGlobalDistillation(nn.Module):
         k_step: float = 0.1,
         mode: str = "decrease",
         tau: float = 0.07,
-        gather_across_processes: bool = True,
     ) -> None:
         super().__init__()
-        if mode not in _K_MODES:
-            raise ValueError(f"SelectiveGlobalDistillation: mode={mode!r} is not one of {_K_MODES}")
+        if mode not in K_SCHEDULES:
+            raise ValueError(
+                f"SelectiveGlobalDistillation: mode={mode!r} is not one of {K_SCHEDULES}"
+            )
         if k_init < 1 or k_step < 0 or tau <= 0:
             raise ValueError(
                 f"SelectiveGlobalDistillation: need k_init >= 1, k_step >= 0, tau > 0; got "
@@ -67,7 +68,6 @@ class SelectiveGlobalDistillation(nn.Module):
         self.k_step = float(k_step)
         self.mode = mode
         self.tau = float(tau)
-        self.gather_across_processes = gather_across_processes
 
     def extra_repr(self) -> str:
         return f"k_init={self.k_init}, k_step={self.k_step}, mode={self.mode}, tau={self.tau}"
@@ -142,8 +142,10 @@ class SelectiveGlobalDistillation(nn.Module):
         features: torch.Tensor,
         cls: torch.Tensor,
         iteration: int,
-        generator: torch.Generator | None = None,
+        *,
         valid: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        gather: bool = True,
     ) -> torch.Tensor:
         """SGD loss (InfoNCE, the negative log of paper eq. 3, mean over local images).
 
@@ -154,6 +156,7 @@ class SelectiveGlobalDistillation(nn.Module):
             generator: RNG of the Gumbel noise.
             valid: ``(B, h, w)`` bool, non-padded positions (see :meth:`pooled_features`);
                 None = all positions.
+            gather: use every process's CLS tokens as negatives (else the local batch's).
 
         Returns:
             Scalar loss.
@@ -164,7 +167,7 @@ class SelectiveGlobalDistillation(nn.Module):
                 f"(B, D, h, w) and cls {tuple(cls.shape)} must be (B, D)"
             )
         pooled = self.pooled_features(features, cls, iteration, generator, valid)
-        if self.gather_across_processes:
+        if gather:
             all_cls, offset = all_gather_rows(cls)
         else:
             all_cls, offset = cls.detach(), 0

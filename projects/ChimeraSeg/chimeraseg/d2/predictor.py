@@ -1,0 +1,183 @@
+"""The demo's predictor: a trained model on RGB images, drawn with detectron2's Visualizer.
+
+``tools/demo.py`` (images, folders, videos, any vocabulary) and ``tools/run_demo.py``
+(``make demo``) use it, as Mask2Former's demo uses its ``demo/predictor.py``. Predictions follow
+the evaluator's γ rule (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import Metadata, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from chimeraseg.d2.config import get_chimeraseg_cfg
+from chimeraseg.d2.data import build_zero_shot_augmentations
+from chimeraseg.d2.meta_arch import ChimeraSeg
+from chimeraseg.d2.trainer import load_trained_weights
+from chimeraseg.data.io import DatasetError, read_image
+from chimeraseg.evaluation.gamma_sweep import biased_argmax
+
+__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images"]
+
+UNSEEN_SUFFIX = " *"
+
+
+class ChimeraSegDemo:
+    """Runs a ChimeraSeg model on RGB images and draws the predictions.
+
+    Args:
+        model: the meta-architecture (weights loaded).
+        augmentations: test-time resize (from ``INPUT.MIN_SIZE_TEST``).
+        gamma: bias added to the unseen classes' logits for display.
+        colors: RGB colour per vocabulary class (None = detectron2's colormap).
+    """
+
+    def __init__(
+        self,
+        model: ChimeraSeg,
+        augmentations: list[T.Augmentation],
+        gamma: float,
+        colors: list[list[int]] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.augmentations = T.AugmentationList(augmentations)
+        self.gamma = gamma
+        names, unseen = model.vocabulary, model.unseen_mask.tolist()
+        palette = colormap(rgb=True, maximum=255)
+        self.metadata = Metadata(
+            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
+            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
+        )
+
+    def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
+        """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
+        aug = T.AugInput(image_rgb)
+        self.augmentations(aug)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        return [{"image": tensor, "height": image_rgb.shape[0], "width": image_rgb.shape[1]}]
+
+    @torch.no_grad()
+    def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule)."""
+        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
+        return biased_argmax(logits, self.model.unseen_mask, self.gamma).cpu()
+
+    def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
+        """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
+        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
+        overlay = vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
+        return np.concatenate([overlay, self._legend(prediction, overlay.shape[1])], axis=0)
+
+    def _legend(self, prediction: torch.Tensor, width: int) -> np.ndarray:
+        """A white strip listing the predicted classes with their colours (``*`` = unseen)."""
+        present = torch.unique(prediction).tolist()
+        rows = max(1, (len(present) + 2) // 3) + 1
+        strip = np.full((rows * 18 + 6, width, 3), 255, dtype=np.uint8)
+        col_w = max(width // 3, 1)
+        for i, c in enumerate(present):
+            y, x = 6 + (i // 3) * 18, 4 + (i % 3) * col_w
+            cv2.rectangle(strip, (x, y), (x + 12, y + 12), self.metadata.stuff_colors[c], -1)
+            label = self.metadata.stuff_classes[c]
+            cv2.putText(strip, label, (x + 16, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
+        cv2.putText(
+            strip, "* = unseen class", (4, rows * 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90)
+        )
+        return strip
+
+    @torch.no_grad()
+    def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` RGB overlay of the teacher-CLS-to-``Fc`` cosine heat map (Fig. 8)."""
+        sim = self.model.similarity_map(self._inputs(image_rgb))[0].float().cpu().numpy()
+        lo, hi = float(sim.min()), float(sim.max())
+        scaled = ((sim - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)  # (H, W)
+        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
+        return (0.5 * image_rgb + 0.5 * heat).astype(np.uint8)
+
+
+def build_demo(
+    config_file: str,
+    opts: list[str],
+    vocabulary: list[str] | None = None,
+    unseen: list[str] | None = None,
+    gamma: float | None = None,
+    similarity_map: bool = False,
+) -> ChimeraSegDemo:
+    """Builds the model from a config (``MODEL.WEIGHTS`` loaded and verified) and the demo.
+
+    Args:
+        config_file: YAML config.
+        opts: ``KEY VALUE`` overrides.
+        vocabulary: class names; None = the test dataset's classes (an empty list is an error).
+        unseen: names of ``vocabulary`` marked unseen (they receive gamma).
+        gamma: unseen-logit bias (None = ``TEST.GAMMA``).
+        similarity_map: also build the CLIP teacher for the Fig. 8 maps.
+
+    Raises:
+        ValueError: an empty ``vocabulary`` or an ``unseen`` name that is not in it.
+        chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
+            ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
+    """
+    _check_vocabulary(vocabulary, unseen)
+    opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
+    cfg = get_chimeraseg_cfg(config_file, opts)
+    model = build_model(cfg)
+    load_trained_weights(model, cfg)
+    colors = None
+    if vocabulary is not None:
+        model.set_vocabulary(vocabulary, [vocabulary.index(u) for u in unseen or []])
+    else:
+        colors = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("stuff_colors")
+    return ChimeraSegDemo(
+        model,
+        build_zero_shot_augmentations(cfg, is_train=False),
+        cfg.TEST.GAMMA if gamma is None else gamma,
+        colors=colors,
+    )
+
+
+def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
+    """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
+    if vocabulary is not None and not vocabulary:
+        raise ValueError("the vocabulary is empty: give at least one class name")
+    missing = [u for u in unseen or [] if u not in (vocabulary or [])]
+    if missing:
+        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+
+
+def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool) -> int:
+    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image.
+
+    Files that are not readable images are skipped with a one-line note.
+
+    Returns:
+        The number of images drawn.
+
+    Raises:
+        ValueError: when none of ``paths`` is a readable image.
+    """
+    os.makedirs(output, exist_ok=True)
+    drawn = 0
+    for path in paths:
+        try:
+            image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
+        except DatasetError as e:
+            print(f"[demo] skipped, not a readable image: {e}")
+            continue
+        stem = os.path.splitext(os.path.basename(path))[0]
+        vis = demo.draw(image, demo.predict(image))
+        cv2.imwrite(os.path.join(output, stem + ".png"), vis[..., ::-1])
+        if similarity:
+            sim = demo.similarity(image)
+            cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
+        drawn += 1
+    if paths and not drawn:
+        raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
+    return drawn
