@@ -242,8 +242,11 @@ class ValueBlock(nn.Module):
         key = tuple(tensor_cache_key(t) for t in sources)
         if self._fused is None or key != self._fused_key:
             # Computed outside inference mode so that a cache filled during evaluation remains
-            # usable by later training forwards (inference tensors cannot be saved for backward).
-            with torch.inference_mode(False), torch.no_grad():
+            # usable by later training forwards (inference tensors cannot be saved for backward),
+            # and outside autocast so that it keeps the weights' dtype (an AMP training step must
+            # not leave a bfloat16 map for float32 evaluation).
+            no_autocast = torch.autocast(self.v_proj.weight.device.type, enabled=False)
+            with torch.inference_mode(False), torch.no_grad(), no_autocast:
                 self._fused = fuse_value_projection(*sources)
             self._fused_key = key
         return self._fused

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling import build_model
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
@@ -30,6 +30,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
+from chimeraseg.d2.amp import DeviceAMPTrainer, amp_precision
 from chimeraseg.d2.checkpoint import (
     CHECKPOINT_METADATA_KEY,
     ChimeraSegCheckpointer,
@@ -161,8 +162,7 @@ class ChimeraSegTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model, cfg)
-        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = loop(model, data_loader, optimizer)
+        self._trainer = self.build_training_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ChimeraSegCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
@@ -174,6 +174,18 @@ class ChimeraSegTrainer(DefaultTrainer):
         warning = small_batch_warning(cfg, comm.get_world_size())
         if warning and comm.is_main_process():
             logger.warning(warning)
+
+    @staticmethod
+    def build_training_loop(
+        cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: torch.optim.Optimizer
+    ) -> SimpleTrainer:
+        """``SimpleTrainer``, or with ``SOLVER.AMP.ENABLED`` the device-aware AMP loop."""
+        if not cfg.SOLVER.AMP.ENABLED:
+            return SimpleTrainer(model, data_loader, optimizer)
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        return DeviceAMPTrainer(
+            model, data_loader, optimizer, device_type=device_type, precision=amp_precision(cfg)
+        )
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
