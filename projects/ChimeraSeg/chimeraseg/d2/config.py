@@ -196,6 +196,9 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.POLY_LR_POWER = 1.0
     # Floor of the poly LR factor (0 = decay to zero).
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # Deterministic kernels where PyTorch has them (slower on GPUs; warns naming the others);
+    # SEED alone fixes the random draws only (chimeraseg/d2/determinism.py).
+    cfg.DETERMINISTIC = False
     # Autocast dtype of SOLVER.AMP.ENABLED (detectron2's key): "float16" (CUDA, loss scaling)
     # or "bfloat16" (CUDA or CPU, no loss scaling); see chimeraseg/d2/amp.py.
     cfg.SOLVER.AMP.PRECISION = "float16"

@@ -157,7 +157,7 @@ class ChimeraSegTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -174,6 +174,32 @@ class ChimeraSegTrainer(DefaultTrainer):
         warning = small_batch_warning(cfg, comm.get_world_size())
         if warning and comm.is_main_process():
             logger.warning(warning)
+
+    @staticmethod
+    def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
+        """detectron2's rescaling to ``num_workers`` (``SOLVER.REFERENCE_WORLD_SIZE``), plus the
+        SGD K schedule: ``K_STEP`` scales with the batch so that K follows the same curve over
+        the (rescaled) iterations. The per-GPU batch stays; the global batch, from which SGD and
+        SAM draw their negatives, changes, and a warning says so (README, 'Fewer GPUs').
+        """
+        reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+        scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
+        if scaled is cfg:
+            return cfg
+        frozen = scaled.is_frozen()
+        scaled.defrost()
+        scaled.MODEL.CHIMERASEG.SGD.K_STEP = (
+            cfg.MODEL.CHIMERASEG.SGD.K_STEP * num_workers / reference
+        )
+        if frozen:
+            scaled.freeze()
+        logger.warning(
+            "SOLVER.REFERENCE_WORLD_SIZE %d, running on %d: global batch %d -> %d (SGD and SAM "
+            "contrast the images of the global batch, so this changes the method, not only "
+            "the schedule); BASE_LR, MAX_ITER and MODEL.CHIMERASEG.SGD.K_STEP rescaled",
+            reference, num_workers, cfg.SOLVER.IMS_PER_BATCH, scaled.SOLVER.IMS_PER_BATCH,
+        )  # fmt: skip
+        return scaled
 
     @staticmethod
     def build_training_loop(
