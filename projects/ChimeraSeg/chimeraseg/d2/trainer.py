@@ -41,6 +41,7 @@ from chimeraseg.d2.config import small_batch_warning
 from chimeraseg.d2.data.register_common import dataset_dicts
 from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
 from chimeraseg.d2.hooks import PerIterationJSONWriter
+from chimeraseg.d2.tta import SemanticSegmentorWithTTA
 
 # The checkpoint names are re-exported: tools/train_net.py and tools/demo.py import them from here.
 __all__ = [
@@ -285,7 +286,8 @@ class ChimeraSegTrainer(DefaultTrainer):
     def test(
         cls, cfg: CfgNode, model: nn.Module, evaluators: list[Any] | None = None
     ) -> dict[str, Any]:
-        """Evaluates on every ``DATASETS.TEST`` set, each with its own vocabulary.
+        """Evaluates on every ``DATASETS.TEST`` set, each with its own vocabulary (with flip /
+        multi-scale augmentation when ``TEST.AUG.ENABLED``, see :mod:`chimeraseg.d2.tta`).
 
         Returns:
             The evaluator results; ``{dataset: results}`` when there are several test sets.
@@ -301,7 +303,8 @@ class ChimeraSegTrainer(DefaultTrainer):
                 inner.set_vocabulary_from_dataset(name)
             loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[index] if evaluators else cls.build_evaluator(cfg, name)
-            results[name] = inference_on_dataset(model, loader, evaluator)
+            predictor = SemanticSegmentorWithTTA(model, cfg=cfg) if cfg.TEST.AUG.ENABLED else model
+            results[name] = inference_on_dataset(predictor, loader, evaluator)
             if comm.is_main_process():
                 logger.info("Evaluation results for %s in csv format:", name)
                 print_csv_format(results[name])
