@@ -10,6 +10,7 @@ and counts bad samples.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
@@ -34,6 +35,8 @@ class LabelJob:
         valid_raw: ``(K,)`` bool, the raw values the dataset defines; a raw value outside it is
             a bad sample, not silently mapped to 255 (None: every value ``< K`` is accepted).
         valid_raw_description: What the valid raw values are, for the error message.
+        ignore_label: Ignore value of the prepared label: 255 (uint8 ``lut``), or 65535 for a
+            uint16 ``lut`` (vocabularies above 255 classes; written as 16-bit TIFF/PNG).
     """
 
     src: str
@@ -43,6 +46,7 @@ class LabelJob:
     image: str | None = None
     valid_raw: np.ndarray | None = None
     valid_raw_description: str = "a raw class id of the dataset"
+    ignore_label: int = 255
 
 
 @dataclass
@@ -132,7 +136,7 @@ def convert_label(job: LabelJob) -> np.ndarray:
                 f"label file {job.src} has size (H, W) = {label.shape} but image {job.image} "
                 f"has {hw}"
             )
-    check_label_values(label, job.num_classes, job.src)
+    check_label_values(label, job.num_classes, job.src, job.ignore_label)
     return label
 
 
@@ -148,7 +152,8 @@ def _run_job(job: LabelJob, skip_bad: bool = False) -> tuple[str, str]:
         return "bad", str(e)
     os.makedirs(os.path.dirname(job.dst), exist_ok=True)
     tmp = job.dst + ".tmp"
-    Image.fromarray(label).save(tmp, format="PNG")
+    image_format = "TIFF" if job.dst.endswith((".tif", ".tiff")) else "PNG"
+    Image.fromarray(label).save(tmp, format=image_format)  # uint16 arrays: 16-bit files
     os.replace(tmp, job.dst)
     return "converted", ""
 
@@ -224,3 +229,24 @@ def print_summary(name: str, report: ConversionReport, count_errors: list[str]) 
     for message in count_errors:
         print(f"  count mismatch: {message}")
     return 1 if count_errors else 0
+
+
+def read_label_names(path: str) -> dict[str, int]:
+    """Parses PASCAL Context's ``labels.txt`` (``"<id>: <name>"`` per line) into name -> id.
+
+    Raises:
+        FileNotFoundError: Naming ``path`` when it does not exist.
+        ValueError: Naming the file and line of a malformed line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PASCAL Context labels.txt not found: {path}")
+    names = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            match = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
+            if match is None:
+                raise ValueError(f"{path}:{line_no}: expected '<id>: <name>', got {line!r}")
+            names[match.group(2)] = int(match.group(1))
+    return names

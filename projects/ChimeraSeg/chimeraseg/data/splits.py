@@ -19,7 +19,9 @@ from chimeraseg.data.class_tables import (
     PASCAL_VOC_20_CLASSES,
     SYNTHETIC_CLASSES,
     SYNTHETIC_UNSEEN,
+    ade20k_847_table,
     make_palette,
+    pascal_context_459_classes,
 )
 from chimeraseg.data.coco_stuff import COCO_STUFF_171_CLASSES, COCO_STUFF_171_COLORS
 
@@ -185,6 +187,47 @@ register_split(
         stuff_colors=make_palette(len(ADE20K_150_CLASSES), seed=150),
     )
 )
+# Cross-dataset transfer vocabularies (evaluation of a model trained elsewhere, e.g. on
+# COCO-Stuff): every class is in the vocabulary and none is held out, so only mIoU is reported.
+# PASCAL VOC and Context-59 get a "transfer" variant next to their zero-shot splits.
+register_split(
+    _make_split(
+        "voc_20",
+        variant="transfer",
+        class_names=PASCAL_VOC_20_CLASSES,
+        unseen=(),
+        stuff_colors=make_palette(len(PASCAL_VOC_20_CLASSES), seed=20),
+    ),
+    default=False,
+)
+register_split(
+    _make_split(
+        "pascal_context_59",
+        variant="transfer",
+        class_names=PASCAL_CONTEXT_59_CLASSES,
+        unseen=(),
+        stuff_colors=_CONTEXT_COLORS,
+    ),
+    default=False,
+)
+register_split(
+    _make_split(
+        "pascal_context_459",
+        variant=None,
+        class_names=pascal_context_459_classes(),
+        unseen=(),
+        stuff_colors=make_palette(459, seed=459),
+    )
+)
+register_split(
+    _make_split(
+        "ade20k_847",
+        variant=None,
+        class_names=tuple(name for _, name in ade20k_847_table()),
+        unseen=(),
+        stuff_colors=make_palette(847, seed=847),
+    )
+)
 # The bundled synthetic dataset (``chimeraseg.data.synthetic``).
 register_split(
     _make_split(
@@ -290,9 +333,11 @@ def get_split(name: str, variant: str | None = None) -> ZeroShotSplit:
 
     Args:
         name: ``"coco_stuff_171"``, ``"pascal_context_59"``, ``"voc_20"``, ``"ade20k_150"``,
-            ``"synthetic"``, or a split added with :func:`register_split`.
-        variant: ``"zs3"`` or ``"cascade"`` for ``"pascal_context_59"``; ``None`` picks the
-            default variant of ``name``.
+            ``"pascal_context_459"``, ``"ade20k_847"``, ``"synthetic"``, or a split added with
+            :func:`register_split`.
+        variant: ``"zs3"``, ``"cascade"`` or ``"transfer"`` for ``"pascal_context_59"``,
+            ``"transfer"`` for ``"voc_20"`` (no unseen class); ``None`` picks the default
+            variant of ``name``.
 
     Returns:
         The frozen :class:`ZeroShotSplit`.
