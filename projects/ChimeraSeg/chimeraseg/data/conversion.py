@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -163,15 +164,23 @@ def _run_job_skip_bad(job: LabelJob) -> tuple[str, str]:
 
 
 def run_label_jobs(
-    jobs: Sequence[LabelJob], workers: int = 4, skip_bad: bool = False, desc: str = "labels"
+    jobs: Sequence[Any],
+    workers: int = 4,
+    skip_bad: bool = False,
+    desc: str = "labels",
+    run_one: Callable[[Any], tuple[str, str]] | None = None,
 ) -> ConversionReport:
     """Runs label conversions in a process pool with a progress bar.
 
     Args:
-        jobs: Conversions to run.
+        jobs: Conversions to run (:class:`LabelJob`, or whatever ``run_one`` takes; each has a
+            ``src`` attribute naming it in the report).
         workers: Worker processes (``<= 1`` runs in this process).
         skip_bad: Skip and count bad samples instead of stopping at the first one.
         desc: Progress-bar label.
+        run_one: Module-level (picklable) function converting one job into ``(status,
+            message)``, status ``converted``/``existing``/``bad``; it handles ``skip_bad``
+            itself. Default: the :class:`LabelJob` conversion.
 
     Returns:
         The counts of converted, already existing and bad samples.
@@ -180,7 +189,7 @@ def run_label_jobs(
         DatasetError: The first bad sample's error, unless ``skip_bad``.
     """
     report = ConversionReport()
-    fn = _run_job_skip_bad if skip_bad else _run_job
+    fn = run_one or (_run_job_skip_bad if skip_bad else _run_job)
     if workers <= 1:
         results = (fn(j) for j in jobs)
         pool = None
