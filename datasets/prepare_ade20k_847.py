@@ -13,12 +13,16 @@ writes); checks the official count.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from chimeraseg.data.ade20k_847 import ADE847Job, convert_ade847
-from chimeraseg.data.conversion import print_summary, run_label_jobs, verify_count
+from chimeraseg.data.conversion import (
+    prepare_argument_parser,
+    print_summary,
+    run_label_jobs,
+    verify_count,
+)
 
 EXPECTED_COUNT = 2_000
 DATASET_DIRNAME = "ADE20K_2021_17_01"
@@ -42,10 +46,7 @@ def build_jobs(ade_dir: str, skip_bad: bool) -> list[ADE847Job]:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if the official count is reached, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+    parser = prepare_argument_parser(__doc__.split("\n")[0], image_check=False)
     args = parser.parse_args(argv)
     ade_dir = os.path.join(args.root, DATASET_DIRNAME)
     jobs = build_jobs(ade_dir, args.skip_bad)

@@ -12,7 +12,6 @@ Inputs under ``$DETECTRON2_DATASETS/VOCdevkit/VOC2010`` (see datasets/README.md)
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,6 +20,7 @@ import numpy as np
 from chimeraseg.data.class_tables import pascal_context_459_classes
 from chimeraseg.data.conversion import (
     LabelJob,
+    prepare_argument_parser,
     print_summary,
     read_label_names,
     run_label_jobs,
@@ -82,11 +82,7 @@ def build_jobs(voc_dir: str, lut: np.ndarray, check_images: bool) -> list[LabelJ
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if the official count is reached, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    parser.add_argument("--no-image-check", action="store_true")
+    parser = prepare_argument_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
     voc_dir = os.path.join(args.root, "VOCdevkit", "VOC2010")
     labels_txt = os.path.join(voc_dir, "labels.txt")

@@ -9,6 +9,7 @@ and counts bad samples.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -259,3 +260,15 @@ def read_label_names(path: str) -> dict[str, int]:
                 raise ValueError(f"{path}:{line_no}: expected '<id>: <name>', got {line!r}")
             names[match.group(2)] = int(match.group(1))
     return names
+
+
+def prepare_argument_parser(description: str, image_check: bool = True) -> argparse.ArgumentParser:
+    """The options every ``prepare_*.py`` script shares: ``--root``, ``--workers``,
+    ``--skip-bad`` and (when the script checks images against labels) ``--no-image-check``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+    if image_check:
+        parser.add_argument("--no-image-check", action="store_true")
+    return parser
