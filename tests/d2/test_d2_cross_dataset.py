@@ -133,3 +133,26 @@ def test_cross_dataset_configs_keep_coco_training_and_set_each_target() -> None:
         assert cfg.DATASETS.TRAIN == ("coco_stuff_164k_zs_train",)  # the checkpoint's vocabulary
         assert list(cfg.DATASETS.TEST) == [dataset]
         assert cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT == "b4"
+
+
+def test_voc_20_transfer_set_lists_the_val_ids(tmp_path) -> None:
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from chimeraseg.d2.data.register_voc_zs import register_all_voc_zs
+
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for image_id in ("2007_000033", "2007_000042"):
+        _pair(voc / "JPEGImages" / f"{image_id}.jpg",
+              voc / "annotations_detectron2" / "val" / f"{image_id}.png",
+              np.full((5, 7), 19, np.uint8))  # fmt: skip
+    _pair(voc / "JPEGImages" / "2007_000099.jpg", tmp_path / "x.png", np.zeros((2, 2), np.uint8))
+    lists = voc / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "val.txt").write_text("2007_000033\n2007_000042\n")
+    names = ["voc_20_zs_train", "voc_20_zs_val", "voc_20_val"]
+    with _registered_under(tmp_path, names, register_all_voc_zs):
+        transfer = DatasetCatalog.get("voc_20_val")
+        zero_shot = DatasetCatalog.get("voc_20_zs_val")
+        assert MetadataCatalog.get("voc_20_zs_val").unseen_classes == [15, 16, 17, 18, 19]
+    assert [d["file_name"] for d in transfer] == [d["file_name"] for d in zero_shot]
+    assert [Path(d["file_name"]).stem for d in transfer] == ["2007_000033", "2007_000042"]
