@@ -25,6 +25,7 @@ teacher's, which keeps nothing for backward) and cuDNN workspaces. Treat it as a
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from typing import NamedTuple
@@ -124,6 +125,7 @@ def markdown_row(e: MemoryEstimate) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Prints the estimate of every config given (each computed in its own process)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="*", help="config files")
     parser.add_argument("--config-file", action="append", default=[], help="a config file")
@@ -138,19 +140,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print("| config | per GPU | weights | grads + AdamW | activations | total GiB |")
         print("|---|---|---|---|---|---|")
-    for path in files:
-        e = estimate(path)
-        if args.markdown:
-            print(markdown_row(e), flush=True)
-        else:
-            print(
-                f"{path}: {e.total / GIB:.2f} GiB per GPU, computed ({e.images_per_gpu} images "
-                f"of {e.crop[0]}x{e.crop[1]}): weights {e.weights / GIB:.2f}, gradients + AdamW "
-                f"{e.gradients_and_optimizer / GIB:.2f}, saved activations "
-                f"{e.activations / GIB:.2f}; excludes CUDA context and allocator overhead",
-                flush=True,
-            )
+    # One fresh process per config: memory of one model is given back before the next is built.
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for fields in pool.imap(_estimate_fields, files):
+            _print(MemoryEstimate(*fields), args.markdown)
     return 0
+
+
+def _estimate_fields(path: str) -> tuple:
+    """:func:`estimate` as a plain tuple (crosses the process boundary)."""
+    return tuple(estimate(path))
+
+
+def _print(e: MemoryEstimate, markdown: bool) -> None:
+    """One README table row, or one sentence."""
+    if markdown:
+        print(markdown_row(e), flush=True)
+        return
+    print(
+        f"{e.config}: {e.total / GIB:.2f} GiB per GPU, computed ({e.images_per_gpu} images of "
+        f"{e.crop[0]}x{e.crop[1]}): weights {e.weights / GIB:.2f}, gradients + AdamW "
+        f"{e.gradients_and_optimizer / GIB:.2f}, saved activations {e.activations / GIB:.2f}; "
+        "excludes CUDA context and allocator overhead",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -87,3 +87,19 @@ def test_deterministic_switch(monkeypatch) -> None:
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
+
+
+def test_tool_prints_a_computed_row_per_config() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tool = str(REPO / "tools" / "estimate_gpu_memory.py")
+    result = subprocess.run(
+        [sys.executable, tool, "--markdown", SYNTHETIC_CONFIG],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 1 and "chimeraseg_mitb0_synthetic.yaml" in rows[0]
+    assert "4 x 128x128" in rows[0] and rows[0].endswith("(computed) |")
