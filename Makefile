@@ -3,11 +3,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# detectron2 is not published on package registries: `make demo` builds it from its upstream
+# source at this one pinned commit (the only place it is written). Another detectron2: a local
+# checkout or URL as DETECTRON2_SOURCE, or install one into $(VENV) yourself (it is then kept).
+DETECTRON2_COMMIT ?= 02b5c4e295e990042a714712c21dc79b731e8833
+DETECTRON2_SOURCE ?= git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT)
+DETECTRON2_BUILD_DEPS ?= setuptools==84.2.1
 # Options passed through to tools/run_demo.py, e.g. `make demo DEMO_ARGS="--allow-random-clip"`.
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean
+.PHONY: demo detectron2 test lint format clean
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +22,21 @@ $(BIN)/.installed: requirements/ci.txt setup.py
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-demo: $(BIN)/.installed
+# Built after torch (in .installed) and against it: --no-build-isolation, so the build needs
+# setuptools in $(VENV). Kept when $(VENV) already imports a detectron2.
+$(BIN)/.detectron2: $(BIN)/.installed
+	@if $(BIN)/python -c "import detectron2" 2>/dev/null; then \
+	  echo "make: $(VENV) already has detectron2; kept"; \
+	elif ! { $(BIN)/pip install --quiet $(DETECTRON2_BUILD_DEPS) && \
+	         $(BIN)/pip install --quiet --no-build-isolation "$(DETECTRON2_SOURCE)"; }; then \
+	  echo "make: could not install detectron2 from $(DETECTRON2_SOURCE) (no network?): get a copy of detectron2 and run 'make demo DETECTRON2_SOURCE=/path/to/detectron2' (README.md, 'Install')" >&2; \
+	  exit 1; \
+	fi
+	@touch $@
+
+detectron2: $(BIN)/.detectron2
+
+demo: $(BIN)/.detectron2
 	$(BIN)/python tools/run_demo.py $(DEMO_ARGS)
 
 test: $(BIN)/.installed

@@ -29,6 +29,8 @@ setup(
     python_requires=">=3.9",
     package_dir={"": PACKAGE_ROOT},
     packages=find_packages(PACKAGE_ROOT),
+    # Class tables of the large vocabularies (PASCAL Context-459, ADE20K-847).
+    package_data={"chimeraseg.data": ["class_names/*.txt", "class_names/*.tsv"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

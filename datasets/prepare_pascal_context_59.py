@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 import numpy as np
@@ -26,6 +25,7 @@ from chimeraseg.data.class_tables import PASCAL_CONTEXT_59_CLASSES
 from chimeraseg.data.conversion import (
     LabelJob,
     print_summary,
+    read_label_names,
     run_label_jobs,
     verify_count,
 )
@@ -36,22 +36,6 @@ EXPECTED_COUNTS = {
     "main": {"train": 4_998, "val": 5_105},
 }
 LIST_DIRS = {"context": "SegmentationContext", "main": "Main"}
-
-
-def read_label_names(path: str) -> dict[str, int]:
-    """Parses ``labels.txt`` (``"<id>: <name>"`` per line) into name -> id."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"PASCAL Context labels.txt not found: {path}")
-    names = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            match = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
-            if match is None:
-                raise ValueError(f"{path}:{line_no}: expected '<id>: <name>', got {line!r}")
-            names[match.group(2)] = int(match.group(1))
-    return names
 
 
 def context59_lut(label_names: dict[str, int]) -> np.ndarray:

@@ -20,9 +20,10 @@ import sys
 import time
 
 INSTALL_HINT = (
-    "tools/run_demo.py: detectron2 is not installed; install it from source: "
-    f"{sys.executable} -m pip install --no-build-isolation "
-    "'git+https://github.com/facebookresearch/detectron2.git' (see README.md, 'Install')"
+    "tools/run_demo.py: detectron2 is not installed; `make detectron2` builds the commit pinned "
+    f"in the Makefile (DETECTRON2_COMMIT), or: {sys.executable} -m pip install "
+    "--no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git@<commit>' "
+    "(see README.md, 'Install')"
 )
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")

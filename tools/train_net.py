@@ -32,6 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 import chimeraseg.d2  # noqa: F401 -- registers backbones, datasets and the meta-architecture
 from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
+from chimeraseg.d2.determinism import apply_determinism
 from chimeraseg.d2.trainer import load_trained_weights
 
 
@@ -42,7 +43,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
         opts += ["MODEL.CHIMERASEG.BUILD_TEACHER", "False"]  # no CLIP image encoder at test time
     cfg = get_chimeraseg_cfg(args.config_file, opts)
     cfg.freeze()
-    default_setup(cfg, args)
+    default_setup(cfg, args)  # seeds every RNG with SEED (+ rank)
+    apply_determinism(cfg)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="chimeraseg")
     return cfg
 

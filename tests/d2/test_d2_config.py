@@ -32,6 +32,7 @@ def test_configs_exist_for_every_setting_and_ablation_table():
 
 @pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: os.path.relpath(p, REPO / "configs"))
 def test_every_yaml_merges_and_builds_a_model(path, tiny_opts, synthetic_root):
+    from detectron2.data import MetadataCatalog
     from detectron2.modeling import build_model
 
     import chimeraseg.d2  # noqa: F401 -- registrations
@@ -42,7 +43,9 @@ def test_every_yaml_merges_and_builds_a_model(path, tiny_opts, synthetic_root):
         return
     cfg = get_chimeraseg_cfg(path, tiny_opts)
     model = build_model(cfg)
-    assert len(model.vocabulary) == len(model.model.seen_ids) + len(model.model.unseen_ids)
+    assert len(model.train_vocabulary) == len(model.model.seen_ids) + len(model.model.unseen_ids)
+    test_classes = MetadataCatalog.get(cfg.DATASETS.TEST[0]).stuff_classes  # cross-dataset too
+    assert model.vocabulary == list(test_classes)
     assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR"
 
 

@@ -93,3 +93,24 @@ def test_validate_split_names_the_split(seen, unseen, message) -> None:
     broken = ZeroShotSplit("toy", "v1", ("a", "b", "c"), seen, unseen, ((0, 0, 0),) * 3)
     with pytest.raises(ValueError, match=rf"'toy'.*'v1'.*{message}"):
         validate_split(broken)
+
+
+def test_own_split_from_names_and_files(tmp_path) -> None:
+    from chimeraseg.data.splits import make_zero_shot_split, read_class_names, register_split
+
+    names_file = tmp_path / "classes.txt"
+    names_file.write_text("# label order\nroad\n\nsofa, couch\n  tree \n")
+    names = read_class_names(str(names_file))
+    assert names == ["road", "sofa, couch", "tree"]
+    split = make_zero_shot_split("own_split_test", names, unseen=["tree"])
+    assert (split.seen, split.unseen, split.unseen_names) == ((0, 1), (2,), ("tree",))
+    assert register_split(split) is get_split("own_split_test")
+    other = make_zero_shot_split("own_split_test", names, unseen=[0])
+    with pytest.raises(ValueError, match="already registered with other classes"):
+        register_split(other)
+    assert register_split(other, replace=True) is get_split("own_split_test")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match=r"empty\.txt holds no class name"):
+        read_class_names(str(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match="duplicate class names"):
+        make_zero_shot_split("own_split_dup", ["a", "a"])

@@ -8,3 +8,6 @@ __version__ = "0.1.0"
 # The label every loss, metric and converter ignores (docs/METHOD.md, 'Label-space conventions');
 # uint8 label files and 256-entry lookup tables fix it at 255.
 IGNORE_LABEL = 255
+# The ignore value of 16-bit label files (vocabularies above 255 classes: PASCAL Context-459,
+# ADE20K-847), as in the CAT-Seg / SAN layouts; only evaluation reads such files.
+IGNORE_LABEL_16BIT = 65535

@@ -186,8 +186,11 @@ class FusedValueMap:
         key = tuple(tensor_cache_key(t) for t in sources)
         if self._fused is None or key != self._key:
             # Computed outside inference mode so that a cache filled during evaluation remains
-            # usable by later training forwards (inference tensors cannot be saved for backward).
-            with torch.inference_mode(False), torch.no_grad():
+            # usable by later training forwards (inference tensors cannot be saved for backward),
+            # and outside autocast so that it keeps the weights' dtype (an AMP training step must
+            # not leave a bfloat16 map for float32 evaluation).
+            no_autocast = torch.autocast(v_weight.device.type, enabled=False)
+            with torch.inference_mode(False), torch.no_grad(), no_autocast:
                 self._fused = fuse_value_projection(*sources)
             self._key = key
         return self._fused

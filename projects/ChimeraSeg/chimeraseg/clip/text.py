@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,22 @@ def text_cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+# One tokenizer per CLIP model: looking it up hashes the model's weights (clip_reference), which
+# must not happen once per class name (847 names for ADE20K-847).
+_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _tokenizer(clip_model: nn.Module):
+    if clip_model in _TOKENIZERS:
+        return _TOKENIZERS[clip_model]
     name = clip_reference(clip_model).get("name")
     if name and open_clip.get_model_config(name) is not None:
-        return open_clip.get_tokenizer(name)
-    context_length = int(getattr(clip_model, "context_length", 77))
-    return lambda texts: open_clip.tokenize(texts, context_length=context_length)
+        tokenizer = open_clip.get_tokenizer(name)
+    else:
+        context_length = int(getattr(clip_model, "context_length", 77))
+        tokenizer = partial(open_clip.tokenize, context_length=context_length)
+    _TOKENIZERS[clip_model] = tokenizer
+    return tokenizer
 
 
 @torch.no_grad()

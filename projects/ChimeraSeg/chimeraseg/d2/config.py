@@ -207,6 +207,12 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.POLY_LR_POWER = 1.0
     # Floor of the poly LR factor (0 = decay to zero).
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # Deterministic kernels where PyTorch has them (slower on GPUs; warns naming the others);
+    # SEED alone fixes the random draws only (chimeraseg/d2/determinism.py).
+    cfg.DETERMINISTIC = False
+    # Autocast dtype of SOLVER.AMP.ENABLED (detectron2's key): "float16" (CUDA, loss scaling)
+    # or "bfloat16" (CUDA or CPU, no loss scaling); see chimeraseg/d2/amp.py.
+    cfg.SOLVER.AMP.PRECISION = "float16"
 
 
 def add_chimeraseg_config(cfg: CN) -> None:
@@ -273,6 +279,27 @@ def _add_data_defaults(cfg: CN) -> None:
     # Leave out images without a label file (and labels without an image) with a logged count,
     # instead of stopping with an error naming them.
     cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL = False
+    # Your own dataset (chimeraseg/d2/data/register_custom.py; datasets/README.md, 'Use your own
+    # dataset'): registered by get_chimeraseg_cfg as <NAME>_<split> for each of SPLITS.
+    cfg.DATASETS.CUSTOM = CN()
+    # Name of the split and prefix of the datasets ("" = no custom dataset).
+    cfg.DATASETS.CUSTOM.NAME = ""
+    # Folder holding images/<split>/<id><IMAGE_EXT> and labels/<split>/<id>.png.
+    cfg.DATASETS.CUSTOM.ROOT = ""
+    # Sub-folders to register; "train" is registered for training, the others for evaluation.
+    cfg.DATASETS.CUSTOM.SPLITS = ["train", "val"]
+    # Image file extension.
+    cfg.DATASETS.CUSTOM.IMAGE_EXT = ".jpg"
+    # Class names in label order (value i = i-th name), or a file with one name per line
+    # (relative paths are under ROOT). Set one of the two.
+    cfg.DATASETS.CUSTOM.CLASSES = []
+    cfg.DATASETS.CUSTOM.CLASSES_FILE = ""
+    # Unseen class names (never labelled in training), as a list or a file; both empty = none.
+    cfg.DATASETS.CUSTOM.UNSEEN = []
+    cfg.DATASETS.CUSTOM.UNSEEN_FILE = ""
+    # Seen class names, as a list or a file; both empty = every class that is not unseen.
+    cfg.DATASETS.CUSTOM.SEEN = []
+    cfg.DATASETS.CUSTOM.SEEN_FILE = ""
 
 
 def _lookup(cfg: CN, dotted: str) -> object:
@@ -393,4 +420,7 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
         except AssertionError as e:  # yacs: "Non-existent key: A.B.C" for command-line opts
             raise KeyError(f"command-line override: {_explain_removed(str(e))}") from e
     validate_chimeraseg_config(cfg)
+    from chimeraseg.d2.data.register_custom import register_custom_from_config
+
+    register_custom_from_config(cfg)  # DATASETS.CUSTOM: before anything reads DATASETS.TRAIN
     return cfg

@@ -32,6 +32,7 @@ from chimeraseg.evaluation.report import (
     DEFAULT_GAMMA_SWEEP,
     flat_results,
     summarize_sweep,
+    transfer_summary,
     write_json,
 )
 from chimeraseg.utils.distributed import all_reduce_sum
@@ -50,7 +51,9 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
     ``evaluate`` returns ``{"sem_seg": {...}}`` on the main process (None elsewhere, as
     detectron2's evaluators do): the headline γ's metrics under their plain names, ``gamma``,
     and ``sIoU/uIoU/hIoU/mIoU@gamma=<γ>`` for every γ of the sweep (flat floats for
-    ``print_csv_format``). With ``output_dir`` it writes ``metrics.json``, ``per_class_iou.png``,
+    ``print_csv_format``). A dataset without unseen classes (cross-dataset transfer, e.g.
+    ADE20K-847) reports mIoU, fwIoU, mACC, pACC and per-class IoU / accuracy only: no sIoU / uIoU
+    / hIoU and no γ. With ``output_dir`` it writes ``metrics.json``, ``per_class_iou.png``,
     ``gamma_sweep.png`` and, if asked, ``predictions/<gt file name>.png`` (headline-γ class ids,
     readable by ``tools/evaluate_predictions.py``).
     """
@@ -93,6 +96,8 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
         self._max_predictions = max_predictions
         self._gamma = float(gamma)
         extra = DEFAULT_GAMMA_SWEEP if gamma_sweep is None else gamma_sweep
+        if not self._unseen:  # no unseen class (cross-dataset transfer): gamma changes nothing
+            extra = []
         self._gammas = sorted({float(g) for g in extra} | {self._gamma})
         self._sweep = GammaSweepAccumulator(
             len(self._class_names), self._unseen, self._gammas, self._ignore
@@ -142,7 +147,7 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             gt_file = self._gt_file(inp)
             logits = out["sem_seg"]
-            gt = read_label(gt_file, len(self._class_names))  # (H, W) uint8, validated
+            gt = read_label(gt_file, len(self._class_names), ignore_label=self._ignore)
             with torch.no_grad():
                 self._sweep.update(logits, gt, source=gt_file)
             if self._write_predictions and (
@@ -190,9 +195,18 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
         summary = summarize_sweep(
             conf, self._gammas, self._gamma, self._seen, self._unseen, self._class_names
         )
+        if not self._unseen:
+            summary = transfer_summary(summary)
         if self._output_dir:
             self._write_outputs(summary, conf, num_images)
         results = flat_results(summary)
+        if not self._unseen:
+            results.pop("gamma")
+            self._logger.info(
+                "%s (%d images, no unseen class): mIoU %.2f",
+                self._dataset_name, num_images, results["mIoU"],
+            )  # fmt: skip
+            return OrderedDict({"sem_seg": results})
         self._logger.info(
             "%s (%d images, gamma %.2f): sIoU %.2f uIoU %.2f hIoU %.2f mIoU %.2f",
             self._dataset_name, num_images, self._gamma,
@@ -224,6 +238,8 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
             os.path.join(out, "per_class_iou.png"),
             title=title,
         )
+        if not summary["sweep"]:
+            return  # no unseen class: no gamma curve
         curves = {k: [row[k] for row in summary["sweep"]] for k in ("hIoU", "uIoU", "sIoU")}
         plot_gamma_sweep(
             self._gammas,

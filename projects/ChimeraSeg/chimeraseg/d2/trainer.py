@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling import build_model
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
@@ -30,6 +30,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
+from chimeraseg.d2.amp import DeviceAMPTrainer, amp_precision
 from chimeraseg.d2.checkpoint import (
     CHECKPOINT_METADATA_KEY,
     ChimeraSegCheckpointer,
@@ -40,6 +41,7 @@ from chimeraseg.d2.config import small_batch_warning
 from chimeraseg.d2.data.register_common import dataset_dicts
 from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
 from chimeraseg.d2.hooks import PerIterationJSONWriter
+from chimeraseg.d2.tta import SemanticSegmentorWithTTA
 
 # The checkpoint names are re-exported: tools/train_net.py and tools/demo.py import them from here.
 __all__ = [
@@ -156,13 +158,12 @@ class ChimeraSegTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model, cfg)
-        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = loop(model, data_loader, optimizer)
+        self._trainer = self.build_training_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ChimeraSegCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
@@ -174,6 +175,44 @@ class ChimeraSegTrainer(DefaultTrainer):
         warning = small_batch_warning(cfg, comm.get_world_size())
         if warning and comm.is_main_process():
             logger.warning(warning)
+
+    @staticmethod
+    def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
+        """detectron2's rescaling to ``num_workers`` (``SOLVER.REFERENCE_WORLD_SIZE``), plus the
+        SGD K schedule: ``K_STEP`` scales with the batch so that K follows the same curve over
+        the (rescaled) iterations. The per-GPU batch stays; the global batch, from which SGD and
+        SAM draw their negatives, changes, and a warning says so (README, 'Fewer GPUs').
+        """
+        reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+        scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
+        if scaled is cfg:
+            return cfg
+        frozen = scaled.is_frozen()
+        scaled.defrost()
+        scaled.MODEL.CHIMERASEG.SGD.K_STEP = (
+            cfg.MODEL.CHIMERASEG.SGD.K_STEP * num_workers / reference
+        )
+        if frozen:
+            scaled.freeze()
+        logger.warning(
+            "SOLVER.REFERENCE_WORLD_SIZE %d, running on %d: global batch %d -> %d (SGD and SAM "
+            "contrast the images of the global batch, so this changes the method, not only "
+            "the schedule); BASE_LR, MAX_ITER and MODEL.CHIMERASEG.SGD.K_STEP rescaled",
+            reference, num_workers, cfg.SOLVER.IMS_PER_BATCH, scaled.SOLVER.IMS_PER_BATCH,
+        )  # fmt: skip
+        return scaled
+
+    @staticmethod
+    def build_training_loop(
+        cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: torch.optim.Optimizer
+    ) -> SimpleTrainer:
+        """``SimpleTrainer``, or with ``SOLVER.AMP.ENABLED`` the device-aware AMP loop."""
+        if not cfg.SOLVER.AMP.ENABLED:
+            return SimpleTrainer(model, data_loader, optimizer)
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        return DeviceAMPTrainer(
+            model, data_loader, optimizer, device_type=device_type, precision=amp_precision(cfg)
+        )
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
@@ -252,7 +291,8 @@ class ChimeraSegTrainer(DefaultTrainer):
     def test(
         cls, cfg: CfgNode, model: nn.Module, evaluators: list[Any] | None = None
     ) -> dict[str, Any]:
-        """Evaluates on every ``DATASETS.TEST`` set, each with its own vocabulary.
+        """Evaluates on every ``DATASETS.TEST`` set, each with its own vocabulary (with flip /
+        multi-scale augmentation when ``TEST.AUG.ENABLED``, see :mod:`chimeraseg.d2.tta`).
 
         Returns:
             The evaluator results; ``{dataset: results}`` when there are several test sets.
@@ -268,7 +308,8 @@ class ChimeraSegTrainer(DefaultTrainer):
                 inner.set_vocabulary_from_dataset(name)
             loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[index] if evaluators else cls.build_evaluator(cfg, name)
-            results[name] = inference_on_dataset(model, loader, evaluator)
+            predictor = SemanticSegmentorWithTTA(model, cfg=cfg) if cfg.TEST.AUG.ENABLED else model
+            results[name] = inference_on_dataset(predictor, loader, evaluator)
             if comm.is_main_process():
                 logger.info("Evaluation results for %s in csv format:", name)
                 print_csv_format(results[name])

@@ -7,7 +7,13 @@ prepared label value is ``i``. Names are the datasets' own (no prompt engineerin
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+
 import numpy as np
+
+# The two large open-vocabulary tables are data files next to this module.
+_CLASS_NAMES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "class_names")
 
 # PASCAL Context, 59 most frequent classes (label value = position; background -> 255).
 PASCAL_CONTEXT_59_CLASSES: tuple[str, ...] = (
@@ -56,6 +62,39 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
     "carpet", "fence",
 )  # fmt: skip
 SYNTHETIC_UNSEEN: tuple[int, ...] = (2, 7, 10)  # water, tree, carpet
+
+
+def _table_lines(filename: str) -> list[str]:
+    """Non-comment lines of a file in ``class_names/``."""
+    with open(os.path.join(_CLASS_NAMES_DIR, filename), encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+
+
+@lru_cache(maxsize=1)
+def pascal_context_459_classes() -> tuple[str, ...]:
+    """The 459 classes of the full PASCAL Context labels (label ``i`` = ``labels.txt`` id i+1)."""
+    names = tuple(_table_lines("pascal_context_459.txt"))
+    if len(names) != 459:
+        raise ValueError(f"class_names/pascal_context_459.txt lists {len(names)} names, not 459")
+    return names
+
+
+@lru_cache(maxsize=1)
+def ade20k_847_table() -> tuple[tuple[int, str], ...]:
+    """ADE20K-847: per label value, ``(ADE20K object class index, name)``.
+
+    The object class index is what an ADE20K_2021_17_01 ``*_seg.png`` encodes as
+    ``R // 10 * 256 + G``; names list synonyms separated by commas.
+    """
+    rows = []
+    for expected, line in enumerate(_table_lines("ade20k_847.tsv")):
+        label, ade_index, name = line.split("\t")
+        if int(label) != expected:
+            raise ValueError(f"class_names/ade20k_847.tsv: label {label} on row {expected}")
+        rows.append((int(ade_index), name))
+    if len(rows) != 847:
+        raise ValueError(f"class_names/ade20k_847.tsv lists {len(rows)} classes, not 847")
+    return tuple(rows)
 
 
 def make_palette(num_colors: int, seed: int) -> tuple[tuple[int, int, int], ...]:

@@ -9,10 +9,13 @@ and counts bad samples.
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -34,6 +37,8 @@ class LabelJob:
         valid_raw: ``(K,)`` bool, the raw values the dataset defines; a raw value outside it is
             a bad sample, not silently mapped to 255 (None: every value ``< K`` is accepted).
         valid_raw_description: What the valid raw values are, for the error message.
+        ignore_label: Ignore value of the prepared label: 255 (uint8 ``lut``), or 65535 for a
+            uint16 ``lut`` (vocabularies above 255 classes; written as 16-bit TIFF/PNG).
     """
 
     src: str
@@ -43,6 +48,7 @@ class LabelJob:
     image: str | None = None
     valid_raw: np.ndarray | None = None
     valid_raw_description: str = "a raw class id of the dataset"
+    ignore_label: int = 255
 
 
 @dataclass
@@ -132,7 +138,7 @@ def convert_label(job: LabelJob) -> np.ndarray:
                 f"label file {job.src} has size (H, W) = {label.shape} but image {job.image} "
                 f"has {hw}"
             )
-    check_label_values(label, job.num_classes, job.src)
+    check_label_values(label, job.num_classes, job.src, job.ignore_label)
     return label
 
 
@@ -148,7 +154,8 @@ def _run_job(job: LabelJob, skip_bad: bool = False) -> tuple[str, str]:
         return "bad", str(e)
     os.makedirs(os.path.dirname(job.dst), exist_ok=True)
     tmp = job.dst + ".tmp"
-    Image.fromarray(label).save(tmp, format="PNG")
+    image_format = "TIFF" if job.dst.endswith((".tif", ".tiff")) else "PNG"
+    Image.fromarray(label).save(tmp, format=image_format)  # uint16 arrays: 16-bit files
     os.replace(tmp, job.dst)
     return "converted", ""
 
@@ -158,15 +165,23 @@ def _run_job_skip_bad(job: LabelJob) -> tuple[str, str]:
 
 
 def run_label_jobs(
-    jobs: Sequence[LabelJob], workers: int = 4, skip_bad: bool = False, desc: str = "labels"
+    jobs: Sequence[Any],
+    workers: int = 4,
+    skip_bad: bool = False,
+    desc: str = "labels",
+    run_one: Callable[[Any], tuple[str, str]] | None = None,
 ) -> ConversionReport:
     """Runs label conversions in a process pool with a progress bar.
 
     Args:
-        jobs: Conversions to run.
+        jobs: Conversions to run (:class:`LabelJob`, or whatever ``run_one`` takes; each has a
+            ``src`` attribute naming it in the report).
         workers: Worker processes (``<= 1`` runs in this process).
         skip_bad: Skip and count bad samples instead of stopping at the first one.
         desc: Progress-bar label.
+        run_one: Module-level (picklable) function converting one job into ``(status,
+            message)``, status ``converted``/``existing``/``bad``; it handles ``skip_bad``
+            itself. Default: the :class:`LabelJob` conversion.
 
     Returns:
         The counts of converted, already existing and bad samples.
@@ -175,7 +190,7 @@ def run_label_jobs(
         DatasetError: The first bad sample's error, unless ``skip_bad``.
     """
     report = ConversionReport()
-    fn = _run_job_skip_bad if skip_bad else _run_job
+    fn = run_one or (_run_job_skip_bad if skip_bad else _run_job)
     if workers <= 1:
         results = (fn(j) for j in jobs)
         pool = None
@@ -224,3 +239,36 @@ def print_summary(name: str, report: ConversionReport, count_errors: list[str]) 
     for message in count_errors:
         print(f"  count mismatch: {message}")
     return 1 if count_errors else 0
+
+
+def read_label_names(path: str) -> dict[str, int]:
+    """Parses PASCAL Context's ``labels.txt`` (``"<id>: <name>"`` per line) into name -> id.
+
+    Raises:
+        FileNotFoundError: Naming ``path`` when it does not exist.
+        ValueError: Naming the file and line of a malformed line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PASCAL Context labels.txt not found: {path}")
+    names = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            match = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
+            if match is None:
+                raise ValueError(f"{path}:{line_no}: expected '<id>: <name>', got {line!r}")
+            names[match.group(2)] = int(match.group(1))
+    return names
+
+
+def prepare_argument_parser(description: str, image_check: bool = True) -> argparse.ArgumentParser:
+    """The options every ``prepare_*.py`` script shares: ``--root``, ``--workers``,
+    ``--skip-bad`` and (when the script checks images against labels) ``--no-image-check``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+    if image_check:
+        parser.add_argument("--no-image-check", action="store_true")
+    return parser

@@ -56,55 +56,73 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(_open(path, "image").convert("RGB"), dtype=np.uint8)
 
 
-def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
-    """Checks that every label value is a class id in ``[0, num_classes)`` or 255.
+def check_label_values(
+    label: np.ndarray, num_classes: int, path: str, ignore_label: int = IGNORE_LABEL
+) -> None:
+    """Checks that every label value is a class id in ``[0, num_classes)`` or ``ignore_label``.
 
     Args:
-        label: ``(H, W)`` uint8 label map.
+        label: ``(H, W)`` uint8 (or uint16, for vocabularies above 255 classes) label map.
         num_classes: Number of classes ``N``.
         path: File name used in the error message.
+        ignore_label: The ignore value (255; 65535 for the uint16 labels of PC-459 / ADE-847).
 
     Raises:
         DatasetError: Listing the offending values.
     """
-    counts = np.bincount(label.ravel(), minlength=256)  # (256,) histogram, no per-pixel loop
-    counts[IGNORE_LABEL] = 0
+    size = max(int(label.max(initial=0)) + 1, num_classes, ignore_label + 1)
+    counts = np.bincount(label.ravel(), minlength=size)  # histogram, no per-pixel loop
+    counts[ignore_label] = 0
     bad = np.flatnonzero(counts[num_classes:]) + num_classes
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:20]) + (" ..." if bad.size > 20 else "")
         raise DatasetError(
             f"label file {path} has values {{{shown}}} that are neither a class id in "
-            f"[0, {num_classes}) nor {IGNORE_LABEL}"
+            f"[0, {num_classes}) nor {ignore_label}"
         )
 
 
+# PIL modes of single-channel label files: 8-bit PNG, and 16-bit PNG / TIFF (uint16 labels).
+_LABEL_MODES = {"L": np.uint8, "P": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I": np.uint16}
+
+
 def read_label(
-    path: str, num_classes: int, expected_hw: tuple[int, int] | None = None
+    path: str,
+    num_classes: int,
+    expected_hw: tuple[int, int] | None = None,
+    ignore_label: int = IGNORE_LABEL,
 ) -> np.ndarray:
-    """Reads and validates a prepared label map (single channel, class ids and 255).
+    """Reads and validates a prepared label map (single channel, class ids and the ignore value).
 
     Args:
-        path: Label PNG (mode ``L``, or ``P`` whose indices are the labels).
-        num_classes: Number of classes ``N``; values must be in ``[0, N)`` or 255.
+        path: Label PNG (mode ``L``, or ``P`` whose indices are the labels), or a 16-bit PNG /
+            TIFF for vocabularies above 255 classes (PASCAL Context-459, ADE20K-847).
+        num_classes: Number of classes ``N``; values must be in ``[0, N)`` or ``ignore_label``.
         expected_hw: ``(H, W)`` of the matching image; checked if given.
+        ignore_label: The ignore value (255, or 65535 for 16-bit labels).
 
     Returns:
-        ``(H, W)`` uint8 label map.
+        ``(H, W)`` uint8 (8-bit files) or uint16 (16-bit files) label map.
 
     Raises:
         DatasetError: If the file is missing, unreadable, not single-channel, of the wrong size,
             or holds values outside the class range.
     """
     img = _open(path, "label")
-    if img.mode not in ("L", "P"):
-        raise DatasetError(f"label file {path} has mode {img.mode!r}; expected 'L' or 'P'")
-    label = np.asarray(img, dtype=np.uint8)
+    if img.mode not in _LABEL_MODES:
+        raise DatasetError(
+            f"label file {path} has mode {img.mode!r}; expected one of {sorted(_LABEL_MODES)}"
+        )
+    raw = np.asarray(img)
+    if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(_LABEL_MODES[img.mode]).max):
+        raise DatasetError(f"label file {path} has values outside [0, 65535]")
+    label = raw.astype(_LABEL_MODES[img.mode], copy=False)
     if expected_hw is not None and tuple(label.shape) != tuple(expected_hw):
         raise DatasetError(
             f"label file {path} has size (H, W) = {tuple(label.shape)} but its image has "
             f"{tuple(expected_hw)}"
         )
-    check_label_values(label, num_classes, path)
+    check_label_values(label, num_classes, path, ignore_label)
     return label
 
 

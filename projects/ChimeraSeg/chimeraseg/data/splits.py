@@ -9,6 +9,7 @@ import with the split's name, never silently in a metric.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ from chimeraseg.data.class_tables import (
     PASCAL_VOC_20_CLASSES,
     SYNTHETIC_CLASSES,
     SYNTHETIC_UNSEEN,
+    ade20k_847_table,
     make_palette,
+    pascal_context_459_classes,
 )
 from chimeraseg.data.coco_stuff import COCO_STUFF_171_CLASSES, COCO_STUFF_171_COLORS
 
@@ -104,15 +107,38 @@ _SPLITS: dict[tuple[str, str | None], ZeroShotSplit] = {}
 _DEFAULT_VARIANT: dict[str, str | None] = {}
 
 
-def _add(split: ZeroShotSplit, default: bool = True) -> None:
+def register_split(
+    split: ZeroShotSplit, default: bool = True, replace: bool = False
+) -> ZeroShotSplit:
+    """Adds a split to the registry that :func:`get_split` reads (public: your own splits too).
+
+    Args:
+        split: The split, e.g. from :func:`make_zero_shot_split`; it is validated here.
+        default: Make ``split.variant`` the default variant of ``split.name``.
+        replace: Replace a registered ``(name, variant)``; otherwise that is an error.
+
+    Returns:
+        ``split``.
+
+    Raises:
+        ValueError: Naming the split, if it is not a partition of its classes or (without
+            ``replace``) its ``(name, variant)`` is already registered.
+    """
     validate_split(split)
-    _SPLITS[(split.name, split.variant)] = split
-    if default:
+    key = (split.name, split.variant)
+    if key in _SPLITS and not replace and _SPLITS[key] != split:
+        raise ValueError(
+            f"zero-shot split {split.name!r} (variant {split.variant!r}) is already registered "
+            "with other classes; pick another name or pass replace=True"
+        )
+    _SPLITS[key] = split
+    if default or split.name not in _DEFAULT_VARIANT:
         _DEFAULT_VARIANT[split.name] = split.variant
+    return split
 
 
 # COCO-Stuff 156 seen / 15 unseen (ZegCLIP / Chimera-Seg protocol).
-_add(
+register_split(
     _make_split(
         "coco_stuff_171",
         variant=None,
@@ -122,7 +148,7 @@ _add(
     )
 )
 # PASCAL Context 49 / 10: "zs3" (ZS3Net / MaskCLIP / OTSeg, default) and "cascade" (Cascade-CLIP).
-_add(
+register_split(
     _make_split(
         "pascal_context_59",
         variant="zs3",
@@ -131,7 +157,7 @@ _add(
         stuff_colors=_CONTEXT_COLORS,
     )
 )
-_add(
+register_split(
     _make_split(
         "pascal_context_59",
         variant="cascade",
@@ -142,7 +168,7 @@ _add(
     default=False,
 )
 # PASCAL VOC 2012 15 / 5: pottedplant, sheep, sofa, train, tvmonitor unseen.
-_add(
+register_split(
     _make_split(
         "voc_20",
         variant=None,
@@ -152,7 +178,7 @@ _add(
     )
 )
 # ADE20K-150: cross-dataset transfer only (evaluation), so no class is held out.
-_add(
+register_split(
     _make_split(
         "ade20k_150",
         variant=None,
@@ -161,8 +187,49 @@ _add(
         stuff_colors=make_palette(len(ADE20K_150_CLASSES), seed=150),
     )
 )
+# Cross-dataset transfer vocabularies (evaluation of a model trained elsewhere, e.g. on
+# COCO-Stuff): every class is in the vocabulary and none is held out, so only mIoU is reported.
+# PASCAL VOC and Context-59 get a "transfer" variant next to their zero-shot splits.
+register_split(
+    _make_split(
+        "voc_20",
+        variant="transfer",
+        class_names=PASCAL_VOC_20_CLASSES,
+        unseen=(),
+        stuff_colors=make_palette(len(PASCAL_VOC_20_CLASSES), seed=20),
+    ),
+    default=False,
+)
+register_split(
+    _make_split(
+        "pascal_context_59",
+        variant="transfer",
+        class_names=PASCAL_CONTEXT_59_CLASSES,
+        unseen=(),
+        stuff_colors=_CONTEXT_COLORS,
+    ),
+    default=False,
+)
+register_split(
+    _make_split(
+        "pascal_context_459",
+        variant=None,
+        class_names=pascal_context_459_classes(),
+        unseen=(),
+        stuff_colors=make_palette(459, seed=459),
+    )
+)
+register_split(
+    _make_split(
+        "ade20k_847",
+        variant=None,
+        class_names=tuple(name for _, name in ade20k_847_table()),
+        unseen=(),
+        stuff_colors=make_palette(847, seed=847),
+    )
+)
 # The bundled synthetic dataset (``chimeraseg.data.synthetic``).
-_add(
+register_split(
     _make_split(
         "synthetic",
         variant=None,
@@ -171,6 +238,89 @@ _add(
         stuff_colors=make_palette(len(SYNTHETIC_CLASSES), seed=12),
     )
 )
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names from a text file: one per line, in label order (line ``i`` is label ``i``).
+
+    Blank lines and lines starting with ``#`` are skipped; surrounding spaces are stripped. A line
+    may hold comma-separated synonyms (``"sofa, couch"``); it is one class.
+
+    Raises:
+        FileNotFoundError: Naming ``path`` when it does not exist.
+        ValueError: Naming ``path`` when it holds no name.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class-name file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise ValueError(f"class-name file {path} holds no class name")
+    return names
+
+
+def _indices_of(
+    names: Sequence[str | int], class_names: Sequence[str], kind: str, split: str
+) -> list[int]:
+    """Indices of ``names`` (class names, or already indices) in ``class_names``."""
+    index = {n: i for i, n in enumerate(class_names)}
+    out, unknown = [], []
+    for n in names:
+        if isinstance(n, int) and not isinstance(n, bool):
+            out.append(n)
+        elif n in index:
+            out.append(index[n])
+        else:
+            unknown.append(n)
+    if unknown:
+        raise ValueError(f"split {split!r}: {kind} names {unknown} are not among its classes")
+    return out
+
+
+def make_zero_shot_split(
+    name: str,
+    class_names: Sequence[str],
+    unseen: Sequence[str | int] = (),
+    seen: Sequence[str | int] | None = None,
+    variant: str | None = None,
+    stuff_colors: Sequence[Sequence[int]] | None = None,
+) -> ZeroShotSplit:
+    """Builds (and validates) a split of your own classes from their names.
+
+    Args:
+        name: Split name (``get_split(name)`` after :func:`register_split`).
+        class_names: ``N`` names in label order (label value ``i`` is ``class_names[i]``).
+        unseen: Unseen classes, by name (or index); empty = evaluation-only vocabulary.
+        seen: Seen classes by name (or index); None = every class that is not unseen. When
+            given, seen and unseen must together cover every class exactly once.
+        variant: Optional variant label of the split.
+        stuff_colors: ``N`` RGB colours; None = a fixed palette.
+
+    Raises:
+        ValueError: Naming the split and the names, for unknown or duplicate names, or
+            overlapping or incomplete seen/unseen lists.
+    """
+    class_names = tuple(str(n).strip() for n in class_names)
+    if not class_names:
+        raise ValueError(f"split {name!r}: no class names")
+    unseen_ids = _indices_of(unseen, class_names, "unseen", name)
+    if seen is None:
+        hidden = set(unseen_ids)
+        seen_ids = [i for i in range(len(class_names)) if i not in hidden]
+    else:
+        seen_ids = _indices_of(seen, class_names, "seen", name)
+    colors = stuff_colors or make_palette(len(class_names), seed=len(class_names))
+    split = ZeroShotSplit(
+        name,
+        variant,
+        class_names,
+        tuple(sorted(seen_ids)),
+        tuple(sorted(unseen_ids)),
+        tuple(tuple(int(v) for v in c) for c in colors),
+    )
+    validate_split(split)
+    return split
 
 
 def available_splits() -> list[tuple[str, str | None]]:
@@ -182,10 +332,12 @@ def get_split(name: str, variant: str | None = None) -> ZeroShotSplit:
     """Returns a named zero-shot split.
 
     Args:
-        name: ``"coco_stuff_171"``, ``"pascal_context_59"``, ``"voc_20"``, ``"ade20k_150"`` or
-            ``"synthetic"``.
-        variant: ``"zs3"`` or ``"cascade"`` for ``"pascal_context_59"``; ``None`` picks the
-            default variant of ``name``.
+        name: ``"coco_stuff_171"``, ``"pascal_context_59"``, ``"voc_20"``, ``"ade20k_150"``,
+            ``"pascal_context_459"``, ``"ade20k_847"``, ``"synthetic"``, or a split added with
+            :func:`register_split`.
+        variant: ``"zs3"``, ``"cascade"`` or ``"transfer"`` for ``"pascal_context_59"``,
+            ``"transfer"`` for ``"voc_20"`` (no unseen class); ``None`` picks the default
+            variant of ``name``.
 
     Returns:
         The frozen :class:`ZeroShotSplit`.

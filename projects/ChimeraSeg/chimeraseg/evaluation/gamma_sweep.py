@@ -149,7 +149,9 @@ def _ground_truth(
     gt: ArrayLike, logits: torch.Tensor, ignore: int, source: str | None
 ) -> torch.Tensor:
     """Checked ground truth as ``(P,)`` long on the logits' device."""
-    if isinstance(gt, np.ndarray) and not gt.flags.writeable:
+    if isinstance(gt, np.ndarray) and gt.dtype == np.uint16:
+        gt = gt.astype(np.int32)  # 16-bit labels (459 / 847 classes): torch has few uint16 ops
+    elif isinstance(gt, np.ndarray) and not gt.flags.writeable:
         gt = gt.copy()  # e.g. np.asarray(PIL image); torch warns on read-only buffers
     gt = torch.as_tensor(gt).to(logits.device, non_blocking=True)
     expected = logits.shape[:-3] + logits.shape[-2:]

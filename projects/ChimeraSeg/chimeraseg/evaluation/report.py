@@ -17,6 +17,7 @@ __all__ = [
     "SWEEP_METRICS",
     "gamma_key",
     "summarize_sweep",
+    "transfer_summary",
     "flat_results",
     "format_table",
     "write_json",
@@ -68,6 +69,17 @@ def summarize_sweep(
         if headline is None and g == float(headline_gamma):
             headline = metrics
     return {"gamma": float(headline_gamma), "headline": headline, "sweep": sweep}
+
+
+# Keys that only mean something with seen and unseen classes (and the bias gamma on the unseen).
+_ZERO_SHOT_KEYS = ("sIoU", "uIoU", "hIoU", "gamma")
+
+
+def transfer_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary of a dataset without unseen classes (cross-dataset transfer): mIoU and the
+    per-class figures, without sIoU / uIoU / hIoU and without a γ sweep (γ changes nothing)."""
+    headline = {k: v for k, v in summary["headline"].items() if k not in _ZERO_SHOT_KEYS}
+    return {"gamma": summary["gamma"], "headline": headline, "sweep": []}
 
 
 def flat_results(summary: Mapping[str, Any]) -> dict[str, float]:

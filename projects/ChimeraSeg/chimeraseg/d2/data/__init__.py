@@ -3,6 +3,7 @@
 from chimeraseg.d2.data import (  # noqa: F401 -- imported for their registrations
     register_ade20k,
     register_coco_stuff_zs,
+    register_pascal_context_459,
     register_pascal_context_zs,
     register_synthetic_zs,
     register_voc_zs,

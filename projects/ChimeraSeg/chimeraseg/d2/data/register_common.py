@@ -28,8 +28,10 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def split_metadata(split: ZeroShotSplit) -> dict:
+def split_metadata(split: ZeroShotSplit, ignore_label: int = IGNORE_LABEL) -> dict:
     """The zero-shot metadata fields shared by every dataset of a split.
+
+    ``ignore_label`` is 255, or 65535 for the 16-bit labels of vocabularies above 255 classes.
 
     Returns:
         ``stuff_classes``, ``stuff_colors``, ``seen_classes``, ``unseen_classes`` (index lists),
@@ -42,7 +44,7 @@ def split_metadata(split: ZeroShotSplit) -> dict:
         "unseen_classes": list(split.unseen),
         "class_split": split.name,
         "class_split_variant": split.variant,
-        "ignore_label": IGNORE_LABEL,
+        "ignore_label": ignore_label,
         "evaluator_type": EVALUATOR_TYPE,
     }
 
@@ -86,19 +88,22 @@ class SemSegListing:
         image_ext: str = ".jpg",
         read_sizes: bool = False,
         split_lists: Sequence[str] = (),
+        label_ext: str = ".png",
     ) -> None:
         self.image_dir, self.label_dir, self.image_ext = image_dir, label_dir, image_ext
         self.read_sizes, self.split_lists = read_sizes, tuple(split_lists)
+        self.label_ext = label_ext
 
     def __call__(self, skip_missing_labels: bool = False) -> list[dict]:
         """The dataset dicts; unpaired samples raise, or are skipped with a logged count."""
         ids = None
         if self.split_lists:
-            ids = ids_from_split_lists(self.split_lists, self.label_dir)
+            ids = ids_from_split_lists(self.split_lists, self.label_dir, self.label_ext)
         return list_sem_seg_pairs(
             self.image_dir,
             self.label_dir,
             image_ext=self.image_ext,
+            label_ext=self.label_ext,
             read_sizes=self.read_sizes,
             image_ids=ids,
             skip_missing_labels=skip_missing_labels,
@@ -139,6 +144,7 @@ def register_sem_seg_dataset(
     read_sizes: bool = False,
     replace: bool = False,
     split_lists: Sequence[str] = (),
+    label_ext: str = ".png",
 ) -> None:
     """Registers a lazily listed ``<image_dir>/<id><image_ext>`` + ``<label_dir>/<id>.png`` set.
 
@@ -153,12 +159,13 @@ def register_sem_seg_dataset(
         replace: Re-register ``name`` if it exists (tests); otherwise an existing name is kept.
         split_lists: Candidate split lists (see :class:`SemSegListing`) for an image directory
             shared by several splits; empty = every image of ``image_dir``.
+        label_ext: Label extension (``".tif"`` for the 16-bit labels of PC-459 / ADE-847).
     """
     if name in DatasetCatalog.list():
         if not replace:
             return
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    loader = SemSegListing(image_dir, label_dir, image_ext, read_sizes, split_lists)
+    loader = SemSegListing(image_dir, label_dir, image_ext, read_sizes, split_lists, label_ext)
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(image_root=image_dir, sem_seg_root=label_dir, **meta)
