@@ -13,7 +13,13 @@ Examples::
     # CLS-to-feature cosine similarity heat map (paper Fig. 8; builds the CLIP teacher)
     python tools/demo.py --config-file <cfg> --input img.jpg --output vis/ --similarity-map ...
 
+    # the vocabulary from a file (one class per line, "sofa, couch" = synonyms), and the masks:
+    # <stem>_labels.png (class index per pixel) + vocabulary.json naming the indices
+    python tools/demo.py --config-file <cfg> --input photos/ --output out/ \\
+        --vocabulary-file names.txt --unseen couch --save-labels MODEL.WEIGHTS <pth>
+
     python tools/demo.py --config-file <cfg> --video-input clip.mp4 --output vis/ ...
+    python tools/demo.py --config-file <cfg> --webcam --output vis/ ...  # camera 0; Ctrl-C stops
 
 Images are read by the project's reader (``chimeraseg.data.io.read_image``), which ignores EXIF
 orientation tags like every other part of ChimeraSeg. Files of an input folder that are not images
@@ -32,6 +38,7 @@ import cv2
 import numpy as np
 
 from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, run_on_images
+from chimeraseg.data.splits import read_class_names
 
 
 def _image_paths(inputs: list[str]) -> list[str]:
@@ -45,33 +52,64 @@ def _image_paths(inputs: list[str]) -> list[str]:
     return [p for p in paths if not os.path.isdir(p)]
 
 
-def _frames(path: str) -> Iterator[np.ndarray]:
-    capture = cv2.VideoCapture(path)
+def _frames(capture: cv2.VideoCapture, source: str) -> Iterator[np.ndarray]:
+    """RGB frames of an opened capture until it ends (or Ctrl-C, for a camera)."""
     if not capture.isOpened():
-        raise FileNotFoundError(f"cannot open video '{path}'")
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        yield frame[..., ::-1].copy()
-    capture.release()
+        raise FileNotFoundError(f"cannot open {source}")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield frame[..., ::-1].copy()  # BGR -> RGB
+    except KeyboardInterrupt:
+        pass
+    finally:
+        capture.release()
 
 
-def run_on_video(demo: ChimeraSegDemo, path: str, output: str) -> str:
-    """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
-    os.makedirs(output, exist_ok=True)
-    fps = cv2.VideoCapture(path).get(cv2.CAP_PROP_FPS) or 25.0
-    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+def run_on_stream(
+    demo: ChimeraSegDemo, capture: cv2.VideoCapture, source: str, target: str, max_frames: int = 0
+) -> str:
+    """Writes the overlay of every frame of ``capture`` to the video ``target``; returns it.
+
+    Args:
+        demo: The predictor.
+        capture: An opened ``cv2.VideoCapture`` (a file or a camera).
+        source: What ``capture`` reads, for messages (``"video 'x.mp4'"``, ``"camera 0"``).
+        target: Output ``.mp4`` file.
+        max_frames: Stop after this many frames (0 = at the end of the stream).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer = None
-    for frame in _frames(path):
-        vis = demo.draw(frame, demo.predict(frame))[..., ::-1]
+    for count, frame in enumerate(_frames(capture, source), start=1):
+        vis = demo.draw(frame, demo.predict(frame))[..., ::-1]  # (H', W, 3) BGR with legend
         if writer is None:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
         writer.write(np.ascontiguousarray(vis))
+        if count == max_frames:
+            break
     if writer is not None:
         writer.release()
     return target
+
+
+def run_on_video(demo: ChimeraSegDemo, path: str, output: str, max_frames: int = 0) -> str:
+    """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
+    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+    return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", target, max_frames)
+
+
+def run_on_webcam(demo: ChimeraSegDemo, camera: int, output: str, max_frames: int = 0) -> str:
+    """Writes ``<output>/webcam<camera>.mp4`` from a camera until Ctrl-C (or ``max_frames``).
+
+    The overlays go to a file rather than a window: the pinned OpenCV is the headless build.
+    """
+    target = os.path.join(output, f"webcam{camera}.mp4")
+    capture = cv2.VideoCapture(camera)
+    return run_on_stream(demo, capture, f"camera {camera}", target, max_frames)
 
 
 def _split_names(text: str | None) -> list[str] | None:
@@ -84,11 +122,23 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", help="image files, globs or folders")
     parser.add_argument("--video-input", help="a video file")
+    parser.add_argument(
+        "--webcam", nargs="?", type=int, const=0, metavar="N", help="camera N (default 0)"
+    )
+    parser.add_argument("--max-frames", type=int, default=0, help="stop a stream after N frames")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--vocabulary", help='class names "cat,grass,..." (default: dataset)')
+    parser.add_argument(
+        "--vocabulary-file", metavar="FILE", help='one class per line ("sofa, couch" = synonyms)'
+    )
     parser.add_argument("--unseen", help='names of --vocabulary marked unseen, "a,b"')
     parser.add_argument("--gamma", type=float, help="unseen-logit bias (default TEST.GAMMA)")
     parser.add_argument("--similarity-map", action="store_true", help="also write Fig. 8 maps")
+    parser.add_argument(
+        "--save-labels",
+        action="store_true",
+        help="also write <stem>_labels.png (class index per pixel) and vocabulary.json",
+    )
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
@@ -98,23 +148,39 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
-    if not args.input and not args.video_input:
-        raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER or --video-input VIDEO")
-    vocabulary, unseen = _split_names(args.vocabulary), _split_names(args.unseen)
+def _vocabulary(args: argparse.Namespace) -> list[str] | None:
+    """The class names of ``--vocabulary`` or ``--vocabulary-file``; None for the dataset's."""
+    if args.vocabulary is not None and args.vocabulary_file:
+        raise SystemExit("tools/demo.py: give --vocabulary or --vocabulary-file, not both")
+    if args.vocabulary_file:
+        try:
+            return read_class_names(args.vocabulary_file)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"tools/demo.py: --vocabulary-file: {e}") from e
+    vocabulary = _split_names(args.vocabulary)
     if vocabulary is not None and not vocabulary:
         raise SystemExit(f"tools/demo.py: --vocabulary {args.vocabulary!r} holds no class name")
+    return vocabulary
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_parser().parse_args(argv)
+    if not args.input and not args.video_input and args.webcam is None:
+        raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER, --video-input or --webcam")
+    vocabulary, unseen = _vocabulary(args), _split_names(args.unseen)
     if unseen and not vocabulary:
-        raise SystemExit("tools/demo.py: --unseen needs --vocabulary")
+        raise SystemExit("tools/demo.py: --unseen needs --vocabulary or --vocabulary-file")
     opts = list(args.opts)
     if args.allow_random_weights:
         opts += ["MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS", "True"]
     demo = build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
     if args.input:
-        run_on_images(demo, _image_paths(args.input), args.output, args.similarity_map)
+        paths = _image_paths(args.input)
+        run_on_images(demo, paths, args.output, args.similarity_map, labels=args.save_labels)
     if args.video_input:
-        print("wrote", run_on_video(demo, args.video_input, args.output))
+        print("wrote", run_on_video(demo, args.video_input, args.output, args.max_frames))
+    if args.webcam is not None:
+        print("wrote", run_on_webcam(demo, args.webcam, args.output, args.max_frames))
 
 
 if __name__ == "__main__":

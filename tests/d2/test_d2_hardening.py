@@ -137,7 +137,7 @@ def test_demo_needs_trained_weights_unless_allowed(tiny_opts, synthetic_root) ->
 def test_global_batch_of_one_warns_once_naming_the_keys(tiny_opts, synthetic_root, tmp_path):
     from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
     from chimeraseg.d2 import trainer as trainer_module
-    from chimeraseg.d2.config import small_batch_warning
+    from chimeraseg.d2.config_checks import small_batch_warning
 
     messages: list[str] = []
     original = trainer_module.logger.warning

@@ -25,7 +25,7 @@ from torch import nn
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.text import encode_class_names
-from chimeraseg.d2.config import validate_chimeraseg_config
+from chimeraseg.d2.config_checks import validate_chimeraseg_config
 from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.modeling import (
     ChimeraSegCriterion,

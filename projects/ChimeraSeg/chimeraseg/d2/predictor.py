@@ -18,14 +18,16 @@ from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from chimeraseg.clip.names import split_synonyms
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
 from chimeraseg.data.io import DatasetError, read_image
+from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
 from chimeraseg.evaluation.gamma_sweep import biased_argmax
 
-__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images"]
+__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images", "unseen_indices"]
 
 UNSEEN_SUFFIX = " *"
 
@@ -132,7 +134,7 @@ def build_demo(
     load_trained_weights(model, cfg)
     colors = None
     if vocabulary is not None:
-        model.set_vocabulary(vocabulary, [vocabulary.index(u) for u in unseen or []])
+        model.set_vocabulary(vocabulary, unseen_indices(vocabulary, unseen or []))
     else:
         colors = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("stuff_colors")
     return ChimeraSegDemo(
@@ -147,15 +149,36 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
-    missing = [u for u in unseen or [] if u not in (vocabulary or [])]
+    unseen_indices(vocabulary or [], unseen or [])
+
+
+def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
+    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
+
+    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
+
+    Raises:
+        ValueError: naming the unseen names that match no entry.
+    """
+    lookup: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in (entry, *split_synonyms(entry)):
+            lookup.setdefault(name.strip(), i)
+    missing = [u for u in unseen if u.strip() not in lookup]
     if missing:
         raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+    return sorted({lookup[u.strip()] for u in unseen})
 
 
-def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool) -> int:
+def run_on_images(
+    demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool, labels: bool = False
+) -> int:
     """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image.
 
-    Files that are not readable images are skipped with a one-line note.
+    With ``labels``, also ``<stem>_labels.png`` (the class index of every pixel, 8 or 16 bits by
+    vocabulary size) and, once, ``vocabulary.json`` naming the indices
+    (:mod:`chimeraseg.data.prediction_io`). Files that are not readable images are skipped with a
+    one-line note.
 
     Returns:
         The number of images drawn.
@@ -164,6 +187,10 @@ def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarit
         ValueError: when none of ``paths`` is a readable image.
     """
     os.makedirs(output, exist_ok=True)
+    names = demo.model.vocabulary
+    if labels:
+        unseen = demo.model.unseen_mask.tolist()
+        write_vocabulary_json(os.path.join(output, "vocabulary.json"), names, unseen, demo.gamma)
     drawn = 0
     for path in paths:
         try:
@@ -172,8 +199,11 @@ def run_on_images(demo: ChimeraSegDemo, paths: list[str], output: str, similarit
             print(f"[demo] skipped, not a readable image: {e}")
             continue
         stem = os.path.splitext(os.path.basename(path))[0]
-        vis = demo.draw(image, demo.predict(image))
-        cv2.imwrite(os.path.join(output, stem + ".png"), vis[..., ::-1])
+        prediction = demo.predict(image)  # (H, W) class indices
+        cv2.imwrite(os.path.join(output, stem + ".png"), demo.draw(image, prediction)[..., ::-1])
+        if labels:
+            label_path = os.path.join(output, stem + "_labels.png")
+            write_label_png(label_path, prediction.numpy(), len(names))
         if similarity:
             sim = demo.similarity(image)
             cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])

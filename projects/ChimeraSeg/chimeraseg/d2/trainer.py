@@ -37,7 +37,7 @@ from chimeraseg.d2.checkpoint import (
     WeightsMismatchError,
     load_trained_weights,
 )
-from chimeraseg.d2.config import small_batch_warning
+from chimeraseg.d2.config_checks import small_batch_warning
 from chimeraseg.d2.data.register_common import dataset_dicts
 from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
 from chimeraseg.d2.hooks import PerIterationJSONWriter
