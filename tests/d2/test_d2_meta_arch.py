@@ -137,3 +137,16 @@ def test_inference_speed_keys_reach_the_core(tiny_opts, synthetic_root):
     assert model.model.inference.chunk_tokens == 64
     default = _model(tiny_opts).model.inference
     assert (default.head_downsample, default.chunk_tokens, default.mode) == (1, 1024, "whole")
+
+
+def test_crop_and_resize_matches_detectron2_and_skips_equal_size_resampling():
+    from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+    from chimeraseg.d2.meta_arch import crop_and_resize
+
+    maps = torch.randn(5, 64, 96)  # (C, Hp, Wp): a 50x90 image padded to 64x96
+    for output in [(50, 90), (100, 180), (37, 61)]:
+        expected = sem_seg_postprocess(maps, (50, 90), *output)
+        torch.testing.assert_close(crop_and_resize(maps, (50, 90), output), expected)
+    same = crop_and_resize(maps, (50, 90), (50, 90))
+    assert same.data_ptr() == maps.data_ptr()  # a view of the crop: nothing was resampled

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
@@ -301,7 +300,7 @@ class ChimeraSeg(nn.Module):
         results = []
         for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
             h, w = inp.get("height", size[0]), inp.get("width", size[1])
-            results.append({"sem_seg": sem_seg_postprocess(logit, size, h, w)})
+            results.append({"sem_seg": crop_and_resize(logit, size, (h, w))})
         return results
 
     def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
@@ -320,8 +319,25 @@ class ChimeraSeg(nn.Module):
         out = []
         for s, inp, size in zip(sim, batched_inputs, images.image_sizes):
             h, w = inp.get("height", size[0]), inp.get("width", size[1])
-            out.append(sem_seg_postprocess(s, size, h, w)[0])
+            out.append(crop_and_resize(s, size, (h, w))[0])
         return out
+
+
+def crop_and_resize(
+    maps: torch.Tensor, image_size: tuple[int, int], output_size: tuple[int, int]
+) -> torch.Tensor:
+    """``(C, Hp, Wp)`` maps of a padded image -> ``(C, H, W)`` at the requested output size.
+
+    Crops the padding (``image_size`` is the image inside the padded tensor), then resamples
+    bilinearly to ``output_size`` only when it differs. detectron2's ``sem_seg_postprocess``
+    resamples every time; at equal size that returns the same values (bilinear, no corner
+    alignment) after a full-resolution pass over every class map.
+    """
+    crop = maps[:, : image_size[0], : image_size[1]]  # (C, H', W')
+    if tuple(crop.shape[-2:]) == tuple(output_size):
+        return crop
+    resized = F.interpolate(crop[None], size=output_size, mode="bilinear", align_corners=False)
+    return resized[0]  # (C, H, W)
 
 
 def valid_pixel_mask(batched_inputs: list[dict[str, Any]], images: ImageList) -> torch.Tensor:
