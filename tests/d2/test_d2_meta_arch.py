@@ -150,3 +150,33 @@ def test_crop_and_resize_matches_detectron2_and_skips_equal_size_resampling():
         torch.testing.assert_close(crop_and_resize(maps, (50, 90), output), expected)
     same = crop_and_resize(maps, (50, 90), (50, 90))
     assert same.data_ptr() == maps.data_ptr()  # a view of the crop: nothing was resampled
+
+
+def test_bfloat16_inference_runs_the_student_in_bfloat16_and_returns_float32_logits(
+    tiny_opts, synthetic_root
+):
+    model = _model(tiny_opts + ["TEST.AMP.ENABLED", "True"]).eval()
+    assert model.model.inference.precision == torch.bfloat16
+    seen = []
+    model.model.backbone.register_forward_hook(
+        lambda module, args, out: seen.append(next(iter(out.values())).dtype)
+    )
+    batch = _batch(train=False)
+    with torch.no_grad():
+        low = model(batch)[0]["sem_seg"]
+    assert seen == [torch.bfloat16]  # autocast reached the student
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    full = _model(tiny_opts).eval()
+    full.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        reference = full(batch)[0]["sem_seg"]
+    assert low.shape == reference.shape
+    # Same weights: bfloat16 moves the logits a little (tiny random model, so no agreement target).
+    assert (low - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+def test_float16_inference_on_the_cpu_is_refused_naming_the_key(tiny_opts, synthetic_root):
+    with pytest.raises(ValueError, match="TEST.AMP.PRECISION = 'float16' needs a CUDA"):
+        _model(tiny_opts + ["TEST.AMP.ENABLED", "True", "TEST.AMP.PRECISION", "float16"])
+    with pytest.raises(ValueError, match="TEST.AMP.PRECISION"):
+        _model(tiny_opts + ["TEST.AMP.PRECISION", "half"])

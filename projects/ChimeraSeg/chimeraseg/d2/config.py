@@ -164,6 +164,13 @@ def _add_test_config(cfg: CN) -> None:
     # INEXACT speed option, off by default (1): k > 1 average-pools the decoder output k x k
     # before the CSH (2 = CSH at stride 8, ~4x fewer positions), logits upsampled once.
     cfg.TEST.CSH_DOWNSAMPLE = 1
+    # Lower-precision inference (evaluation, --eval-only, tools/demo.py), off by default: the
+    # student and the CSH run under autocast, the cosine logits stay float32.
+    cfg.TEST.AMP = CN()
+    # True = autocast at inference with TEST.AMP.PRECISION.
+    cfg.TEST.AMP.ENABLED = False
+    # "bfloat16" (CPU and recent GPUs) or "float16" (CUDA only, for GPUs without bfloat16).
+    cfg.TEST.AMP.PRECISION = "bfloat16"
 
 
 def _add_solver_config(cfg: CN) -> None:

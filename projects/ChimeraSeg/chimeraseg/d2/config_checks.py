@@ -35,6 +35,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL.CHIMERASEG.SGD.MODE": K_SCHEDULES,
     "TEST.MODE": INFERENCE_MODES,
     "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
+    "TEST.AMP.PRECISION": ("bfloat16", "float16"),
 }
 
 

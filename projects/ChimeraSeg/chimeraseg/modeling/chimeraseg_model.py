@@ -281,16 +281,25 @@ class ChimeraSegModel(nn.Module):
 
         def row_fn(residual: torch.Tensor) -> torch.Tensor:  # Fres (..., Dv) -> (..., N)
             tokens = self.head.proj(residual)  # (..., D)
-            return (F.normalize(tokens.float(), dim=-1) @ text.t()) / tau
+            # Under a lower-precision autocast the cosine stays float32: unit vectors and their
+            # dot products decide the argmax between close classes. LayerNorm and BatchNorm keep
+            # float32 weights and running statistics and accumulate in float32; the softmax /
+            # argmax of the evaluator and the demo run on these float32 logits.
+            with torch.autocast(residual.device.type, enabled=False):
+                return (F.normalize(tokens.float(), dim=-1) @ text.t()) / tau
 
         def logits_fn(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H', W') -> (B, N, h, w)
             features = self.head_features(images, options.head_downsample)  # (B, E, h, w)
             logits = self.head.map_positions(features, row_fn, options.chunk_tokens)
             return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
-        if options.mode == "slide":
-            return slide_inference(logits_fn, images, options.slide_crop, options.slide_stride)
-        return whole_inference(logits_fn, images)
+        amp = torch.autocast(
+            images.device.type, dtype=options.precision, enabled=options.precision is not None
+        )
+        with amp:
+            if options.mode == "slide":
+                return slide_inference(logits_fn, images, options.slide_crop, options.slide_stride)
+            return whole_inference(logits_fn, images)
 
     def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
         """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.

@@ -39,6 +39,8 @@ class InferenceConfig:
         head_downsample: INEXACT speed option, off at 1: ``k > 1`` average-pools the decoder
             output ``k x k`` (``ceil_mode``) before the CSH, which then runs at stride ``4k``.
         chunk_tokens: CSH positions per chunk without autograd (exact); 0 = one pass.
+        precision: autocast dtype of the student and the CSH (``torch.bfloat16``; float16 on
+            GPUs without bfloat16); None = float32. The cosine logits stay float32.
     """
 
     mode: str = "whole"
@@ -46,6 +48,7 @@ class InferenceConfig:
     slide_stride: tuple[int, int] = (341, 341)
     head_downsample: int = 1
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    precision: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in INFERENCE_MODES:
@@ -54,6 +57,11 @@ class InferenceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"InferenceConfig: {name}={value!r} must be an int >= {minimum}")
+        if self.precision not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(
+                f"InferenceConfig: precision={self.precision!r} must be None, "
+                "torch.bfloat16 or torch.float16"
+            )
         for name in ("slide_crop", "slide_stride"):
             value = tuple(getattr(self, name))
             if len(value) != 2 or min(value) <= 0:
