@@ -1,0 +1,35 @@
+"""tools/inference_agreement.py: an exact option agrees everywhere; a lossy one is measured."""
+
+from __future__ import annotations
+
+import pytest
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON
+
+pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
+
+from chimeraseg_test_utils import SYNTHETIC_CONFIG, load_script  # noqa: E402
+
+
+@pytest.mark.detectron2
+def test_exact_option_agrees_everywhere_and_bfloat16_is_measured(
+    tiny_opts, synthetic_root, tmp_path
+):
+    from detectron2.modeling import build_model
+
+    from chimeraseg.d2.checkpoint import ChimeraSegCheckpointer
+    from chimeraseg.d2.config import get_chimeraseg_cfg
+
+    tool = load_script("tools/inference_agreement.py", "chimeraseg_inference_agreement")
+    # One set of weights for every build (as a trained checkpoint is).
+    model = build_model(get_chimeraseg_cfg(SYNTHETIC_CONFIG, tiny_opts))
+    ChimeraSegCheckpointer(model, str(tmp_path)).save("weights")
+    opts = [*tiny_opts, "MODEL.WEIGHTS", str(tmp_path / "weights.pth"), "TEST.GAMMA", "0.5"]
+    exact, bf16 = tool.compare(
+        SYNTHETIC_CONFIG, opts, ["TEST.CSH_CHUNK_TOKENS 7", "TEST.AMP.ENABLED True"]
+    )
+    # Chunking the CSH is exact: same argmax at every labelled pixel, same metrics.
+    assert exact["agreement"] == 100.0
+    for key in ("sIoU", "uIoU", "hIoU"):
+        assert exact[key] == pytest.approx(exact[f"{key}_exact"], nan_ok=True)
+    assert 0.0 < bf16["agreement"] <= 100.0
+    assert bf16["option"] == "TEST.AMP.ENABLED True"

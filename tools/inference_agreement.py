@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""How far an inference option moves a trained model's predictions from exact float32.
+
+Runs one trained checkpoint on the test set twice per option, as the evaluation does (the
+detectron2 test loader, the meta-architecture, the evaluator's γ rule), and prints per option the
+pixel agreement of the biased argmax with float32 and the sIoU / uIoU / hIoU of both:
+
+    python tools/inference_agreement.py \\
+        --config-file configs/synthetic/chimeraseg_mitb0_synthetic.yaml \\
+        --option "TEST.AMP.ENABLED True" --option "TEST.CSH_DOWNSAMPLE 2" \\
+        MODEL.WEIGHTS output/demo/train/model_final.pth MODEL.CLIP.PRETRAINED <world CLIP .pt>
+
+The agreement is counted over the pixels with a ground-truth label (255 excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from PIL import Image
+
+from chimeraseg.d2.config import get_chimeraseg_cfg
+from chimeraseg.d2.evaluator import ZeroShotSemSegEvaluator
+from chimeraseg.d2.trainer import ChimeraSegTrainer, load_trained_weights
+from chimeraseg.evaluation.gamma_sweep import biased_argmax
+
+METRICS = ("sIoU", "uIoU", "hIoU")
+
+
+def predictions(cfg, dataset: str) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """Biased-argmax label maps ``(H, W)`` per image, and the evaluator's metrics."""
+    model = build_model(cfg).eval()
+    load_trained_weights(model, cfg)
+    loader = ChimeraSegTrainer.build_test_loader(cfg, dataset)
+    evaluator = ZeroShotSemSegEvaluator(
+        dataset, distributed=False, gamma=cfg.TEST.GAMMA, gamma_sweep=[]
+    )
+    evaluator.reset()
+    labels = []
+    with torch.inference_mode():
+        for inputs in loader:
+            outputs = model(inputs)
+            evaluator.process(inputs, outputs)
+            for out in outputs:
+                logits = out["sem_seg"]  # (N, H, W) float32
+                labels.append(biased_argmax(logits, model.unseen_mask, cfg.TEST.GAMMA))
+    metrics = evaluator.evaluate()["sem_seg"]
+    return labels, {k: metrics[k] for k in METRICS}
+
+
+def labelled_pixels(cfg, dataset: str) -> list[torch.Tensor]:
+    """``(H, W)`` bool per image, in loader order: the pixels with a ground-truth class."""
+    ignore = MetadataCatalog.get(dataset).ignore_label
+    loader = ChimeraSegTrainer.build_test_loader(cfg, dataset)
+    files = [x["sem_seg_file_name"] for batch in loader for x in batch]
+    return [torch.from_numpy(np.asarray(Image.open(f)) != ignore) for f in files]
+
+
+def compare(config_file: str, opts: list[str], options: list[str]) -> list[dict]:
+    """Rows ``{option, agreement, <metric>, <metric>_exact}`` for every option."""
+    cfg = get_chimeraseg_cfg(config_file, opts)
+    dataset = cfg.DATASETS.TEST[0]
+    exact, exact_metrics = predictions(cfg, dataset)
+    valid = labelled_pixels(cfg, dataset)
+    rows = []
+    for option in options:
+        other, metrics = predictions(get_chimeraseg_cfg(config_file, opts + shlex.split(option)),
+                                     dataset)  # fmt: skip
+        same = sum(int(((a == b) & v).sum()) for a, b, v in zip(exact, other, valid))
+        total = sum(int(v.sum()) for v in valid)
+        row = {"option": option, "agreement": 100.0 * same / total}
+        row.update({k: metrics[k] for k in METRICS})
+        row.update({f"{k}_exact": exact_metrics[k] for k in METRICS})
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument(
+        "--option", action="append", required=True, help='overrides, e.g. "TEST.AMP.ENABLED True"'
+    )
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="common overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+    rows = compare(args.config_file, list(args.opts), args.option)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for r in rows:
+        deltas = " / ".join(f"{r[k]:.2f} ({r[k] - r[k + '_exact']:+.2f})" for k in METRICS)
+        print(f"{r['option']}: argmax agreement {r['agreement']:.2f}%; sIoU / uIoU / hIoU "
+              f"{deltas} against float32")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
