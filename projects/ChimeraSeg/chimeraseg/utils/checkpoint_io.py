@@ -104,12 +104,15 @@ def describe_load_error(error: BaseException) -> str:
         )
     if isinstance(error, (EOFError, zipfile.BadZipFile)) or "zip archive" in text:
         return "it is empty, truncated or a corrupt zip archive"
+    not_a_checkpoint = "it is neither a torch.save archive nor a legacy torch checkpoint"
     if isinstance(error, pickle.UnpicklingError):
-        return "it is neither a torch.save archive nor a legacy torch checkpoint"
+        return not_a_checkpoint
+    # Other bytes fail deeper in the legacy reader (IndexError, KeyError, UnicodeDecodeError...).
     first = (text.splitlines() or [""])[0]
     if "weights_only" in first or "eights only" in first:
         first = ""
-    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+    detail = f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+    return f"{not_a_checkpoint} ({detail})"
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
