@@ -43,7 +43,7 @@ def test_demo_writes_label_pngs_and_their_names_from_a_vocabulary_file(
 
     import numpy as np
 
-    from chimeraseg.data.prediction_io import read_label_png
+    from chimeraseg.data.io import read_label
 
     demo = _demo_module()
     image = sorted((Path(synthetic_root) / "synthetic_zs" / "val2017").glob("*.jpg"))[0]
@@ -53,7 +53,7 @@ def test_demo_writes_label_pngs_and_their_names_from_a_vocabulary_file(
     demo.main(["--config-file", SYNTHETIC_CONFIG, "--input", str(image), "--output", str(out),
                "--vocabulary-file", str(names), "--unseen", "lawn", "--save-labels",
                "--allow-random-weights", *tiny_opts])  # fmt: skip
-    labels = read_label_png(str(out / (image.stem + "_labels.png")))
+    labels = read_label(str(out / (image.stem + "_labels.png")), 3)
     assert labels.shape == (160, 200) and labels.min() >= 0 and labels.max() < 3
     record = json.loads((out / "vocabulary.json").read_text())
     assert [c["name"] for c in record["classes"]] == ["cat", "grass, lawn", "sky"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chimeraseg.data.io import read_label
 from chimeraseg.data.prediction_io import (
     label_dtype,
-    read_label_png,
     write_label_png,
     write_vocabulary_json,
 )
@@ -25,7 +25,7 @@ def test_label_png_round_trip_and_bit_depth(tmp_path, num_classes: int, mode: st
     write_label_png(str(path), labels, num_classes)
     with Image.open(path) as img:
         assert img.mode == mode
-    np.testing.assert_array_equal(read_label_png(str(path)), labels)
+    np.testing.assert_array_equal(read_label(str(path), num_classes), labels)
 
 
 def test_bit_depth_follows_vocabulary_not_values(tmp_path) -> None:

@@ -18,26 +18,24 @@ from torch import nn
 
 __all__ = ["AMP_PRECISIONS", "DeviceAMPTrainer", "amp_precision"]
 
-# ``SOLVER.AMP.PRECISION`` value -> autocast dtype.
+# ``SOLVER.AMP.PRECISION`` / ``TEST.AMP.PRECISION`` value -> autocast dtype.
 AMP_PRECISIONS: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def amp_precision(cfg: CfgNode) -> torch.dtype:
-    """The autocast dtype of ``SOLVER.AMP.PRECISION``, checked against ``MODEL.DEVICE``.
+def amp_precision(cfg: CfgNode, node: str = "SOLVER") -> torch.dtype:
+    """The autocast dtype of ``<node>.AMP.PRECISION`` (``SOLVER``: training, ``TEST``: inference).
 
     Raises:
         ValueError: naming the key and value, for an unknown precision or float16 on the CPU
             (CPU autocast supports bfloat16 only).
     """
-    name = cfg.SOLVER.AMP.PRECISION
+    key, name = f"{node}.AMP.PRECISION", getattr(cfg, node).AMP.PRECISION
     if name not in AMP_PRECISIONS:
-        raise ValueError(
-            f"config key SOLVER.AMP.PRECISION = {name!r} is not one of {list(AMP_PRECISIONS)}"
-        )
+        raise ValueError(f"config key {key} = {name!r} is not one of {list(AMP_PRECISIONS)}")
     if name == "float16" and not str(cfg.MODEL.DEVICE).startswith("cuda"):
         raise ValueError(
-            f"config key SOLVER.AMP.PRECISION = 'float16' needs a CUDA MODEL.DEVICE (got "
-            f"{cfg.MODEL.DEVICE!r}); use 'bfloat16' for mixed precision on the CPU"
+            f"config key {key} = 'float16' needs a CUDA MODEL.DEVICE (got {cfg.MODEL.DEVICE!r}); "
+            "use 'bfloat16' for mixed precision on the CPU"
         )
     return AMP_PRECISIONS[name]
 

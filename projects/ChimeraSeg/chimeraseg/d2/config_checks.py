@@ -12,6 +12,7 @@ import math
 from detectron2.config import CfgNode as CN
 
 from chimeraseg.clip.teacher import DENSE_PATHS
+from chimeraseg.d2.amp import AMP_PRECISIONS
 from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
 from chimeraseg.modeling.inference import INFERENCE_MODES
 from chimeraseg.modeling.losses.selective_global_distillation import K_SCHEDULES
@@ -35,7 +36,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL.CHIMERASEG.SGD.MODE": K_SCHEDULES,
     "TEST.MODE": INFERENCE_MODES,
     "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
-    "TEST.AMP.PRECISION": ("bfloat16", "float16"),
+    "TEST.AMP.PRECISION": tuple(AMP_PRECISIONS),
 }
 
 

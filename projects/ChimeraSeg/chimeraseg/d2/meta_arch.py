@@ -24,7 +24,7 @@ from torch import nn
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.text import encode_class_names
-from chimeraseg.d2.amp import AMP_PRECISIONS
+from chimeraseg.d2.amp import amp_precision
 from chimeraseg.d2.config_checks import validate_chimeraseg_config
 from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.modeling import (
@@ -129,19 +129,8 @@ def inference_config(cfg: CfgNode) -> InferenceConfig:
 
 
 def inference_precision(cfg: CfgNode) -> torch.dtype | None:
-    """The autocast dtype of ``TEST.AMP`` (None when off); float16 needs a CUDA device.
-
-    Raises:
-        ValueError: naming the key, for float16 on a device other than CUDA.
-    """
-    if not cfg.TEST.AMP.ENABLED:
-        return None
-    if cfg.TEST.AMP.PRECISION == "float16" and not str(cfg.MODEL.DEVICE).startswith("cuda"):
-        raise ValueError(
-            f"config key TEST.AMP.PRECISION = 'float16' needs a CUDA MODEL.DEVICE (got "
-            f"{cfg.MODEL.DEVICE!r}); use 'bfloat16' on the CPU"
-        )
-    return AMP_PRECISIONS[cfg.TEST.AMP.PRECISION]
+    """The autocast dtype of ``TEST.AMP`` (None when off); float16 needs a CUDA device."""
+    return amp_precision(cfg, "TEST") if cfg.TEST.AMP.ENABLED else None
 
 
 @META_ARCH_REGISTRY.register()

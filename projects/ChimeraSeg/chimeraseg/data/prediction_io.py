@@ -4,7 +4,7 @@ A label PNG holds one class index per pixel, the argmax over the vocabulary, so 
 means ``names[i]`` of the JSON written beside it. The bit depth follows the vocabulary, not the
 image, so every PNG of one run has the same type: 8 bits up to 256 classes, 16 bits up to 65,536
 (ADE20K-847, PASCAL Context-459). Predictions have no ignore value; 255 is an ordinary class index
-in a vocabulary of more than 255 names.
+in a vocabulary of more than 255 names. :func:`chimeraseg.data.io.read_label` reads them back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["label_dtype", "read_label_png", "write_label_png", "write_vocabulary_json"]
+__all__ = ["label_dtype", "write_label_png", "write_vocabulary_json"]
 
 
 def label_dtype(num_classes: int) -> type[np.unsignedinteger]:
@@ -53,12 +53,6 @@ def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # PIL writes uint16 arrays as 16-bit greyscale PNGs ("I;16"), uint8 as 8-bit ("L").
     Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(path)
-
-
-def read_label_png(path: str) -> np.ndarray:
-    """Reads a label PNG written by :func:`write_label_png` as ``(H, W)`` int64 class indices."""
-    with Image.open(path) as img:
-        return np.asarray(img).astype(np.int64)
 
 
 def write_vocabulary_json(
