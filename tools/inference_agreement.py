@@ -20,22 +20,21 @@ import json
 import shlex
 import sys
 
-import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from PIL import Image
 
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.evaluator import ZeroShotSemSegEvaluator
 from chimeraseg.d2.trainer import ChimeraSegTrainer, load_trained_weights
+from chimeraseg.data.io import read_label
 from chimeraseg.evaluation.gamma_sweep import biased_argmax
 
 METRICS = ("sIoU", "uIoU", "hIoU")
 
 
-def predictions(cfg, dataset: str) -> tuple[list[torch.Tensor], dict[str, float]]:
-    """Biased-argmax label maps ``(H, W)`` per image, and the evaluator's metrics."""
+def predictions(cfg, dataset: str) -> tuple[list[torch.Tensor], list[str], dict[str, float]]:
+    """Biased-argmax label maps ``(H, W)`` per image, their label files, the evaluator's metrics."""
     model = build_model(cfg).eval()
     load_trained_weights(model, cfg)
     loader = ChimeraSegTrainer.build_test_loader(cfg, dataset)
@@ -43,38 +42,40 @@ def predictions(cfg, dataset: str) -> tuple[list[torch.Tensor], dict[str, float]
         dataset, distributed=False, gamma=cfg.TEST.GAMMA, gamma_sweep=[]
     )
     evaluator.reset()
-    labels = []
+    labels, files = [], []
     with torch.inference_mode():
         for inputs in loader:
             outputs = model(inputs)
             evaluator.process(inputs, outputs)
+            files += [x["sem_seg_file_name"] for x in inputs]
             for out in outputs:
                 logits = out["sem_seg"]  # (N, H, W) float32
                 labels.append(biased_argmax(logits, model.unseen_mask, cfg.TEST.GAMMA))
     metrics = evaluator.evaluate()["sem_seg"]
-    return labels, {k: metrics[k] for k in METRICS}
+    return labels, files, {k: metrics[k] for k in METRICS}
 
 
-def labelled_pixels(cfg, dataset: str) -> list[torch.Tensor]:
-    """``(H, W)`` bool per image, in loader order: the pixels with a ground-truth class."""
-    ignore = MetadataCatalog.get(dataset).ignore_label
-    loader = ChimeraSegTrainer.build_test_loader(cfg, dataset)
-    files = [x["sem_seg_file_name"] for batch in loader for x in batch]
-    return [torch.from_numpy(np.asarray(Image.open(f)) != ignore) for f in files]
+def labelled_pixels(files: list[str], dataset: str) -> list[torch.Tensor]:
+    """``(H, W)`` bool per label file: the pixels with a ground-truth class."""
+    meta = MetadataCatalog.get(dataset)
+    num_classes, ignore = len(meta.stuff_classes), meta.ignore_label
+    labels = [read_label(f, num_classes, ignore_label=ignore) for f in files]  # (H, W) each
+    return [torch.from_numpy(label != ignore) for label in labels]
 
 
 def compare(config_file: str, opts: list[str], options: list[str]) -> list[dict]:
     """Rows ``{option, agreement, <metric>, <metric>_exact}`` for every option."""
     cfg = get_chimeraseg_cfg(config_file, opts)
     dataset = cfg.DATASETS.TEST[0]
-    exact, exact_metrics = predictions(cfg, dataset)
-    valid = labelled_pixels(cfg, dataset)
+    exact, files, exact_metrics = predictions(cfg, dataset)
+    valid = labelled_pixels(files, dataset)
+    total = sum(int(v.sum()) for v in valid)
     rows = []
     for option in options:
-        other, metrics = predictions(get_chimeraseg_cfg(config_file, opts + shlex.split(option)),
-                                     dataset)  # fmt: skip
+        other, _, metrics = predictions(
+            get_chimeraseg_cfg(config_file, opts + shlex.split(option)), dataset
+        )
         same = sum(int(((a == b) & v).sum()) for a, b, v in zip(exact, other, valid))
-        total = sum(int(v.sum()) for v in valid)
         row = {"option": option, "agreement": 100.0 * same / total}
         row.update({k: metrics[k] for k in METRICS})
         row.update({f"{k}_exact": exact_metrics[k] for k in METRICS})
