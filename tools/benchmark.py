@@ -2,10 +2,13 @@
 
 Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
 
-1. inference: images/s and peak memory of the students (MiT-B0, MiT-B4, ViT-B/16 + CSH + cosine
-   classification against 171 classes) vs a MaskCLIP-style full CLIP ViT-B/16 dense baseline;
-2. breakdown: time per stage and achieved GFLOP/s vs this machine's dense-matmul GFLOP/s,
-   plus exactness checks of the optimised paths and the inexact stride-8 option;
+1. inference: images/s, peak memory and per-stage profile of the students (MiT-B0, MiT-B4,
+   ViT-B/16 + CSH + cosine classification against 171 classes) vs a MaskCLIP-style full CLIP
+   ViT-B/16 dense baseline, in fp32 and in bf16 (ratios at equal precision, and bf16 vs fp32 with
+   the argmax agreement of each model);
+2. breakdown (fp32, batch 1): time per stage and achieved GFLOP/s vs this machine's dense-matmul
+   GFLOP/s, plus exactness checks of the optimised paths and the inexact stride-8 option;
+   d2: what detectron2's path (meta-architecture, post-processing) adds to the core's inference;
 3. train: one training step (batch 2) split into teacher, pseudo masks, student, losses, backward,
    optimizer;
 4. evaluator: pixels/s of ChimeraSeg's evaluator vs detectron2's SemSegEvaluator;
@@ -14,7 +17,7 @@ Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
 Examples::
 
     python tools/benchmark.py --allow-random-clip --output bench.json
-    python tools/benchmark.py --clip-pretrained openai --device cuda --amp
+    python tools/benchmark.py --clip-pretrained openai --device cuda --precisions bf16
     python tools/benchmark.py --tiny --output /tmp/tiny.json   # seconds; used by the smoke test
 """
 
@@ -30,8 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` importable
 
 from benchmarks.clip_setup import build_clip, build_vocabulary  # noqa: E402
+from benchmarks.d2_path import run_d2_path  # noqa: E402
 from benchmarks.evaluator import run_evaluator  # noqa: E402
-from benchmarks.inference import rescale_fractions, run_inference  # noqa: E402
+from benchmarks.inference import (  # noqa: E402
+    PRECISIONS,
+    precision_agreement,
+    rescale_fractions,
+    run_inference,
+)
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.markdown import report_markdown  # noqa: E402
 from benchmarks.measure import matmul_gflops  # noqa: E402
@@ -39,7 +48,7 @@ from benchmarks.pseudo import run_pseudo_masks  # noqa: E402
 from benchmarks.report import print_report  # noqa: E402
 from benchmarks.training import run_training  # noqa: E402
 
-SECTIONS = ("inference", "train", "evaluator", "pseudo")
+SECTIONS = ("inference", "d2", "train", "evaluator", "pseudo")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tiny random CLIP, 64x64 images, 1 repeat: checks the tool works (numbers are noise)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: cpu)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast for inference")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=list(PRECISIONS),
+        help="inference precisions, each model against the baseline at the same one",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all)")
     p.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
@@ -83,6 +98,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _inference(
+    args: argparse.Namespace,
+    clip_model: torch.nn.Module,
+    vocab,
+    device: torch.device,
+    gemm_bf16: float,
+) -> dict:
+    """The inference section at every precision, then bf16 vs fp32 per model and batch.
+
+    The stage breakdown and exactness checks run at the first precision only; GEMM fractions of
+    a bf16 run are against the machine's bf16 GEMM rate.
+    """
+    out: dict = {}
+    for i, precision in enumerate(args.precisions):
+        run_args = argparse.Namespace(**vars(args))
+        if precision == "bf16":
+            run_args.gemm_gflops = gemm_bf16
+        out[precision] = run_inference(
+            run_args, clip_model, vocab, device, precision, with_checks=i == 0
+        )
+    if {"fp32", "bf16"} <= set(out):
+        speed = {
+            name: {
+                batch: out["bf16"]["models"][name][batch]["images_per_s"] / r["images_per_s"]
+                for batch, r in per_batch.items()
+            }
+            for name, per_batch in out["fp32"]["models"].items()
+        }
+        speed["baseline"] = {
+            batch: out["bf16"]["baseline"][batch]["images_per_s"] / r["images_per_s"]
+            for batch, r in out["fp32"]["baseline"].items()
+        }
+        agreement = precision_agreement(args, clip_model, vocab, device)
+        out["bf16_vs_fp32"] = {"speedup": speed, "argmax_agreement": agreement}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Runs the selected sections, prints the tables and returns (and writes) the report."""
     args = parse_args(argv)
@@ -94,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     random_weights = args.tiny or not (args.clip_weights or args.clip_pretrained)
     vocab = build_vocabulary(clip_model, random_weights)
     gemm = {"start": matmul_gflops(device, args.gemm_size, max(args.warmup, 1), 5)}
+    gemm_bf16 = matmul_gflops(device, args.gemm_size, max(args.warmup, 1), 5, torch.bfloat16)
     args.gemm_gflops = gemm["start"]["gflops"]
     report: dict = {
         "machine": machine_info(device),
@@ -101,9 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
         "clip": clip_desc,
         "num_classes": len(vocab.names),
         "gemm": gemm,
+        "gemm_bf16": gemm_bf16,
     }
     sections = {
-        "inference": lambda: run_inference(args, clip_model, vocab, device),
+        "inference": lambda: _inference(args, clip_model, vocab, device, gemm_bf16["gflops"]),
+        "d2": lambda: run_d2_path(args, clip_model, vocab, device),
         "train": lambda: run_training(args, clip_model, vocab, device),
         "evaluator": lambda: run_evaluator(args),
         "pseudo": lambda: run_pseudo_masks(args, clip_model, vocab, device),
@@ -116,8 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     gemm["end"] = matmul_gflops(device, args.gemm_size, 1, 5)
     gemm["gflops"] = max(gemm["start"]["gflops"], gemm["end"]["gflops"])
     gemm["size"] = args.gemm_size
-    if "inference" in report:
-        rescale_fractions(report["inference"], args.gemm_gflops / gemm["gflops"])
+    if "fp32" in report.get("inference", {}):
+        rescale_fractions(report["inference"]["fp32"], args.gemm_gflops / gemm["gflops"])
     report["machine"]["load_average_1min_end"] = machine_info(device).get("load_average_1min")
     print_report(report)
     if args.output:

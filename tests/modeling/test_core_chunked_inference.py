@@ -157,6 +157,29 @@ def test_per_image_upsampling_equals_batched() -> None:
     assert grad_in.grad is not None
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_forward_test_logits_are_class_major(tiny_clip: nn.Module, batch: int) -> None:
+    # A channels-last output made every class-map reader (the evaluator) gather with stride N.
+    model = _model(tiny_clip).eval()
+    text = torch.randn(5, model.head.embed_dim)
+    with torch.inference_mode():
+        out = model.forward_test(torch.rand(batch, 3, 64, 64) * 255, text)
+    assert out.shape == (batch, 5, 64, 64)
+    assert out.is_contiguous()
+
+
+def test_upsampling_of_a_degenerate_stride_view_is_contiguous() -> None:
+    # (1, h*w, N) -> transpose -> reshape: a batch-1 view whose batch stride is N, which the
+    # fast bilinear kernel does not take for channels-last.
+    rows = torch.randn(1, 7 * 9, 5)
+    view = rows.transpose(1, 2).reshape(1, 5, 7, 9)
+    with torch.no_grad():
+        out = upsample_logits(view, (30, 37))
+    assert out.is_contiguous()
+    ref = F.interpolate(view.contiguous(), size=(30, 37), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
 def test_model_built_inside_inference_mode(tiny_clip: nn.Module) -> None:
     """ValueBlock's fused-value cache key must not read the version of inference tensors."""
     images, vocab = torch.rand(1, 3, 64, 64) * 255, torch.randn(6, 32)

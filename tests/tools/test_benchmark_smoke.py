@@ -40,16 +40,23 @@ def _positive(value: object) -> bool:
 
 def test_json_report_has_every_section(tiny_report: tuple[dict, dict]) -> None:
     report, written = tiny_report
-    for key in ("machine", "settings", "clip", "gemm", "inference", "train", "evaluator", "pseudo"):
+    sections = ("inference", "d2", "train", "evaluator", "pseudo")
+    for key in ("machine", "settings", "clip", "gemm", "gemm_bf16", *sections):
         assert key in written, key
     assert written["num_classes"] == 171
     assert written["machine"]["torch_num_threads"] >= 1
-    assert _positive(written["gemm"]["gflops"])
-    assert written["inference"]["baseline"].keys() == report["inference"]["baseline"].keys()
+    assert _positive(written["gemm"]["gflops"]) and _positive(written["gemm_bf16"]["gflops"])
+    assert set(written["inference"]) == {"fp32", "bf16", "bf16_vs_fp32"}
+    fp32 = report["inference"]["fp32"]
+    assert written["inference"]["fp32"]["baseline"].keys() == fp32["baseline"].keys()
 
 
-def test_inference_figures_are_positive_and_side_by_side(tiny_report: tuple[dict, dict]) -> None:
-    inf = tiny_report[1]["inference"]
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_inference_figures_are_positive_and_side_by_side(
+    tiny_report: tuple[dict, dict], precision: str
+) -> None:
+    inf = tiny_report[1]["inference"][precision]
+    assert inf["precision"] == precision
     assert set(inf["baseline"]) == {"1", "2"}
     for batch, base in inf["baseline"].items():
         assert _positive(base["images_per_s"])
@@ -57,10 +64,38 @@ def test_inference_figures_are_positive_and_side_by_side(tiny_report: tuple[dict
         assert _positive(m["images_per_s"]) and _positive(m["ratio_vs_baseline"])
         assert m["ratio_vs_baseline"] == pytest.approx(m["images_per_s"] / base["images_per_s"])
         assert m["peak_mem_mb"] is None or m["peak_mem_mb"] >= 0
+        # the hooked stages come from the same calls: they cannot exceed the measured total
+        stages = m["stages_ms_per_image"]
+        assert {"backbone", "decoder", "csh_vencoder", "rest"} <= set(stages)
+        assert sum(stages.values()) >= 1000 / m["images_per_s"] * 0.99
+        assert {"patch_embedding", "clip_blocks", "rest"} <= set(base["stages_ms_per_image"])
+        assert _positive(inf["upsampling"][batch]["ms_per_image"])
+
+
+def test_bf16_is_compared_with_fp32_per_model(tiny_report: tuple[dict, dict]) -> None:
+    inf = tiny_report[1]["inference"]
+    c = inf["bf16_vs_fp32"]
+    assert set(c["speedup"]) == {"mit_b0", "baseline"}
+    b0 = c["speedup"]["mit_b0"]["1"]
+    expected = inf["bf16"]["models"]["mit_b0"]["1"]["images_per_s"]
+    assert b0 == pytest.approx(expected / inf["fp32"]["models"]["mit_b0"]["1"]["images_per_s"])
+    assert all(0.5 < a <= 1.0 for a in c["argmax_agreement"].values())
+    assert "exactness" not in inf["bf16"]  # checks run at the first precision only
+
+
+def test_d2_path_section(tiny_report: tuple[dict, dict]) -> None:
+    d2 = tiny_report[1]["d2"]
+    if "skipped" in d2:
+        pytest.skip(d2["skipped"])
+    for precision in ("fp32", "bf16"):
+        for case in ("equal_size", "resized"):
+            c = d2[precision][case]
+            assert _positive(c["core_s"]) and _positive(c["d2_s"])
+            assert c["d2_vs_core"] == pytest.approx(c["d2_s"] / c["core_s"])
 
 
 def test_breakdown_counts_flops_of_every_gemm_stage(tiny_report: tuple[dict, dict]) -> None:
-    b = tiny_report[1]["inference"]["breakdown"]["mit_b0"]
+    b = tiny_report[1]["inference"]["fp32"]["breakdown"]["mit_b0"]
     expected = {"backbone", "decoder", "csh_mlp", "csh_vencoder", "csh_norm_residual"}
     expected |= {"csh_projection", "classification", "upsampling"}
     assert set(b["stages"]) == expected
@@ -72,7 +107,7 @@ def test_breakdown_counts_flops_of_every_gemm_stage(tiny_report: tuple[dict, dic
 
 
 def test_exactness_checks(tiny_report: tuple[dict, dict]) -> None:
-    e = tiny_report[1]["inference"]["exactness"]["mit_b0"]
+    e = tiny_report[1]["inference"]["fp32"]["exactness"]["mit_b0"]
     assert e["value_folding"]["max_abs_diff"] <= 1e-4
     assert e["value_folding"]["exact_within_1e-4"] is True
     assert e["chunking"]["max_abs_diff"] <= 1e-5 and e["chunking"]["agreement"] == 1.0
@@ -92,14 +127,16 @@ def test_training_pseudo_and_evaluator_sections(tiny_report: tuple[dict, dict]) 
     if "skipped" not in ev:
         assert ev["equal_mIoU"] is True
         assert all(_positive(e["pixels_per_s"]) for e in ev["evaluators"].values())
+        assert all(len(e["rounds_s"]) >= 1 for e in ev["evaluators"].values())
 
 
 def test_markdown_tables_cover_every_section(tiny_report: tuple[dict, dict]) -> None:
     md = tiny_report[1]["_markdown"]
-    for title in ("| model (64x64, 171 classes)", "Stages of mit_b0", "Training step", "Evaluator"):
+    titles = ("| model (64x64, 171 classes, fp32)", "| model (64x64, 171 classes, bf16)")
+    titles += ("Stages of mit_b0", "ms per image by stage (bf16", "bf16 vs fp32, same run")
+    for title in (*titles, "Training step", "Evaluator", "Pseudo masks, 64x64"):
         assert title in md, title
-    assert "Pseudo masks, 64x64" in md
-    assert md.count("| ChimeraSeg mit_b0 |") == 2  # batch 1 and 2, each beside the baseline
+    assert md.count("| ChimeraSeg mit_b0 |") == 4  # batch 1 and 2 per precision, beside the baseline
 
 
 def test_random_clip_needs_an_explicit_flag(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,13 @@ This is what adaptation methods pay at test time and what ChimeraSeg's student r
 CLIP mean/std -> patchify -> class token + bicubically interpolated positional embedding ->
 ln_pre -> the first L-1 blocks -> the last block's value path only (``out_proj(v_proj(ln_1(x)))``,
 folded into one matrix; no residual, no FFN, as MaskCLIP does) -> ln_post -> proj -> cosine
-against the text embeddings / tau -> bilinear upsampling to the input size.
+against the text embeddings / tau -> bilinear upsampling to the input size, by the same function
+the core uses (:func:`chimeraseg.modeling.inference.upsample_logits`), so both pay the same for it.
+
+The logits are built class-major and contiguous ``(B, N, h, w)``. Before 2026-11-29 they were a
+transposed view whose batch-1 strides PyTorch's fast bilinear kernel rejects: upsampling a
+32x32 grid of 171 classes to 512x512 then took 0.7-0.95 s instead of 0.1 s, which made the
+baseline about 30% slower at batch 1 (not at batch 8) and the earlier batch-1 ratios flattering.
 
 :class:`chimeraseg.clip.teacher.CLIPTeacher` is not used for the timing because its dense path
 also keeps the last block's residual and FFN (docs/METHOD.md, 'Frozen CLIP teacher') and runs the
@@ -21,6 +27,7 @@ from torch import nn
 
 from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection
 from chimeraseg.clip.teacher import interpolate_pos_embed
+from chimeraseg.modeling.inference import upsample_logits
 
 TEMPERATURE = 0.07
 
@@ -81,6 +88,8 @@ class MaskCLIPDense(nn.Module):
         patches = tokens[:, 1:]  # (B, h*w, Dv)
         dense = F.linear(self.ln_1(patches), self.value_weight, self.value_bias)
         dense = self.visual.ln_post(dense) @ self.visual.proj  # (B, h*w, D)
-        logits = F.normalize(dense, dim=-1) @ (self.text.t() / TEMPERATURE)  # (B, h*w, N)
-        logits = logits.transpose(1, 2).reshape(images.shape[0], -1, h, w)  # (B, N, h, w)
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        with torch.autocast(images.device.type, enabled=False):  # cosine in fp32, as the core
+            unit = F.normalize(dense.float(), dim=-1).transpose(1, 2)  # (B, D, h*w)
+            logits = (self.text / TEMPERATURE) @ unit  # (B, N, h*w) contiguous
+        logits = logits.view(images.shape[0], -1, h, w)  # (B, N, h, w)
+        return upsample_logits(logits, tuple(images.shape[-2:]))

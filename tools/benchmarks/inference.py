@@ -1,10 +1,15 @@
-"""Section 1-2: whole-image inference throughput, stage breakdown and exactness checks."""
+"""Section 1-2: whole-image inference throughput per precision, stage profiles, exactness checks.
+
+Every ratio compares models at the same precision: ChimeraSeg in bf16 runs the core's
+``TEST.AMP`` path (:class:`~chimeraseg.modeling.InferenceConfig` ``precision``) and the baseline
+runs under the same bf16 autocast, both with the cosine in float32.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -12,20 +17,18 @@ from torch import nn
 from benchmarks.baseline import MaskCLIPDense
 from benchmarks.breakdown import count_flops, stage_breakdown, stage_inputs
 from benchmarks.clip_setup import Vocabulary
-from benchmarks.exactness import (
-    check_chunking,
-    check_stride8,
-    check_value_folding,
-)
+from benchmarks.exactness import check_chunking, check_stride8, check_value_folding
 from benchmarks.measure import measure
+from benchmarks.stages import StageTimer, baseline_stages, student_stages, time_upsampling
 from benchmarks.student import StudentPipeline
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
-def autocast(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``--amp`` is given, else a no-op context."""
-    if args.amp:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The baseline's autocast for ``precision`` (a no-op for fp32)."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _images(batch: int, size: int, device: torch.device, seed: int) -> torch.Tensor:
@@ -35,14 +38,20 @@ def _images(batch: int, size: int, device: torch.device, seed: int) -> torch.Ten
 
 
 def _throughput(
-    model: nn.Module, images: torch.Tensor, args: argparse.Namespace
-) -> dict[str, float | None]:
-    m = measure(lambda: model(images), images.device, args.warmup, args.repeats)
+    fn: Callable[[], torch.Tensor], timer: StageTimer, batch: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Images/s, peak memory and the per-stage profile of the same timed calls."""
+    device = torch.device(args.device)
+    for _ in range(args.warmup):
+        fn()
+    timer.reset()
+    m = measure(fn, device, 0, args.repeats)
     return {
-        "images_per_s": images.shape[0] / m.median_s,
+        "images_per_s": batch / m.median_s,
         "median_s": m.median_s,
         "peak_mem_mb": m.peak_mem_mb,
         "mem_method": m.mem_method,
+        "stages_ms_per_image": timer.per_image_ms(args.repeats, batch, sum(m.times_s)),
     }
 
 
@@ -52,57 +61,122 @@ def _add_rate(entry: dict[str, Any], gflop_per_image: float, gemm_gflops: float)
     entry["fraction_of_gemm"] = entry["achieved_gflops"] / gemm_gflops
 
 
+def _exactness(
+    pipes: dict[str, StudentPipeline], out: dict[str, Any], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-stage GFLOP/s (batch 1) and the exactness checks of every student."""
+    breakdown, exactness = {}, {}
+    images = _images(1, args.size, torch.device(args.device), args.seed)
+    for name, pipe in pipes.items():
+        breakdown[name] = stage_breakdown(
+            pipe, images, args.warmup, args.repeats, args.gemm_gflops
+        )
+        t = stage_inputs(pipe, images)
+        exact_s = out["models"][name]["1"]["median_s"]
+        exactness[name] = {
+            "value_folding": check_value_folding(pipe, t["fp"], args.warmup, args.repeats),
+            "chunking": check_chunking(pipe, images, args.warmup, args.repeats, exact_s),
+            "stride8_inexact": check_stride8(pipe, images, args.warmup, args.repeats, exact_s),
+        }
+        del t
+    return breakdown, exactness
+
+
 def run_inference(
-    args: argparse.Namespace, clip_model: nn.Module, vocab: Vocabulary, device: torch.device
+    args: argparse.Namespace,
+    clip_model: nn.Module,
+    vocab: Vocabulary,
+    device: torch.device,
+    precision: str = "fp32",
+    with_checks: bool = True,
 ) -> dict[str, Any]:
-    """Images/s and peak memory of every student vs the MaskCLIP baseline, per batch size.
+    """Images/s, peak memory and stage profile of every student vs the baseline, per batch.
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"``, for the students and the baseline alike.
+        with_checks: also run the batch-1 stage breakdown and the exactness checks.
 
     Returns:
-        ``{"baseline": {batch: {...}}, "models": {name: {batch: {..., "ratio_vs_baseline"}}},
-        "breakdown": {name: ...}, "exactness": {name: ...}}`` (batch sizes as string keys).
+        ``{"precision", "baseline": {batch: {...}}, "models": {name: {batch: {...,
+        "ratio_vs_baseline"}}}, "upsampling": {batch: {...}}, "breakdown", "exactness"}`` (batch
+        sizes as string keys; the last two only ``with_checks``).
     """
+    dtype = PRECISIONS[precision]
     baseline = MaskCLIPDense(clip_model, vocab.text).to(device)
     pipes = {name: StudentPipeline(name, clip_model, vocab).to(device) for name in args.models}
-    out: dict[str, Any] = {"baseline": {}, "models": {n: {} for n in pipes}}
-    with torch.inference_mode(), autocast(args, device):
+    timers = {"baseline": StageTimer(baseline_stages(baseline))}
+    timers |= {name: StageTimer(student_stages(pipe.model)) for name, pipe in pipes.items()}
+    out: dict[str, Any] = {"precision": precision, "baseline": {}, "upsampling": {}}
+    out["models"] = {n: {} for n in pipes}
+
+    def run_baseline(images: torch.Tensor) -> torch.Tensor:
+        with _autocast(precision, device):
+            return baseline(images)
+
+    with torch.inference_mode():
         one = _images(1, args.size, device, args.seed)
         gflop = {"baseline": count_flops(lambda: baseline(one)) / 1e9}
         gflop |= {n: count_flops(lambda p=p: p(one)) / 1e9 for n, p in pipes.items()}
         out["gflop_per_image"] = gflop
         for batch in sorted(set(args.batches) | {1}):  # batch 1 feeds the checks below
             images = _images(batch, args.size, device, args.seed)
-            base = _throughput(baseline, images, args)
+            base = _throughput(lambda: run_baseline(images), timers["baseline"], batch, args)
             _add_rate(base, gflop["baseline"], args.gemm_gflops)
             out["baseline"][str(batch)] = base
             for name, pipe in pipes.items():
-                res = _throughput(pipe, images, args)
+                res = _throughput(
+                    lambda p=pipe: p(images, precision=dtype), timers[name], batch, args
+                )
                 res["ratio_vs_baseline"] = res["images_per_s"] / base["images_per_s"]
                 _add_rate(res, gflop[name], args.gemm_gflops)
                 out["models"][name][str(batch)] = res
-            del images
-        out["breakdown"], out["exactness"] = {}, {}
-        images = _images(1, args.size, device, args.seed)
-        for name, pipe in pipes.items():
-            out["breakdown"][name] = stage_breakdown(
-                pipe, images, args.warmup, args.repeats, args.gemm_gflops
+            out["upsampling"][str(batch)] = time_upsampling(
+                batch, len(vocab.names), args.size // 4, args.size, device, args.repeats
             )
-            t = stage_inputs(pipe, images)
-            exact_s = out["models"][name]["1"]["median_s"]
-            out["exactness"][name] = {
-                "value_folding": check_value_folding(pipe, t["fp"], args.warmup, args.repeats),
-                "chunking": check_chunking(pipe, images, args.warmup, args.repeats, exact_s),
-                "stride8_inexact": check_stride8(pipe, images, args.warmup, args.repeats, exact_s),
-            }
-            del t
+            del images
+        for timer in timers.values():
+            timer.remove()
+        if with_checks:
+            with _autocast(precision, device):
+                out["breakdown"], out["exactness"] = _exactness(pipes, out, args)
     return out
 
 
+def precision_agreement(
+    args: argparse.Namespace, clip_model: nn.Module, vocab: Vocabulary, device: torch.device
+) -> dict[str, float]:
+    """Argmax agreement of bf16 with fp32 per model on the benchmark's batch-1 image.
+
+    With random student weights this is a lower bound of what trained models show (their
+    logits are better separated); ``tools/inference_agreement.py`` measures a trained model.
+    """
+    images = _images(1, args.size, device, args.seed)
+    baseline = MaskCLIPDense(clip_model, vocab.text).to(device)
+    runs: dict[str, Callable[[torch.dtype | None], torch.Tensor]] = {
+        "baseline": lambda dtype: _run_autocast(baseline, images, dtype)
+    }
+    for name in args.models:
+        pipe = StudentPipeline(name, clip_model, vocab).to(device)
+        runs[name] = lambda dtype, p=pipe: p(images, precision=dtype)
+    agreement = {}
+    with torch.inference_mode():
+        for name, run in runs.items():
+            ref, low = run(None).argmax(1), run(torch.bfloat16).argmax(1)
+            agreement[name] = float((ref == low).float().mean())
+    return agreement
+
+
+def _run_autocast(model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        return model(images)
+
+
 def rescale_fractions(inference: dict[str, Any], factor: float) -> None:
-    """Multiplies every ``fraction_of_gemm`` of the breakdown by ``factor`` (new GEMM reference)."""
+    """Multiplies every ``fraction_of_gemm`` by ``factor`` (new GEMM reference)."""
     entries = [*inference["baseline"].values()]
     for per_batch in inference["models"].values():
         entries += per_batch.values()
-    for b in inference["breakdown"].values():
+    for b in inference.get("breakdown", {}).values():
         entries += [*b["stages"].values(), b["csh"], b["decoder"]]
     for entry in entries:
         entry["fraction_of_gemm"] *= factor

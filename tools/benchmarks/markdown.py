@@ -17,7 +17,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
 
 
-def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
+def _throughput_rows(r: dict[str, Any]) -> list[list[str]]:
     rows = []
     for batch, base in r["baseline"].items():
         rows.append(
@@ -31,10 +31,70 @@ def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
                 + [f"**{m['ratio_vs_baseline']:.2f}x**", _mb(m["peak_mem_mb"])]
                 + [f"{m['fraction_of_gemm']:.2f}"]
             )
-    head = [f"model ({size}x{size}, {num_classes} classes)", "batch", "images/s", "vs baseline"]
-    head += ["peak MB above weights", "x machine GEMM"]
-    gflop = ", ".join(f"{k} {v:.1f}" for k, v in r["gflop_per_image"].items())
-    lines = _table(head, rows) + [f"GFLOP per image: {gflop}.", ""]
+    return rows
+
+
+def _profile(r: dict[str, Any]) -> list[str]:
+    """ms per image of each hooked stage, from the timed calls of the throughput table."""
+    entries = [("baseline", b, e) for b, e in r["baseline"].items()]
+    entries += [(n, b, e) for n, per in r["models"].items() for b, e in per.items()]
+    stages: list[str] = []
+    for _, _, e in entries:
+        stages += [s for s in e["stages_ms_per_image"] if s not in stages]
+    stages = [s for s in stages if s != "rest"] + ["rest"]
+    rows = [
+        [name, batch, *(f"{e['stages_ms_per_image'].get(s, 0.0):.0f}" for s in stages)]
+        + [f"{1000 / e['images_per_s']:.0f}"]
+        for name, batch, e in sorted(entries, key=lambda t: (t[0] != "baseline", t[0], int(t[1])))
+    ]
+    ups = ", ".join(f"batch {b}: {u['ms_per_image']:.0f}" for b, u in r["upsampling"].items())
+    head = ["model", "batch", *stages, "total"]
+    return [
+        f"ms per image by stage ({r['precision']}; forward hooks in the timed calls; `rest` ="
+        f" classification, upsampling, copies; the shared upsampling alone, ms per image:"
+        f" {ups}):",
+        "",
+        *_table(head, rows),
+    ]
+
+
+def _precision(c: dict[str, Any], fp32: dict[str, Any], bf16: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, per_batch in c["speedup"].items():
+        src = "baseline" if name == "baseline" else name
+        for batch, ratio in per_batch.items():
+            a = fp32["baseline"] if src == "baseline" else fp32["models"][src]
+            b = bf16["baseline"] if src == "baseline" else bf16["models"][src]
+            agree = c["argmax_agreement"].get(src)
+            rows.append(
+                [src, batch, f"{a[batch]['images_per_s']:.3f}", f"{b[batch]['images_per_s']:.3f}"]
+                + [f"**{ratio:.2f}x**", f"{100 * agree:.2f}%" if agree is not None else "-"]
+            )
+    head = ["model", "batch", "fp32 images/s", "bf16 images/s", "bf16 vs fp32"]
+    head += ["argmax agreement (batch 1, random weights)"]
+    return ["bf16 vs fp32, same run:", "", *_table(head, rows)]
+
+
+def _inference(report: dict[str, Any], size: int, num_classes: int) -> list[str]:
+    lines: list[str] = []
+    for precision, r in report.items():
+        if precision == "bf16_vs_fp32":
+            continue
+        head = [f"model ({size}x{size}, {num_classes} classes, {precision})", "batch"]
+        head += ["images/s", "vs baseline", "peak MB above weights", "x machine GEMM"]
+        gflop = ", ".join(f"{k} {v:.1f}" for k, v in r["gflop_per_image"].items())
+        lines += _table(head, _throughput_rows(r)) + [f"GFLOP per image: {gflop}.", ""]
+        lines += _profile(r)
+        if "exactness" in r:
+            lines += _checks(r)
+    if "bf16_vs_fp32" in report:
+        lines += _precision(report["bf16_vs_fp32"], report["fp32"], report["bf16"])
+    return lines
+
+
+def _checks(r: dict[str, Any]) -> list[str]:
+    """Per-stage GFLOP/s of batch 1 (stages run on their own) and the exactness checks."""
+    lines: list[str] = []
     for name, b in r["breakdown"].items():
         stage_rows = [
             [
@@ -47,7 +107,7 @@ def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
             ]
             for stage, s in [*b["stages"].items(), ("**CSH total**", b["csh"])]
         ]
-        lines += [f"Stages of {name}, batch 1:", ""]
+        lines += [f"Stages of {name}, batch 1, each run on its own:", ""]
         head = ["stage", "ms", "share", "GFLOP", "GFLOP/s", "x machine GEMM"]
         lines += _table(head, stage_rows)
     rows = []
@@ -68,6 +128,21 @@ def _inference(r: dict[str, Any], size: int, num_classes: int) -> list[str]:
         )
     head = ["model", "path vs reference", "max abs diff", "argmax agreement", "speed-up"]
     return lines + _table(head, rows)
+
+
+def _d2(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return [f"detectron2 path: skipped ({r['skipped']})", ""]
+    rows = [
+        [precision, case, f"{c['input_hw']} -> {c['output_hw']}", f"{1000 * c['core_s']:.0f}"]
+        + [f"{1000 * c['d2_s']:.0f}", f"**{c['d2_vs_core']:.3f}x**"]
+        + [f"{1000 * c['d2_sem_seg_postprocess_s']:.0f}", f"{c['old_vs_core']:.3f}x"]
+        for precision, cases in r.items()
+        for case, c in cases.items()
+    ]
+    head = ["precision", "case", "input -> output", "core ms", "d2 path ms", "d2 / core"]
+    head += ["core + sem_seg_postprocess ms", "old / core"]
+    return ["detectron2 path vs the core, MiT-B0, batch 1:", "", *_table(head, rows)]
 
 
 def _training(r: dict[str, Any]) -> list[str]:
@@ -111,7 +186,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     size, n = report["settings"]["size"], report["num_classes"]
-    sections = {"inference": lambda r: _inference(r, size, n), "train": _training}
+    sections = {"inference": lambda r: _inference(r, size, n), "d2": _d2, "train": _training}
     sections |= {"evaluator": _evaluator, "pseudo": _pseudo}
     for key, fmt in sections.items():
         if key in report:

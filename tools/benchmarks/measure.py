@@ -183,14 +183,16 @@ def measure(
     return Measurement(statistics.median(times), times, mem.peak_mb, mem.method)
 
 
-def matmul_gflops(device: torch.device, size: int, warmup: int, repeats: int) -> dict[str, float]:
-    """Measures this machine's dense fp32 GEMM throughput (``size x size`` times ``size x size``).
+def matmul_gflops(
+    device: torch.device, size: int, warmup: int, repeats: int, dtype: torch.dtype = torch.float32
+) -> dict[str, float]:
+    """Measures this machine's dense GEMM throughput (``size x size`` times ``size x size``).
 
     Returns:
         ``{"size", "median_s", "gflops"}`` with ``gflops = 2 size^3 / median_s / 1e9``.
     """
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
     m = measure(lambda: torch.mm(a, b, out=out), device, warmup, repeats)
     return {"size": size, "median_s": m.median_s, "gflops": 2 * size**3 / m.median_s / 1e9}

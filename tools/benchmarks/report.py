@@ -9,20 +9,30 @@ def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def _inference(r: dict[str, Any]) -> list[str]:
-    lines = ["", "Inference (whole image; ratio = images/s vs MaskCLIP-style full-CLIP baseline)"]
-    lines.append(f"{'model':<22}{'batch':>6}{'img/s':>10}{'ratio':>8}{'peak MB':>10}")
+def _throughput(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Inference, {r['precision']} (whole image; ratio = images/s vs MaskCLIP-style full-CLIP"
+        " baseline at the same precision)",
+        f"{'model':<22}{'batch':>6}{'img/s':>10}{'ratio':>8}{'peak MB':>10}  ms/image by stage",
+    ]
     for batch, base in r["baseline"].items():
-        lines.append(
-            f"{'MaskCLIP ViT-B/16':<22}{batch:>6}{base['images_per_s']:>10.3f}{1.0:>8.2f}"
-            f"{_mb(base['peak_mem_mb']):>10}"
-        )
-        for name, per_batch in r["models"].items():
-            m = per_batch[batch]
+        entries = [("MaskCLIP ViT-B/16", base, 1.0)]
+        entries += [
+            ("ChimeraSeg " + n, p[batch], p[batch]["ratio_vs_baseline"])
+            for n, p in r["models"].items()
+        ]
+        for label, m, ratio in entries:
+            stages = " ".join(f"{k} {v:.0f}" for k, v in m["stages_ms_per_image"].items())
             lines.append(
-                f"{'ChimeraSeg ' + name:<22}{batch:>6}{m['images_per_s']:>10.3f}"
-                f"{m['ratio_vs_baseline']:>8.2f}{_mb(m['peak_mem_mb']):>10}"
+                f"{label:<22}{batch:>6}{m['images_per_s']:>10.3f}{ratio:>8.2f}"
+                f"{_mb(m['peak_mem_mb']):>10}  {stages}"
             )
+    return lines
+
+
+def _checks(r: dict[str, Any]) -> list[str]:
+    lines = []
     for name, b in r["breakdown"].items():
         lines += ["", f"Stages of {name} (batch 1): ms, share, GFLOP, GFLOP/s, fraction of GEMM"]
         rows = list(b["stages"].items()) + [("CSH total", b["csh"])]
@@ -33,23 +43,44 @@ def _inference(r: dict[str, Any]) -> list[str]:
                 f"{s['gflops']:>9.1f}{s['fraction_of_gemm']:>8.2f}"
             )
     for name, e in r["exactness"].items():
-        v, s8 = e["value_folding"], e["stride8_inexact"]
+        v, s8, c = e["value_folding"], e["stride8_inexact"], e["chunking"]
         lines += [
             "",
             f"Exactness of {name}:",
             f"  folded value path   max|diff| {v['max_abs_diff']:.2e}  speedup "
             + ", ".join(f"{b['speedup']:.2f}x" for b in v["blocks"]),
-            *(
-                [
-                    f"  chunked CSH         max|diff| {e['chunking']['max_abs_diff']:.2e}  "
-                    f"agreement {e['chunking']['agreement']:.4f}  "
-                    f"speedup {e['chunking']['speedup']:.2f}x"
-                ]
-                if "chunking" in e
-                else []
-            ),
+            f"  chunked CSH         max|diff| {c['max_abs_diff']:.2e}  "
+            f"agreement {c['agreement']:.4f}  speedup {c['speedup']:.2f}x",
             f"  stride-8 (inexact)  agreement {s8['agreement']:.4f}  speedup {s8['speedup']:.2f}x",
         ]
+    return lines
+
+
+def _inference(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for precision, r in report.items():
+        if precision != "bf16_vs_fp32":
+            lines += _throughput(r) + (_checks(r) if "exactness" in r else [])
+    if "bf16_vs_fp32" in report:
+        c = report["bf16_vs_fp32"]
+        lines += ["", "bf16 vs fp32 (speed-up per batch; argmax agreement at batch 1)"]
+        for name, per_batch in c["speedup"].items():
+            ratios = "  ".join(f"batch {b}: {x:.2f}x" for b, x in per_batch.items())
+            lines.append(f"  {name:<20}{ratios}  agreement {c['argmax_agreement'][name]:.4f}")
+    return lines
+
+
+def _d2(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return ["", f"detectron2 path: skipped ({r['skipped']})"]
+    lines = ["", "detectron2 path vs the core (MiT-B0, batch 1): ms, ratio"]
+    for precision, cases in r.items():
+        for case, c in cases.items():
+            lines.append(
+                f"  {precision:<5}{case:<12} core {1000 * c['core_s']:7.0f}  d2 "
+                f"{1000 * c['d2_s']:7.0f} ({c['d2_vs_core']:.3f}x)  core+sem_seg_postprocess "
+                f"{1000 * c['d2_sem_seg_postprocess_s']:7.0f} ({c['old_vs_core']:.3f}x)"
+            )
     return lines
 
 
@@ -96,6 +127,7 @@ def print_report(report: dict[str, Any]) -> None:
     ]
     formatters = {
         "inference": _inference,
+        "d2": _d2,
         "train": _training,
         "evaluator": _evaluator,
         "pseudo": _pseudo,

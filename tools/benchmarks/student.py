@@ -100,7 +100,11 @@ class StudentPipeline(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def forward(
-        self, images: torch.Tensor, head_stride: int = 4, chunk_tokens: int | None = None
+        self,
+        images: torch.Tensor,
+        head_stride: int = 4,
+        chunk_tokens: int | None = None,
+        precision: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Full inference ``(B, 3, H, W) -> (B, N, H, W)`` logits: the core's ``forward_test``.
 
@@ -109,10 +113,11 @@ class StudentPipeline(nn.Module):
             head_stride: 4 = the exact model; 8 = the core's inexact ``head_downsample=2``
                 option (decoder output 2x2 average-pooled before the CSH, logits upsampled once).
             chunk_tokens: CSH positions per chunk (None = the core's default, 0 = one pass).
+            precision: the core's autocast dtype (``TEST.AMP``); None = float32.
         """
         if head_stride not in (4, 8):
             raise ValueError(f"head_stride must be 4 (exact) or 8 (inexact), got {head_stride}")
-        options = InferenceConfig(head_downsample=head_stride // 4)
+        options = InferenceConfig(head_downsample=head_stride // 4, precision=precision)
         if chunk_tokens is not None:
             options = replace(options, chunk_tokens=chunk_tokens)
         return self.model.forward_test(images, self.text, options)
