@@ -136,7 +136,8 @@ def test_markdown_tables_cover_every_section(tiny_report: tuple[dict, dict]) -> 
     titles += ("Stages of mit_b0", "ms per image by stage (bf16", "bf16 vs fp32, same run")
     for title in (*titles, "Training step", "Evaluator", "Pseudo masks, 64x64"):
         assert title in md, title
-    assert md.count("| ChimeraSeg mit_b0 |") == 4  # batch 1 and 2 per precision, beside the baseline
+    # batch 1 and 2 per precision, each beside the baseline
+    assert md.count("| ChimeraSeg mit_b0 |") == 4
 
 
 def test_random_clip_needs_an_explicit_flag(monkeypatch: pytest.MonkeyPatch) -> None:

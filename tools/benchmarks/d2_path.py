@@ -46,6 +46,26 @@ def _meta_arch(pipe: StudentPipeline, clip_model: torch.nn.Module, vocab: Vocabu
     return meta
 
 
+def _timed_calls(
+    pipe: StudentPipeline,
+    meta: torch.nn.Module,
+    inputs: list[dict[str, Any]],
+    options: InferenceConfig,
+    out_hw: tuple[int, int],
+    sem_seg_postprocess: Callable[..., torch.Tensor],
+) -> dict[str, Callable[[], object]]:
+    """The three timed calls of one case: core, detectron2 path, core + old post-processing."""
+    padded = meta._images(inputs)  # (1, 3, Hp, Wp) as the meta-architecture pads
+
+    def core() -> torch.Tensor:
+        return pipe.model.forward_test(padded.tensor, pipe.text, options)
+
+    def old_path() -> torch.Tensor:
+        return sem_seg_postprocess(core()[0], padded.image_sizes[0], *out_hw)
+
+    return {"core": core, "d2": lambda: meta(inputs), "d2_sem_seg_postprocess": old_path}
+
+
 def run_d2_path(
     args: argparse.Namespace, clip_model: torch.nn.Module, vocab: Vocabulary, device: torch.device
 ) -> dict[str, Any]:
@@ -72,19 +92,8 @@ def run_d2_path(
                 in_hw, out_hw = tuple(v // 8 for v in in_hw), tuple(v // 8 for v in out_hw)
             image = (torch.rand(3, *in_hw, generator=gen) * 255).round().to(device)
             inputs = [{"image": image, "height": out_hw[0], "width": out_hw[1]}]
-            padded = meta._images(inputs)
 
-            def core() -> torch.Tensor:
-                return pipe.model.forward_test(padded.tensor, pipe.text, options)
-
-            def old_path() -> torch.Tensor:
-                return sem_seg_postprocess(core()[0], padded.image_sizes[0], *out_hw)
-
-            timed: dict[str, Callable[[], object]] = {
-                "core": core,
-                "d2": lambda: meta(inputs),
-                "d2_sem_seg_postprocess": old_path,
-            }
+            timed = _timed_calls(pipe, meta, inputs, options, out_hw, sem_seg_postprocess)
             with torch.inference_mode():
                 res = {
                     f"{name}_s": measure(fn, device, args.warmup, args.repeats).median_s

@@ -3,7 +3,8 @@
 Both evaluators get the same ``inputs``/``outputs`` lists (``(171, S, S)`` float logits per image)
 and read the same uint8 ground-truth PNGs from a temporary directory, as they do in training.
 Timed: ``reset()`` + ``process()`` over all images (``evaluate()`` is a one-off per run and is
-excluded), the evaluators interleaved round by round (median over rounds). Equal results are checked: mIoU at γ = 0 of both evaluators must agree.
+excluded), the evaluators interleaved round by round (median over rounds). Equal results are
+checked: mIoU at γ = 0 of both evaluators must agree.
 
 detectron2's ``SemSegEvaluator.process`` also computes boundary IoU (on by default for fewer than
 255 classes) and RLE-encodes every prediction for JSON; both are part of what a user pays, but the

@@ -68,9 +68,7 @@ def _exactness(
     breakdown, exactness = {}, {}
     images = _images(1, args.size, torch.device(args.device), args.seed)
     for name, pipe in pipes.items():
-        breakdown[name] = stage_breakdown(
-            pipe, images, args.warmup, args.repeats, args.gemm_gflops
-        )
+        breakdown[name] = stage_breakdown(pipe, images, args.warmup, args.repeats, args.gemm_gflops)
         t = stage_inputs(pipe, images)
         exact_s = out["models"][name]["1"]["median_s"]
         exactness[name] = {
@@ -120,12 +118,12 @@ def run_inference(
         out["gflop_per_image"] = gflop
         for batch in sorted(set(args.batches) | {1}):  # batch 1 feeds the checks below
             images = _images(batch, args.size, device, args.seed)
-            base = _throughput(lambda: run_baseline(images), timers["baseline"], batch, args)
+            base = _throughput(lambda x=images: run_baseline(x), timers["baseline"], batch, args)
             _add_rate(base, gflop["baseline"], args.gemm_gflops)
             out["baseline"][str(batch)] = base
             for name, pipe in pipes.items():
                 res = _throughput(
-                    lambda p=pipe: p(images, precision=dtype), timers[name], batch, args
+                    lambda p=pipe, x=images: p(x, precision=dtype), timers[name], batch, args
                 )
                 res["ratio_vs_baseline"] = res["images_per_s"] / base["images_per_s"]
                 _add_rate(res, gflop[name], args.gemm_gflops)
@@ -166,7 +164,9 @@ def precision_agreement(
     return agreement
 
 
-def _run_autocast(model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def _run_autocast(
+    model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None
+) -> torch.Tensor:
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
         return model(images)
 
