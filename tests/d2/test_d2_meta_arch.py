@@ -152,6 +152,25 @@ def test_crop_and_resize_matches_detectron2_and_skips_equal_size_resampling():
     assert same.data_ptr() == maps.data_ptr()  # a view of the crop: nothing was resampled
 
 
+def test_inference_resamples_the_head_logits_once_to_the_output_size(tiny_opts, synthetic_root):
+    from chimeraseg.modeling.inference import resize_logits
+
+    model = _model(tiny_opts).eval()
+    image = torch.randint(0, 256, (3, 50, 90)).float()  # padded to 64x96 in the batch
+    with torch.no_grad():
+        equal = model([{"image": image}])[0]["sem_seg"]
+        resized = model([{"image": image, "height": 37, "width": 61}])[0]["sem_seg"]
+        padded = model._images([{"image": image}]).tensor  # (1, 3, 64, 96)
+        text = model.vocabulary_embeddings
+        full = model.model.forward_test(padded, text)[0]  # (N, 64, 96)
+        low = model.model.forward_test(padded, text, upsample=False)[0]  # (N, 16, 24)
+    n = len(model.vocabulary)
+    assert low.shape == (n, 16, 24)
+    torch.testing.assert_close(equal, full[:, :50, :90], rtol=0, atol=0)  # unchanged values
+    assert resized.shape == (n, 37, 61) and resized.is_contiguous()
+    torch.testing.assert_close(resized, resize_logits(low, (64, 96), (50, 90), (37, 61)))
+
+
 def test_bfloat16_inference_runs_the_student_in_bfloat16_and_returns_float32_logits(
     tiny_opts, synthetic_root
 ):

@@ -9,20 +9,22 @@ size. Timed on the same MiT-B0 model and vocabulary, batch 1:
 - ``d2_sem_seg_postprocess``: the core plus detectron2's ``sem_seg_postprocess`` on its output,
   the post-processing the meta-architecture used before ``crop_and_resize``.
 
-Two cases: output size equal to the input (the evaluation of a 512x512 image) and output size
-different (a 512x683 network input from a 480x640 image, as a test-time resize produces).
+The three are interleaved round by round (median over rounds). Two cases: output size equal to
+the input (the evaluation of a 512x512 image) and output size different (a 512x683 network input
+from a 480x640 image, as a test-time resize produces).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from typing import Any, Callable
 
 import torch
 
 from benchmarks.clip_setup import Vocabulary
 from benchmarks.inference import PRECISIONS
-from benchmarks.measure import measure
+from benchmarks.measure import interleaved
 from benchmarks.student import StudentPipeline
 from chimeraseg.modeling import InferenceConfig
 
@@ -95,10 +97,9 @@ def run_d2_path(
 
             timed = _timed_calls(pipe, meta, inputs, options, out_hw, sem_seg_postprocess)
             with torch.inference_mode():
-                res = {
-                    f"{name}_s": measure(fn, device, args.warmup, args.repeats).median_s
-                    for name, fn in timed.items()
-                }
+                rounds = interleaved(timed, device, args.warmup, args.repeats)
+            res = {f"{name}_s": statistics.median(s) for name, s in rounds.items()}
+            res["rounds_s"] = rounds
             res["d2_vs_core"] = res["d2_s"] / res["core_s"]
             res["old_vs_core"] = res["d2_sem_seg_postprocess_s"] / res["core_s"]
             res |= {"input_hw": list(in_hw), "output_hw": list(out_hw)}

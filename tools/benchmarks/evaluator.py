@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from benchmarks.clip_setup import NUM_COCO_STUFF_CLASSES
-from benchmarks.measure import measure
+from benchmarks.measure import interleaved
 
 DATASET_NAME = "chimeraseg_benchmark_eval"
 
@@ -68,26 +68,14 @@ def _register(inputs: list[dict[str, Any]], num_classes: int) -> None:
     )
 
 
-def _timed_rounds(
-    evaluators: dict[str, Any], inputs, outputs, args: argparse.Namespace
-) -> dict[str, list[float]]:
-    """Seconds of ``reset + process`` over all images, evaluators interleaved round by round.
+def _reset_and_process(evaluator: Any, inputs, outputs):
+    """The timed work of one evaluator: ``reset()`` then ``process()`` over all images."""
 
-    Each round runs every evaluator once, so a change of machine load during the section hits
-    all of them alike instead of whichever ran last.
-    """
-    seconds: dict[str, list[float]] = {name: [] for name in evaluators}
-    for round_index in range(args.warmup + args.repeats):
-        for name, ev in evaluators.items():
+    def run() -> None:
+        evaluator.reset()
+        evaluator.process(inputs, outputs)
 
-            def run(ev=ev) -> None:
-                ev.reset()
-                ev.process(inputs, outputs)
-
-            m = measure(run, torch.device("cpu"), 0, 1)
-            if round_index >= args.warmup:
-                seconds[name].append(m.median_s)
-    return seconds
+    return run
 
 
 def run_evaluator(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +101,8 @@ def run_evaluator(args: argparse.Namespace) -> dict[str, Any]:
             "detectron2_no_boundary": SemSegEvaluator(DATASET_NAME, distributed=False),
         }
         evaluators["detectron2_no_boundary"]._compute_boundary_iou = False
-        rounds = _timed_rounds(evaluators, inputs, outputs, args)
+        runs = {name: _reset_and_process(ev, inputs, outputs) for name, ev in evaluators.items()}
+        rounds = interleaved(runs, torch.device("cpu"), args.warmup, args.repeats)
         results: dict[str, Any] = {}
         for name, ev in evaluators.items():
             seconds = statistics.median(rounds[name])

@@ -34,6 +34,10 @@ def _throughput_rows(r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _stage_cells(ms: dict[str, float], stages: list[str]) -> list[str]:
+    return [f"{ms[s]:.0f}" if s in ms else "" for s in stages]
+
+
 def _profile(r: dict[str, Any]) -> list[str]:
     """ms per image of each hooked stage, from the timed calls of the throughput table."""
     entries = [("baseline", b, e) for b, e in r["baseline"].items()]
@@ -43,7 +47,7 @@ def _profile(r: dict[str, Any]) -> list[str]:
         stages += [s for s in e["stages_ms_per_image"] if s not in stages]
     stages = [s for s in stages if s != "rest"] + ["rest"]
     rows = [
-        [name, batch, *(f"{e['stages_ms_per_image'].get(s, 0.0):.0f}" for s in stages)]
+        [name, batch, *_stage_cells(e["stages_ms_per_image"], stages)]
         + [f"{1000 / e['images_per_s']:.0f}"]
         for name, batch, e in sorted(entries, key=lambda t: (t[0] != "baseline", t[0], int(t[1])))
     ]

@@ -196,3 +196,23 @@ def matmul_gflops(
     out = torch.empty(size, size, device=device, dtype=dtype)
     m = measure(lambda: torch.mm(a, b, out=out), device, warmup, repeats)
     return {"size": size, "median_s": m.median_s, "gflops": 2 * size**3 / m.median_s / 1e9}
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of each call, the competitors interleaved round by round.
+
+    Each round runs every function once, so a change of machine load during the measurement hits
+    all of them alike instead of whichever ran last. ``warmup`` rounds are not kept.
+
+    Returns:
+        ``{name: [seconds of each kept round]}``.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for round_index in range(warmup + repeats):
+        for name, fn in fns.items():
+            m = measure(fn, device, 0, 1)
+            if round_index >= warmup:
+                seconds[name].append(m.median_s)
+    return seconds

@@ -55,9 +55,15 @@ class StageTimer:
             handle.remove()
 
     def per_image_ms(self, calls: int, images: int, total_s: float) -> dict[str, float]:
-        """``{stage: ms per image}`` plus ``rest`` (total minus the stages) over ``calls`` calls."""
+        """``{stage: ms per image}`` plus ``rest`` (total minus the stages), averaged over calls.
+
+        Args:
+            calls: timed calls the stages were collected over.
+            images: images per call.
+            total_s: wall time of all ``calls`` together.
+        """
         out = {name: 1000 * s / calls / images for name, s in self.seconds.items()}
-        out["rest"] = max(1000 * total_s / images - sum(out.values()), 0.0)
+        out["rest"] = max(1000 * total_s / calls / images - sum(out.values()), 0.0)
         return out
 
 

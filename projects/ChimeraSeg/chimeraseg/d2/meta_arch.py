@@ -36,6 +36,7 @@ from chimeraseg.modeling import (
     build_chimeraseg_model,
 )
 from chimeraseg.modeling.decoder import SegFormerDecoder
+from chimeraseg.modeling.inference import resize_logits
 
 __all__ = [
     "ChimeraSeg",
@@ -303,11 +304,16 @@ class ChimeraSeg(nn.Module):
             return self.model.forward_train(
                 images.tensor, labels.tensor.long(), iteration, valid=valid
             )
-        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings)  # (B,N,Hp,Wp)
+        # (B, N, h, w) at the head's resolution (whole image) or (B, N, Hp, Wp) (slide)
+        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings, upsample=False)
+        padded = tuple(images.tensor.shape[-2:])
         results = []
         for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
-            h, w = inp.get("height", size[0]), inp.get("width", size[1])
-            results.append({"sem_seg": crop_and_resize(logit, size, (h, w))})
+            out_hw = (inp.get("height", size[0]), inp.get("width", size[1]))
+            if tuple(logit.shape[-2:]) == padded:
+                results.append({"sem_seg": crop_and_resize(logit, size, out_hw)})
+            else:  # one resample from the head's logits to the output size
+                results.append({"sem_seg": resize_logits(logit, padded, size, out_hw)})
         return results
 
     def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:

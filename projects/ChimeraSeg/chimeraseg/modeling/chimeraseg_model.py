@@ -253,6 +253,7 @@ class ChimeraSegModel(nn.Module):
         images: torch.Tensor,
         vocabulary_embeddings: torch.Tensor,
         options: InferenceConfig | None = None,
+        upsample: bool = True,
     ) -> torch.Tensor:
         """Unbiased cosine logits over any vocabulary (no CLIP image encoder is run).
 
@@ -266,9 +267,13 @@ class ChimeraSegModel(nn.Module):
             images: ``(B, 3, H, W)`` float RGB 0..255.
             vocabulary_embeddings: ``(N, D)`` text embeddings ``A``.
             options: mode, window, head downsampling, chunk size; None = ``self.inference``.
+            upsample: False = whole-image mode returns the logits at the head's resolution
+                ``(B, N, h, w)``, for a caller that resamples once to its own output size
+                (:func:`~chimeraseg.modeling.inference.resize_logits`); sliding windows are
+                always stitched at full resolution.
 
         Returns:
-            ``(B, N, H, W)`` logits ``cos(Fc, A)/τ``.
+            ``(B, N, H, W)`` logits ``cos(Fc, A)/τ`` (``(B, N, h, w)`` as described above).
         """
         text = F.normalize(vocabulary_embeddings.float(), dim=-1)  # (N, D)
         if text.dim() != 2 or text.shape[1] != self.head.embed_dim:
@@ -299,7 +304,7 @@ class ChimeraSegModel(nn.Module):
         with amp:
             if options.mode == "slide":
                 return slide_inference(logits_fn, images, options.slide_crop, options.slide_stride)
-            return whole_inference(logits_fn, images)
+            return whole_inference(logits_fn, images) if upsample else logits_fn(images)
 
     def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
         """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.

@@ -18,6 +18,7 @@ __all__ = [
     "InferenceConfig",
     "LogitsFn",
     "upsample_logits",
+    "resize_logits",
     "whole_inference",
     "slide_inference",
     "window_starts",
@@ -98,6 +99,40 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
             logits[i : i + 1], size=size, mode="bilinear", align_corners=False
         )  # (1, N, H, W)
     return out
+
+
+def resize_logits(
+    logits: torch.Tensor,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> torch.Tensor:
+    """One bilinear resample from low-resolution logits of a padded input to an output size.
+
+    The logits cover the whole padded network input (``input_size``); the image occupies its
+    top-left ``image_size`` block and is wanted at ``output_size`` (e.g. the original size
+    before a test-time resize). Each output pixel samples the logit field where it lies in the
+    input, in one pass: upsampling to the padded size, cropping and resizing again (detectron2's
+    ``sem_seg_postprocess``) passes over every class map twice and blurs twice. When
+    ``output_size == image_size`` the values equal upsampling to ``input_size`` then cropping.
+
+    Args:
+        logits: ``(N, h, w)`` logits over the padded input, any strides.
+        input_size: ``(Hp, Wp)`` padded network input.
+        image_size: ``(H', W')`` image inside it.
+        output_size: ``(H, W)`` requested.
+
+    Returns:
+        ``(N, H, W)`` contiguous logits.
+    """
+    (hp, wp), (hi, wi), (ho, wo) = input_size, image_size, output_size
+    h, w = logits.shape[-2:]
+    # Output pixel y samples input row (y + 0.5) * hi / ho - 0.5, i.e. logit row
+    # (y + 0.5) / scale_h - 0.5 with scale_h = ho * hp / (hi * h) (align_corners=False).
+    scale_h, scale_w = ho * hp / (hi * h), wo * wp / (wi * w)
+    source = logits.contiguous()[None]  # (1, N, h, w) class-major
+    out = torch.ops.aten.upsample_bilinear2d(source, [ho, wo], False, scale_h, scale_w)
+    return out[0]  # (N, H, W)
 
 
 def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:
