@@ -103,21 +103,10 @@ def _inference(
     clip_model: torch.nn.Module,
     vocab,
     device: torch.device,
-    gemm_bf16: float,
+    gemm_gflops: dict[str, float],
 ) -> dict:
-    """The inference section at every precision, then bf16 vs fp32 per model and batch.
-
-    The stage breakdown and exactness checks run at the first precision only; GEMM fractions of
-    a bf16 run are against the machine's bf16 GEMM rate.
-    """
-    out: dict = {}
-    for i, precision in enumerate(args.precisions):
-        run_args = argparse.Namespace(**vars(args))
-        if precision == "bf16":
-            run_args.gemm_gflops = gemm_bf16
-        out[precision] = run_inference(
-            run_args, clip_model, vocab, device, precision, with_checks=i == 0
-        )
+    """The inference section (all precisions in the same rounds), then bf16 vs fp32."""
+    out = run_inference(args, clip_model, vocab, device, gemm_gflops)
     if {"fp32", "bf16"} <= set(out):
         speed = {
             name: {
@@ -157,7 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
         "gemm_bf16": gemm_bf16,
     }
     sections = {
-        "inference": lambda: _inference(args, clip_model, vocab, device, gemm_bf16["gflops"]),
+        "inference": lambda: _inference(
+            args, clip_model, vocab, device, {"fp32": args.gemm_gflops, "bf16": gemm_bf16["gflops"]}
+        ),
         "d2": lambda: run_d2_path(args, clip_model, vocab, device),
         "train": lambda: run_training(args, clip_model, vocab, device),
         "evaluator": lambda: run_evaluator(args),

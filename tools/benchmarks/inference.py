@@ -2,13 +2,16 @@
 
 Every ratio compares models at the same precision: ChimeraSeg in bf16 runs the core's
 ``TEST.AMP`` path (:class:`~chimeraseg.modeling.InferenceConfig` ``precision``) and the baseline
-runs under the same bf16 autocast, both with the cosine in float32.
+runs under the same bf16 autocast, both with the cosine in float32. All models and precisions of
+one batch size are timed in the same interleaved rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -37,22 +40,53 @@ def _images(batch: int, size: int, device: torch.device, seed: int) -> torch.Ten
     return (torch.rand(batch, 3, size, size, generator=gen) * 255.0).to(device)
 
 
-def _throughput(
-    fn: Callable[[], torch.Tensor], timer: StageTimer, batch: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Images/s, peak memory and the per-stage profile of the same timed calls."""
+def _rounds(
+    calls: dict[tuple[str, str], Callable[[], torch.Tensor]],
+    timers: dict[str, StageTimer],
+    args: argparse.Namespace,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Times every ``(model, precision)`` call once per round, round after round.
+
+    All models and precisions of one batch size share the rounds, so every ratio (vs the
+    baseline, bf16 vs fp32) compares calls made a few seconds apart under the same load. The
+    stage profile of each call is read from its model's hooks right after it.
+    """
     device = torch.device(args.device)
     for _ in range(args.warmup):
-        fn()
-    timer.reset()
-    m = measure(fn, device, 0, args.repeats)
+        for fn in calls.values():
+            fn()
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    stages: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in calls}
+    peaks: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    mem_method = "none"
+    for _ in range(args.repeats):
+        for key, fn in calls.items():
+            timer = timers[key[0]]
+            timer.reset()
+            m = measure(fn, device, 0, 1)
+            times[key].append(m.median_s)
+            stages[key].append(dict(timer.seconds))
+            if m.peak_mem_mb is not None:
+                peaks[key].append(m.peak_mem_mb)
+            mem_method = m.mem_method
+    return {key: _summary(times[key], stages[key], peaks[key], mem_method) for key in calls}
+
+
+def _summary(
+    times: list[float], stages: list[dict[str, float]], peaks: list[float], mem_method: str
+) -> dict[str, Any]:
+    """Median time, peak memory and mean ms per stage of one ``(model, precision)``."""
+    names = {name for call in stages for name in call}
+    per_call = {name: sum(call.get(name, 0.0) for call in stages) for name in names}
+    timer = StageTimer({})
+    timer.seconds.update(per_call)
     return {
-        "images_per_s": batch / m.median_s,
-        "median_s": m.median_s,
-        "mean_s": sum(m.times_s) / len(m.times_s),
-        "peak_mem_mb": m.peak_mem_mb,
-        "mem_method": m.mem_method,
-        "stages_ms_per_image": timer.per_image_ms(args.repeats, batch, sum(m.times_s)),
+        "median_s": statistics.median(times),
+        "mean_s": sum(times) / len(times),
+        "times_s": times,
+        "peak_mem_mb": max(peaks) if peaks else None,
+        "mem_method": mem_method,
+        "stages_ms_per_image": timer.per_image_ms(len(times), 1, sum(times)),
     }
 
 
@@ -85,29 +119,28 @@ def run_inference(
     clip_model: nn.Module,
     vocab: Vocabulary,
     device: torch.device,
-    precision: str = "fp32",
-    with_checks: bool = True,
+    gemm_gflops: dict[str, float],
 ) -> dict[str, Any]:
-    """Images/s, peak memory and stage profile of every student vs the baseline, per batch.
+    """Images/s, peak memory and stage profile of every student and the baseline, per precision.
 
     Args:
-        precision: ``"fp32"`` or ``"bf16"``, for the students and the baseline alike.
-        with_checks: also run the batch-1 stage breakdown and the exactness checks.
+        gemm_gflops: the machine's dense GEMM GFLOP/s per precision (``"fp32"``, ``"bf16"``).
 
     Returns:
-        ``{"precision", "baseline": {batch: {...}}, "models": {name: {batch: {...,
-        "ratio_vs_baseline"}}}, "upsampling": {batch: {...}}, "breakdown", "exactness"}`` (batch
-        sizes as string keys; the last two only ``with_checks``).
+        ``{precision: {"precision", "baseline": {batch: {...}}, "models": {name: {batch: {...,
+        "ratio_vs_baseline"}}}, "upsampling": {batch: {...}}, "gflop_per_image"}}`` (batch sizes
+        as string keys), the first precision also with ``"breakdown"`` and ``"exactness"``.
     """
-    dtype = PRECISIONS[precision]
     baseline = MaskCLIPDense(clip_model, vocab.text).to(device)
     pipes = {name: StudentPipeline(name, clip_model, vocab).to(device) for name in args.models}
     timers = {"baseline": StageTimer(baseline_stages(baseline))}
     timers |= {name: StageTimer(student_stages(pipe.model)) for name, pipe in pipes.items()}
-    out: dict[str, Any] = {"precision": precision, "baseline": {}, "upsampling": {}}
-    out["models"] = {n: {} for n in pipes}
+    out: dict[str, Any] = {
+        p: {"precision": p, "baseline": {}, "upsampling": {}, "models": {n: {} for n in pipes}}
+        for p in args.precisions
+    }
 
-    def run_baseline(images: torch.Tensor) -> torch.Tensor:
+    def run_baseline(images: torch.Tensor, precision: str) -> torch.Tensor:
         with _autocast(precision, device):
             return baseline(images)
 
@@ -115,28 +148,42 @@ def run_inference(
         one = _images(1, args.size, device, args.seed)
         gflop = {"baseline": count_flops(lambda: baseline(one)) / 1e9}
         gflop |= {n: count_flops(lambda p=p: p(one)) / 1e9 for n, p in pipes.items()}
-        out["gflop_per_image"] = gflop
         for batch in sorted(set(args.batches) | {1}):  # batch 1 feeds the checks below
             images = _images(batch, args.size, device, args.seed)
-            base = _throughput(lambda x=images: run_baseline(x), timers["baseline"], batch, args)
-            _add_rate(base, gflop["baseline"], args.gemm_gflops)
-            out["baseline"][str(batch)] = base
-            for name, pipe in pipes.items():
-                res = _throughput(
-                    lambda p=pipe, x=images: p(x, precision=dtype), timers[name], batch, args
+            calls: dict[tuple[str, str], Callable[[], torch.Tensor]] = {}
+            for precision in args.precisions:
+                calls[("baseline", precision)] = partial(run_baseline, images, precision)
+                for name, pipe in pipes.items():
+                    calls[(name, precision)] = partial(
+                        pipe, images, precision=PRECISIONS[precision]
+                    )
+            results = _rounds(calls, timers, args)
+            for (name, precision), res in results.items():
+                res["images_per_s"] = batch / res["median_s"]
+                res["stages_ms_per_image"] = {
+                    k: v / batch for k, v in res["stages_ms_per_image"].items()
+                }
+                _add_rate(res, gflop[name], gemm_gflops[precision])
+            for precision in args.precisions:
+                base = results[("baseline", precision)]
+                out[precision]["baseline"][str(batch)] = base
+                for name in pipes:
+                    res = results[(name, precision)]
+                    res["ratio_vs_baseline"] = res["images_per_s"] / base["images_per_s"]
+                    out[precision]["models"][name][str(batch)] = res
+                out[precision]["upsampling"][str(batch)] = time_upsampling(
+                    batch, len(vocab.names), args.size // 4, args.size, device, args.repeats
                 )
-                res["ratio_vs_baseline"] = res["images_per_s"] / base["images_per_s"]
-                _add_rate(res, gflop[name], args.gemm_gflops)
-                out["models"][name][str(batch)] = res
-            out["upsampling"][str(batch)] = time_upsampling(
-                batch, len(vocab.names), args.size // 4, args.size, device, args.repeats
-            )
-            del images
+            del images, calls
         for timer in timers.values():
             timer.remove()
-        if with_checks:
-            with _autocast(precision, device):
-                out["breakdown"], out["exactness"] = _exactness(pipes, args)
+        first = args.precisions[0]
+        for precision in args.precisions:
+            out[precision]["gflop_per_image"] = gflop
+        check_args = argparse.Namespace(**vars(args))
+        check_args.gemm_gflops = gemm_gflops[first]
+        with _autocast(first, device):
+            out[first]["breakdown"], out[first]["exactness"] = _exactness(pipes, check_args)
     return out
 
 
