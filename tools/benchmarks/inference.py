@@ -76,7 +76,7 @@ def _summary(
     times: list[float], stages: list[dict[str, float]], peaks: list[float], mem_method: str
 ) -> dict[str, Any]:
     """Median time, peak memory and mean ms per stage of one ``(model, precision)``."""
-    names = {name for call in stages for name in call}
+    names = list(dict.fromkeys(name for call in stages for name in call))  # in call order
     per_call = {name: sum(call.get(name, 0.0) for call in stages) for name in names}
     timer = StageTimer({})
     timer.seconds.update(per_call)

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+# Profile columns in pipeline order; unknown stages go before "rest".
+STAGE_ORDER = (
+    "patch_embedding",
+    "clip_blocks",
+    "backbone",
+    "decoder",
+    "csh_mlp",
+    "csh_vencoder",
+    "csh_norm",
+    "csh_projection",
+    "rest",
+)
+
 
 def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
@@ -45,7 +58,8 @@ def _profile(r: dict[str, Any]) -> list[str]:
     stages: list[str] = []
     for _, _, e in entries:
         stages += [s for s in e["stages_ms_per_image"] if s not in stages]
-    stages = [s for s in stages if s != "rest"] + ["rest"]
+    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    stages = sorted(stages, key=lambda s: order.get(s, len(order) - 1))
     rows = [
         [name, batch, *_stage_cells(e["stages_ms_per_image"], stages)]
         + [f"{1000 / e['images_per_s']:.0f}"]
