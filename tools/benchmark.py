@@ -35,12 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` i
 from benchmarks.clip_setup import build_clip, build_vocabulary  # noqa: E402
 from benchmarks.d2_path import run_d2_path  # noqa: E402
 from benchmarks.evaluator import run_evaluator  # noqa: E402
-from benchmarks.inference import (  # noqa: E402
-    PRECISIONS,
-    precision_agreement,
-    rescale_fractions,
-    run_inference,
-)
+from benchmarks.inference import PRECISIONS, rescale_fractions, run_inference  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.markdown import report_markdown  # noqa: E402
 from benchmarks.measure import matmul_gflops  # noqa: E402
@@ -98,32 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _inference(
-    args: argparse.Namespace,
-    clip_model: torch.nn.Module,
-    vocab,
-    device: torch.device,
-    gemm_gflops: dict[str, float],
-) -> dict:
-    """The inference section (all precisions in the same rounds), then bf16 vs fp32."""
-    out = run_inference(args, clip_model, vocab, device, gemm_gflops)
-    if {"fp32", "bf16"} <= set(out):
-        speed = {
-            name: {
-                batch: out["bf16"]["models"][name][batch]["images_per_s"] / r["images_per_s"]
-                for batch, r in per_batch.items()
-            }
-            for name, per_batch in out["fp32"]["models"].items()
-        }
-        speed["baseline"] = {
-            batch: out["bf16"]["baseline"][batch]["images_per_s"] / r["images_per_s"]
-            for batch, r in out["fp32"]["baseline"].items()
-        }
-        agreement = precision_agreement(args, clip_model, vocab, device)
-        out["bf16_vs_fp32"] = {"speedup": speed, "argmax_agreement": agreement}
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Runs the selected sections, prints the tables and returns (and writes) the report."""
     args = parse_args(argv)
@@ -146,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         "gemm_bf16": gemm_bf16,
     }
     sections = {
-        "inference": lambda: _inference(
+        "inference": lambda: run_inference(
             args, clip_model, vocab, device, {"fp32": args.gemm_gflops, "bf16": gemm_bf16["gflops"]}
         ),
         "d2": lambda: run_d2_path(args, clip_model, vocab, device),

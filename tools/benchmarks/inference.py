@@ -22,7 +22,13 @@ from benchmarks.breakdown import count_flops, stage_breakdown, stage_inputs
 from benchmarks.clip_setup import Vocabulary
 from benchmarks.exactness import check_chunking, check_stride8, check_value_folding
 from benchmarks.measure import measure
-from benchmarks.stages import StageTimer, baseline_stages, student_stages, time_upsampling
+from benchmarks.stages import (
+    StageTimer,
+    baseline_stages,
+    per_image_ms,
+    student_stages,
+    time_upsampling,
+)
 from benchmarks.student import StudentPipeline
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -43,6 +49,7 @@ def _images(batch: int, size: int, device: torch.device, seed: int) -> torch.Ten
 def _rounds(
     calls: dict[tuple[str, str], Callable[[], torch.Tensor]],
     timers: dict[str, StageTimer],
+    batch: int,
     args: argparse.Namespace,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Times every ``(model, precision)`` call once per round, round after round.
@@ -56,7 +63,7 @@ def _rounds(
         for fn in calls.values():
             fn()
     times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
-    stages: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in calls}
+    stages: dict[tuple[str, str], dict[str, float]] = {key: {} for key in calls}
     peaks: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     mem_method = "none"
     for _ in range(args.repeats):
@@ -65,29 +72,32 @@ def _rounds(
             timer.reset()
             m = measure(fn, device, 0, 1)
             times[key].append(m.median_s)
-            stages[key].append(dict(timer.seconds))
+            for name, seconds in timer.seconds.items():  # summed over rounds, in call order
+                stages[key][name] = stages[key].get(name, 0.0) + seconds
             if m.peak_mem_mb is not None:
                 peaks[key].append(m.peak_mem_mb)
             mem_method = m.mem_method
-    return {key: _summary(times[key], stages[key], peaks[key], mem_method) for key in calls}
-
-
-def _summary(
-    times: list[float], stages: list[dict[str, float]], peaks: list[float], mem_method: str
-) -> dict[str, Any]:
-    """Median time, peak memory and mean ms per stage of one ``(model, precision)``."""
-    names = list(dict.fromkeys(name for call in stages for name in call))  # in call order
-    per_call = {name: sum(call.get(name, 0.0) for call in stages) for name in names}
-    timer = StageTimer({})
-    timer.seconds.update(per_call)
     return {
-        "median_s": statistics.median(times),
-        "mean_s": sum(times) / len(times),
-        "times_s": times,
-        "peak_mem_mb": max(peaks) if peaks else None,
-        "mem_method": mem_method,
-        "stages_ms_per_image": timer.per_image_ms(len(times), 1, sum(times)),
+        key: {
+            "images_per_s": batch / statistics.median(times[key]),
+            "median_s": statistics.median(times[key]),
+            "mean_s": sum(times[key]) / len(times[key]),
+            "times_s": times[key],
+            "peak_mem_mb": max(peaks[key]) if peaks[key] else None,
+            "mem_method": mem_method,
+            "stages_ms_per_image": per_image_ms(stages[key], args.repeats, batch, sum(times[key])),
+        }
+        for key in calls
     }
+
+
+def _agreement(calls: dict[tuple[str, str], Callable[[], torch.Tensor]]) -> dict[str, float]:
+    """Argmax agreement of each model's bf16 call with its fp32 call (same inputs)."""
+    agreement = {}
+    for name in dict.fromkeys(name for name, _ in calls):
+        same = calls[(name, "fp32")]().argmax(1) == calls[(name, "bf16")]().argmax(1)  # (B, H, W)
+        agreement[name] = float(same.float().mean())
+    return agreement
 
 
 def _add_rate(entry: dict[str, Any], gflop_per_image: float, gemm_gflops: float) -> None:
@@ -123,13 +133,18 @@ def run_inference(
 ) -> dict[str, Any]:
     """Images/s, peak memory and stage profile of every student and the baseline, per precision.
 
+    With both fp32 and bf16, ``"bf16_vs_fp32"`` holds each model's speed-up per batch size and
+    its batch-1 argmax agreement (random student weights: a lower bound of what trained models
+    show; ``tools/inference_agreement.py`` measures a trained one).
+
     Args:
         gemm_gflops: the machine's dense GEMM GFLOP/s per precision (``"fp32"``, ``"bf16"``).
 
     Returns:
         ``{precision: {"precision", "baseline": {batch: {...}}, "models": {name: {batch: {...,
         "ratio_vs_baseline"}}}, "upsampling": {batch: {...}}, "gflop_per_image"}}`` (batch sizes
-        as string keys), the first precision also with ``"breakdown"`` and ``"exactness"``.
+        as string keys), the first precision also with ``"breakdown"`` and ``"exactness"``; and
+        ``"bf16_vs_fp32"`` as above.
     """
     baseline = MaskCLIPDense(clip_model, vocab.text).to(device)
     pipes = {name: StudentPipeline(name, clip_model, vocab).to(device) for name in args.models}
@@ -139,6 +154,8 @@ def run_inference(
         p: {"precision": p, "baseline": {}, "upsampling": {}, "models": {n: {} for n in pipes}}
         for p in args.precisions
     }
+
+    compare = {"fp32", "bf16"} <= set(args.precisions)
 
     def run_baseline(images: torch.Tensor, precision: str) -> torch.Tensor:
         with _autocast(precision, device):
@@ -157,26 +174,27 @@ def run_inference(
                     calls[(name, precision)] = partial(
                         pipe, images, precision=PRECISIONS[precision]
                     )
-            results = _rounds(calls, timers, args)
-            for (name, precision), res in results.items():
-                res["images_per_s"] = batch / res["median_s"]
-                res["stages_ms_per_image"] = {
-                    k: v / batch for k, v in res["stages_ms_per_image"].items()
-                }
-                _add_rate(res, gflop[name], gemm_gflops[precision])
+            results = _rounds(calls, timers, batch, args)
+            upsampling = time_upsampling(
+                batch, len(vocab.names), args.size // 4, args.size, device, args.repeats
+            )
             for precision in args.precisions:
                 base = results[("baseline", precision)]
+                _add_rate(base, gflop["baseline"], gemm_gflops[precision])
                 out[precision]["baseline"][str(batch)] = base
                 for name in pipes:
                     res = results[(name, precision)]
                     res["ratio_vs_baseline"] = res["images_per_s"] / base["images_per_s"]
+                    _add_rate(res, gflop[name], gemm_gflops[precision])
                     out[precision]["models"][name][str(batch)] = res
-                out[precision]["upsampling"][str(batch)] = time_upsampling(
-                    batch, len(vocab.names), args.size // 4, args.size, device, args.repeats
-                )
+                out[precision]["upsampling"][str(batch)] = upsampling
+            if batch == 1 and compare:
+                agreement = _agreement(calls)
             del images, calls
         for timer in timers.values():
             timer.remove()
+        if compare:
+            out["bf16_vs_fp32"] = _precision_comparison(out, agreement)
         first = args.precisions[0]
         for precision in args.precisions:
             out[precision]["gflop_per_image"] = gflop
@@ -187,35 +205,14 @@ def run_inference(
     return out
 
 
-def precision_agreement(
-    args: argparse.Namespace, clip_model: nn.Module, vocab: Vocabulary, device: torch.device
-) -> dict[str, float]:
-    """Argmax agreement of bf16 with fp32 per model on the benchmark's batch-1 image.
-
-    With random student weights this is a lower bound of what trained models show (their
-    logits are better separated); ``tools/inference_agreement.py`` measures a trained model.
-    """
-    images = _images(1, args.size, device, args.seed)
-    baseline = MaskCLIPDense(clip_model, vocab.text).to(device)
-    runs: dict[str, Callable[[torch.dtype | None], torch.Tensor]] = {
-        "baseline": lambda dtype: _run_autocast(baseline, images, dtype)
-    }
-    for name in args.models:
-        pipe = StudentPipeline(name, clip_model, vocab).to(device)
-        runs[name] = lambda dtype, p=pipe: p(images, precision=dtype)
-    agreement = {}
-    with torch.inference_mode():
-        for name, run in runs.items():
-            ref, low = run(None).argmax(1), run(torch.bfloat16).argmax(1)
-            agreement[name] = float((ref == low).float().mean())
-    return agreement
-
-
-def _run_autocast(
-    model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None
-) -> torch.Tensor:
-    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
-        return model(images)
+def _precision_comparison(out: dict[str, Any], agreement: dict[str, float]) -> dict[str, Any]:
+    """bf16 vs fp32 images/s per model and batch size, and the batch-1 agreement."""
+    speedup: dict[str, dict[str, float]] = {}
+    for name in [*out["fp32"]["models"], "baseline"]:
+        fp32 = out["fp32"]["baseline"] if name == "baseline" else out["fp32"]["models"][name]
+        bf16 = out["bf16"]["baseline"] if name == "baseline" else out["bf16"]["models"][name]
+        speedup[name] = {b: bf16[b]["images_per_s"] / r["images_per_s"] for b, r in fp32.items()}
+    return {"speedup": speedup, "argmax_agreement": agreement}
 
 
 def rescale_fractions(inference: dict[str, Any], factor: float) -> None:

@@ -4,7 +4,8 @@ The hooks time the modules inside the very calls the throughput table measures (
 stage runs, no patched methods), so the stage shares of batch 1 and batch 8 come from the same
 calls as their images/s. Chunked modules (the CSH runs over chunks of positions) are summed over
 their calls. What no hooked module covers (classification, upsampling, copies) is reported as
-``rest``; :func:`time_upsampling` times the shared upsampling on its own to split that further.
+``rest`` (:func:`per_image_ms`); :func:`time_upsampling` times the shared upsampling on its own
+to split that further.
 """
 
 from __future__ import annotations
@@ -54,17 +55,21 @@ class StageTimer:
         for handle in self._handles:
             handle.remove()
 
-    def per_image_ms(self, calls: int, images: int, total_s: float) -> dict[str, float]:
-        """``{stage: ms per image}`` plus ``rest`` (total minus the stages), averaged over calls.
 
-        Args:
-            calls: timed calls the stages were collected over.
-            images: images per call.
-            total_s: wall time of all ``calls`` together.
-        """
-        out = {name: 1000 * s / calls / images for name, s in self.seconds.items()}
-        out["rest"] = max(1000 * total_s / calls / images - sum(out.values()), 0.0)
-        return out
+def per_image_ms(
+    seconds: dict[str, float], calls: int, images: int, total_s: float
+) -> dict[str, float]:
+    """``{stage: ms per image}`` plus ``rest`` (total minus the stages), averaged over calls.
+
+    Args:
+        seconds: wall time per stage, summed over the calls.
+        calls: timed calls the stages were collected over.
+        images: images per call.
+        total_s: wall time of all ``calls`` together.
+    """
+    out = {name: 1000 * s / calls / images for name, s in seconds.items()}
+    out["rest"] = max(1000 * total_s / calls / images - sum(out.values()), 0.0)
+    return out
 
 
 def student_stages(model: nn.Module) -> dict[str, nn.Module]:
