@@ -39,6 +39,7 @@ import numpy as np
 
 from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, run_on_images
 from chimeraseg.data.splits import read_class_names
+from chimeraseg.demo.vocabulary import split_names
 
 
 def _image_paths(inputs: list[str]) -> list[str]:
@@ -112,11 +113,6 @@ def run_on_webcam(demo: ChimeraSegDemo, camera: int, output: str, max_frames: in
     return run_on_stream(demo, capture, f"camera {camera}", target, max_frames)
 
 
-def _split_names(text: str | None) -> list[str] | None:
-    """Comma-separated names; None when the option is absent ([] when it holds no name)."""
-    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
-
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Chimera-Seg demo (detectron2 Visualizer)")
     parser.add_argument("--config-file", required=True, metavar="FILE")
@@ -157,7 +153,7 @@ def _vocabulary(args: argparse.Namespace) -> list[str] | None:
             return read_class_names(args.vocabulary_file)
         except (OSError, ValueError) as e:
             raise SystemExit(f"tools/demo.py: --vocabulary-file: {e}") from e
-    vocabulary = _split_names(args.vocabulary)
+    vocabulary = split_names(args.vocabulary)
     if vocabulary is not None and not vocabulary:
         raise SystemExit(f"tools/demo.py: --vocabulary {args.vocabulary!r} holds no class name")
     return vocabulary
@@ -167,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     if not args.input and not args.video_input and args.webcam is None:
         raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER, --video-input or --webcam")
-    vocabulary, unseen = _vocabulary(args), _split_names(args.unseen)
+    vocabulary, unseen = _vocabulary(args), split_names(args.unseen)
     if unseen and not vocabulary:
         raise SystemExit("tools/demo.py: --unseen needs --vocabulary or --vocabulary-file")
     opts = list(args.opts)

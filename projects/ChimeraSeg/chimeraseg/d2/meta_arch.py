@@ -241,21 +241,24 @@ class ChimeraSeg(nn.Module):
         if bad:
             raise ValueError(f"unseen ids {bad} are outside the vocabulary of {len(names)} names")
         if list(names) != self.vocabulary:
-            text = encode_class_names(
-                self.clip_model, list(names), self.text_templates, cache_dir=self.text_cache_dir
-            )
-            self.vocabulary_embeddings = text.to(self.device)  # (N, D)
+            self.vocabulary_embeddings = self.encode_vocabulary(names)  # (N, D)
             self.vocabulary = list(names)
         mask = torch.zeros(len(names), dtype=torch.bool, device=self.device)
         mask[unseen_ids] = True
         self.unseen_mask = mask  # (N,)
+
+    def encode_vocabulary(self, names: list[str]) -> torch.Tensor:
+        """``(N, D)`` text embeddings of ``names`` on the model's device (the on-disk cache used)."""
+        cache = self.text_cache_dir
+        return encode_class_names(
+            self.clip_model, list(names), self.text_templates, cache_dir=cache
+        ).to(self.device)
 
     def set_vocabulary_from_dataset(self, dataset_name: str) -> None:
         """Uses a registered dataset's classes and unseen split as the vocabulary."""
         names, _, unseen = dataset_vocabulary(dataset_name)
         self.set_vocabulary(names, unseen)
 
-    # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_metadata(self) -> dict[str, Any]:
         """CLIP reference and training vocabulary stored beside the weights."""
         m = self.model
@@ -295,17 +298,25 @@ class ChimeraSeg(nn.Module):
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """Training losses (``self.training``) or per-image ``{"sem_seg": (N, H, W)}`` logits."""
+        if not self.training:
+            return self.segment(batched_inputs, self.vocabulary_embeddings)
         images = self._images(batched_inputs)
-        if self.training:
-            labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
-            labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
-            iteration = get_event_storage().iter
-            valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
-            return self.model.forward_train(
-                images.tensor, labels.tensor.long(), iteration, valid=valid
-            )
+        labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
+        labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
+        iteration = get_event_storage().iter
+        valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
+        return self.model.forward_train(images.tensor, labels.tensor.long(), iteration, valid=valid)
+
+    def segment(
+        self, batched_inputs: list[dict[str, Any]], vocabulary_embeddings: torch.Tensor
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per-image ``{"sem_seg": (N, H, W)}`` logits over any ``(N, D)`` text embeddings.
+
+        Eval-mode ``forward`` with the model's vocabulary; the web demo passes each session's.
+        """
+        images = self._images(batched_inputs)
         # (B, N, h, w) at the head's resolution (whole image) or (B, N, Hp, Wp) (slide)
-        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings, upsample=False)
+        logits = self.model.forward_test(images.tensor, vocabulary_embeddings, upsample=False)
         padded = tuple(images.tensor.shape[-2:])
         results = []
         for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
@@ -316,16 +327,19 @@ class ChimeraSeg(nn.Module):
                 results.append({"sem_seg": resize_logits(logit, padded, size, out_hw)})
         return results
 
-    def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
-        """Cosine similarity of the teacher's CLS embedding with every ``Fc`` position (Fig. 8).
+    def similarity_map(
+        self, batched_inputs: list[dict], cls_inputs: list[dict] | None = None
+    ) -> list[torch.Tensor]:
+        """Per image the ``(height, width)`` cosine of the teacher's CLS with ``Fc`` (Fig. 8).
 
-        Returns:
-            Per image a ``(height, width)`` map in ``[-1, 1]``.
+        ``cls_inputs``: images whose CLS is used (None = the same); one with all but a class's
+        region blanked gives that class's CLS token. Values lie in ``[-1, 1]``.
         """
         if self.model.teacher is None:
             raise RuntimeError("similarity_map needs the teacher (MODEL.CHIMERASEG.BUILD_TEACHER)")
         images = self._images(batched_inputs)
-        cls = self.model.teacher(images.tensor).cls  # (B, D) unit
+        cls_images = images if cls_inputs is None else self._images(cls_inputs)
+        cls = self.model.teacher(cls_images.tensor).cls  # (B, D) unit
         fc = F.normalize(self.model.clip_features(images.tensor), dim=1)  # (B, D, h, w)
         sim = torch.einsum("bd,bdhw->bhw", cls.to(fc.dtype), fc)[:, None]  # (B, 1, h, w)
         sim = F.interpolate(sim, size=images.tensor.shape[-2:], mode="bilinear")

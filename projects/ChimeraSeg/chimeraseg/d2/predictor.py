@@ -12,22 +12,32 @@ import os
 import cv2
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from chimeraseg.clip.names import split_synonyms
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
 from chimeraseg.data.io import DatasetError, read_image
 from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
+from chimeraseg.demo.render import heat_overlay
+from chimeraseg.demo.vocabulary import check_vocabulary, unseen_indices
 from chimeraseg.evaluation.gamma_sweep import biased_argmax
+from chimeraseg.world.cache import world_clip_for
 
-__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images", "unseen_indices"]
+__all__ = [
+    "ChimeraSegDemo",
+    "build_demo",
+    "demo_metadata",
+    "draw_overlay",
+    "run_on_images",
+    "unseen_indices",
+]
 
 UNSEEN_SUFFIX = " *"
 
@@ -52,14 +62,9 @@ class ChimeraSegDemo:
         self.model = model.eval()
         self.augmentations = T.AugmentationList(augmentations)
         self.gamma = gamma
-        names, unseen = model.vocabulary, model.unseen_mask.tolist()
-        palette = colormap(rgb=True, maximum=255)
-        self.metadata = Metadata(
-            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
-            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
-        )
+        self.metadata = demo_metadata(model.vocabulary, model.unseen_mask.tolist(), colors)
 
-    def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
+    def inputs(self, image_rgb: np.ndarray) -> list[dict]:
         """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
         aug = T.AugInput(image_rgb)
         self.augmentations(aug)
@@ -69,13 +74,12 @@ class ChimeraSegDemo:
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
         """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule)."""
-        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
+        logits = self.model(self.inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
         return biased_argmax(logits, self.model.unseen_mask, self.gamma).cpu()
 
     def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
-        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
-        overlay = vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
+        overlay = draw_overlay(image_rgb, prediction, self.metadata)
         return np.concatenate([overlay, self._legend(prediction, overlay.shape[1])], axis=0)
 
     def _legend(self, prediction: torch.Tensor, width: int) -> np.ndarray:
@@ -97,11 +101,31 @@ class ChimeraSegDemo:
     @torch.no_grad()
     def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay of the teacher-CLS-to-``Fc`` cosine heat map (Fig. 8)."""
-        sim = self.model.similarity_map(self._inputs(image_rgb))[0].float().cpu().numpy()
-        lo, hi = float(sim.min()), float(sim.max())
-        scaled = ((sim - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)  # (H, W)
-        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
-        return (0.5 * image_rgb + 0.5 * heat).astype(np.uint8)
+        sim = self.model.similarity_map(self.inputs(image_rgb))[0].float().cpu().numpy()
+        return heat_overlay(image_rgb, sim)  # (H, W, 3)
+
+
+def demo_metadata(
+    names: list[str], unseen: list[bool], colors: list[list[int]] | None = None
+) -> Metadata:
+    """Visualizer metadata of a vocabulary: names (unseen ones marked) and RGB colours.
+
+    Args:
+        names: ``N`` class names.
+        unseen: ``N`` flags; unseen names get the `` *`` suffix.
+        colors: RGB colour per class (None = detectron2's colormap, cycled).
+    """
+    palette = colormap(rgb=True, maximum=255)
+    return Metadata(
+        stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
+        stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
+    )
+
+
+def draw_overlay(image_rgb: np.ndarray, prediction: torch.Tensor, metadata: Metadata) -> np.ndarray:
+    """``(H, W, 3)`` RGB: the ``(H, W)`` class ids drawn over the image with region labels."""
+    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    return vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
 
 
 def build_demo(
@@ -127,9 +151,10 @@ def build_demo(
         chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
             ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
-    _check_vocabulary(vocabulary, unseen)
+    check_vocabulary(vocabulary, unseen)
     opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
     cfg = get_chimeraseg_cfg(config_file, opts)
+    fill_world_clip(cfg)
     model = build_model(cfg)
     load_trained_weights(model, cfg)
     colors = None
@@ -145,29 +170,15 @@ def build_demo(
     )
 
 
-def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
-    """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
-    if vocabulary is not None and not vocabulary:
-        raise ValueError("the vocabulary is empty: give at least one class name")
-    unseen_indices(vocabulary or [], unseen or [])
-
-
-def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
-    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
-
-    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
-
-    Raises:
-        ValueError: naming the unseen names that match no entry.
-    """
-    lookup: dict[str, int] = {}
-    for i, entry in enumerate(vocabulary):
-        for name in (entry, *split_synonyms(entry)):
-            lookup.setdefault(name.strip(), i)
-    missing = [u for u in unseen if u.strip() not in lookup]
-    if missing:
-        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
-    return sorted({lookup[u.strip()] for u in unseen})
+def fill_world_clip(cfg: CfgNode) -> None:
+    """Sets ``MODEL.CLIP.PRETRAINED`` to the cached world CLIP for a world-CLIP config without
+    weights (:func:`~chimeraseg.world.cache.world_clip_for`; random-CLIP smoke runs excepted)."""
+    c = cfg.MODEL.CLIP
+    world = None if c.ALLOW_RANDOM_INIT else world_clip_for(c.NAME, c.PRETRAINED)
+    if world is not None:
+        cfg.defrost()
+        c.PRETRAINED = str(world.checkpoint)
+        cfg.freeze()
 
 
 def run_on_images(

@@ -240,11 +240,28 @@ register_split(
 )
 
 
-def read_class_names(path: str) -> list[str]:
-    """Class names from a text file: one per line, in label order (line ``i`` is label ``i``).
+def parse_class_names(text: str, source: str) -> list[str]:
+    """Class names from the text of a class-name file: one per line, in label order.
 
     Blank lines and lines starting with ``#`` are skipped; surrounding spaces are stripped. A line
     may hold comma-separated synonyms (``"sofa, couch"``); it is one class.
+
+    Args:
+        text: The file's (or a text box's) contents.
+        source: What holds the text, for messages (a path, "the vocabulary box").
+
+    Raises:
+        ValueError: Naming ``source`` when it holds no name.
+    """
+    names = [line.strip() for line in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise ValueError(f"{source} holds no class name")
+    return names
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names from a text file in the syntax of :func:`parse_class_names`.
 
     Raises:
         FileNotFoundError: Naming ``path`` when it does not exist.
@@ -253,11 +270,7 @@ def read_class_names(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-name file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise ValueError(f"class-name file {path} holds no class name")
-    return names
+        return parse_class_names(f.read(), f"class-name file {path}")
 
 
 def _indices_of(

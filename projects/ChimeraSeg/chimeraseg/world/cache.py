@@ -25,6 +25,7 @@ from chimeraseg.clip.loading import model_config_path
 from chimeraseg.data.synthetic import FORMAT_VERSION as GENERATOR_FORMAT_VERSION
 from chimeraseg.utils.checkpoint_io import atomic_torch_save, atomic_write_text
 from chimeraseg.world.clip_training import (
+    WORLD_CLIP_MODEL_CONFIG,
     WorldClipConfig,
     WorldClipQualityError,
     gate_message,
@@ -32,7 +33,14 @@ from chimeraseg.world.clip_training import (
     zero_shot_report,
 )
 
-__all__ = ["WorldClip", "default_cache_dir", "world_clip_key", "ensure_world_clip"]
+__all__ = [
+    "WorldClip",
+    "default_cache_dir",
+    "ensure_world_clip",
+    "is_world_clip",
+    "world_clip_for",
+    "world_clip_key",
+]
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 1
@@ -132,3 +140,22 @@ def ensure_world_clip(
         atomic_torch_save(model.state_dict(), checkpoint)
         atomic_write_text(entry / "report.json", json.dumps(report, indent=2))
     return WorldClip(model_config, checkpoint, report, trained_now=True)
+
+
+def is_world_clip(name: str) -> bool:
+    """Whether a CLIP model name (``MODEL.CLIP.NAME``) is the synthetic world's model config."""
+    return os.path.basename(name) == os.path.basename(WORLD_CLIP_MODEL_CONFIG)
+
+
+def world_clip_for(name: str, pretrained: str) -> WorldClip | None:
+    """The world CLIP's weights for a config naming the world model without weights, else None.
+
+    Trained on first use and cached (:func:`ensure_world_clip`), so a config whose
+    ``MODEL.CLIP.NAME`` is the world model needs no ``MODEL.CLIP.PRETRAINED``.
+
+    Raises:
+        WorldClipQualityError: a newly trained CLIP missed its gate.
+    """
+    if not is_world_clip(name) or pretrained:
+        return None
+    return ensure_world_clip(WorldClipConfig(model_config=name))

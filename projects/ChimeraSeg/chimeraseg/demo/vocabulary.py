@@ -1,0 +1,77 @@
+"""The demos' vocabulary syntax: classes, synonyms and the names marked unseen.
+
+Two spellings of one vocabulary, as ``tools/demo.py`` accepts them:
+
+* ``--vocabulary "cat,grass,sky"``: comma-separated classes (:func:`split_names`);
+* a vocabulary file or the web demo's box: one class per line, ``"sofa, couch"`` = one class with
+  two synonyms, ``#`` comments (:func:`~chimeraseg.data.splits.parse_class_names`).
+
+Unseen names (``--unseen``, the web demo's unseen box) are comma-separated and may be any synonym of
+an entry (:func:`unseen_indices`); the unseen classes receive the evaluator's γ bias.
+"""
+
+from __future__ import annotations
+
+from chimeraseg.clip.names import split_synonyms
+from chimeraseg.data.splits import parse_class_names
+
+__all__ = ["check_vocabulary", "parse_vocabulary", "split_names", "unseen_indices"]
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """Comma-separated names; None when the option is absent ([] when it holds no name)."""
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
+    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
+
+    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
+
+    Raises:
+        ValueError: naming the unseen names that match no entry.
+    """
+    lookup: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in (entry, *split_synonyms(entry)):
+            lookup.setdefault(name.strip(), i)
+    missing = [u for u in unseen if u.strip() not in lookup]
+    if missing:
+        raise ValueError(f"unseen names {missing} are not in the vocabulary {vocabulary}")
+    return sorted({lookup[u.strip()] for u in unseen})
+
+
+def check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
+    """Raises for an empty vocabulary or unseen names outside it (before a model is built)."""
+    if vocabulary is not None and not vocabulary:
+        raise ValueError("the vocabulary is empty: give at least one class name")
+    unseen_indices(vocabulary or [], unseen or [])
+
+
+def parse_vocabulary(
+    text: str, unseen_text: str, max_classes: int, source: str = "the vocabulary"
+) -> tuple[list[str], list[int]]:
+    """Parses a vocabulary text (one class per line) and its unseen names.
+
+    Args:
+        text: Vocabulary-file syntax: one class per line, commas between synonyms.
+        unseen_text: Comma-separated names of ``text`` marked unseen ("" = none).
+        max_classes: The most classes accepted.
+        source: What holds ``text``, for messages.
+
+    Returns:
+        ``(names, unseen ids)``.
+
+    Raises:
+        ValueError: An empty vocabulary, more than ``max_classes`` classes, an empty synonym, a
+            class given twice, or an unseen name outside the vocabulary (each message names it).
+    """
+    names = parse_class_names(text or "", source)
+    if len(names) > max_classes:
+        raise ValueError(f"{source} has {len(names)} classes; at most {max_classes} are allowed")
+    for name in names:
+        split_synonyms(name)  # raises for "a,,b"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{source} gives {repeated} more than once")
+    return names, unseen_indices(names, split_names(unseen_text) or [])
