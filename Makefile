@@ -12,8 +12,10 @@ DETECTRON2_BUILD_DEPS ?= -r requirements/detectron2.txt
 # Options passed through to tools/run_demo.py, e.g. `make demo DEMO_ARGS="--allow-random-clip"`.
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Options passed through to tools/web_demo.py, e.g. `make web WEB_ARGS="--port 8080"`.
+WEB_ARGS ?=
 
-.PHONY: demo detectron2 test lint format clean
+.PHONY: demo detectron2 web test lint format clean
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,10 @@ detectron2: $(BIN)/.detectron2
 
 demo: $(BIN)/.detectron2
 	$(BIN)/python tools/run_demo.py $(DEMO_ARGS)
+
+# The web demo on http://127.0.0.1:7860 (tools/web_demo.py): `make demo`'s model by default.
+web: $(BIN)/.detectron2
+	$(BIN)/python tools/web_demo.py $(WEB_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -248,7 +248,7 @@ class ChimeraSeg(nn.Module):
         self.unseen_mask = mask  # (N,)
 
     def encode_vocabulary(self, names: list[str]) -> torch.Tensor:
-        """``(N, D)`` text embeddings of ``names`` on the model's device (the on-disk cache used)."""
+        """``(N, D)`` text embeddings of ``names`` on the model's device (on-disk cache used)."""
         cache = self.text_cache_dir
         return encode_class_names(
             self.clip_model, list(names), self.text_templates, cache_dir=cache

@@ -52,6 +52,9 @@ def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
             return None, _warn(str(e))
         return image, message
 
+    def first_map(result: Segmentation | None, name: str | None):  # noqa: ANN202
+        return (None, "") if result is None else class_map(result, name)  # after a failed run
+
     with gr.Blocks(title="ChimeraSeg web demo", analytics_enabled=False) as app:
         state = gr.State(None)  # this session's last Segmentation
         gr.Markdown(
@@ -93,9 +96,10 @@ def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
                     elem_id="cs-overlay",
                 )  # fmt: skip
                 legend = gr.HTML(elem_id="cs-legend-box")
-                chosen = gr.Dropdown(
-                    label="Similarity map (Fig. 8) of class", choices=[], elem_id="cs-class"
-                )
+                chosen = gr.Dropdown(  # custom values reach class_map, which names the problem
+                    label="Similarity map (Fig. 8) of class", choices=[], allow_custom_value=True,
+                    elem_id="cs-class",
+                )  # fmt: skip
                 similarity = gr.Image(
                     label="CLS-to-feature similarity", type="numpy", format="png",
                     interactive=False, elem_id="cs-similarity",
@@ -108,7 +112,7 @@ def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
             segment, [image, vocabulary, unseen_box, gamma], outputs, api_name="segment"
         )
         map_io = ([state, chosen], [similarity, similarity_message])
-        event.then(class_map, *map_io, api_name=False)
+        event.then(first_map, *map_io, api_name=False)
         chosen.input(class_map, *map_io, api_name="class_map")
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app
