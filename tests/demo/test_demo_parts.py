@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from chimeraseg.clip.names import unseen_indices
 from chimeraseg.demo.render import class_shares, heat_overlay, legend_html
 from chimeraseg.demo.source import TextEmbeddingCache
-from chimeraseg.demo.vocabulary import parse_vocabulary, split_names, unseen_indices
+from chimeraseg.demo.vocabulary import parse_vocabulary, split_names
 
 
 def test_vocabulary_text_has_one_class_per_line_with_synonyms_and_comments() -> None:

@@ -19,6 +19,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from chimeraseg.clip.names import unseen_indices
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
@@ -26,7 +27,7 @@ from chimeraseg.d2.trainer import load_trained_weights
 from chimeraseg.data.io import DatasetError, read_image
 from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
 from chimeraseg.demo.render import heat_overlay
-from chimeraseg.demo.vocabulary import check_vocabulary, unseen_indices
+from chimeraseg.demo.vocabulary import check_vocabulary
 from chimeraseg.evaluation.gamma_sweep import biased_argmax
 from chimeraseg.world.cache import world_clip_for
 

@@ -6,39 +6,22 @@ Two spellings of one vocabulary, as ``tools/demo.py`` accepts them:
 * a vocabulary file or the web demo's box: one class per line, ``"sofa, couch"`` = one class with
   two synonyms, ``#`` comments (:func:`~chimeraseg.data.splits.parse_class_names`).
 
-Unseen names (``--unseen``, the web demo's unseen box) are comma-separated and may be any synonym of
-an entry (:func:`unseen_indices`); the unseen classes receive the evaluator's γ bias.
+Unseen names (``--unseen``, the web demo's unseen box) are comma-separated and may be any synonym
+of an entry (:func:`~chimeraseg.clip.names.unseen_indices`); the unseen classes receive the
+evaluator's γ bias.
 """
 
 from __future__ import annotations
 
-from chimeraseg.clip.names import split_synonyms
+from chimeraseg.clip.names import split_synonyms, unseen_indices
 from chimeraseg.data.splits import parse_class_names
 
-__all__ = ["check_vocabulary", "parse_vocabulary", "split_names", "unseen_indices"]
+__all__ = ["check_vocabulary", "parse_vocabulary", "split_names"]
 
 
 def split_names(text: str | None) -> list[str] | None:
     """Comma-separated names; None when the option is absent ([] when it holds no name)."""
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
-
-def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
-    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
-
-    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
-
-    Raises:
-        ValueError: naming the unseen names that match no entry.
-    """
-    lookup: dict[str, int] = {}
-    for i, entry in enumerate(vocabulary):
-        for name in (entry, *split_synonyms(entry)):
-            lookup.setdefault(name.strip(), i)
-    missing = [u for u in unseen if u.strip() not in lookup]
-    if missing:
-        raise ValueError(f"unseen names {missing} are not in the vocabulary {vocabulary}")
-    return sorted({lookup[u.strip()] for u in unseen})
 
 
 def check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
