@@ -32,7 +32,7 @@ from chimeraseg.clip.names import humanize_class_name, split_synonyms
 from chimeraseg.clip.templates import resolve_templates
 from chimeraseg.utils.checkpoint_io import atomic_torch_save, read_weights_file
 
-__all__ = ["encode_class_names", "text_cache_key", "weights_identifier"]
+__all__ = ["clip_tokenizer", "encode_class_names", "text_cache_key", "weights_identifier"]
 
 CACHE_FORMAT_VERSION = 1
 # Vocabularies at least this large show a progress bar while their text embeddings are encoded.
@@ -87,7 +87,8 @@ def text_cache_key(
 _TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tokenizer(clip_model: nn.Module):
+def clip_tokenizer(clip_model: nn.Module):
+    """The tokenizer of a CLIP: its open_clip model's, else the default BPE (cached per model)."""
     if clip_model in _TOKENIZERS:
         return _TOKENIZERS[clip_model]
     name = clip_reference(clip_model).get("name")
@@ -105,7 +106,7 @@ def _encode_prompts(
     clip_model: nn.Module, prompts: list[str], batch_size: int, progress: bool
 ) -> torch.Tensor:
     """``(P, D)`` unit-norm embeddings of ``prompts``, ``batch_size`` prompts per encoder call."""
-    tokenize = _tokenizer(clip_model)
+    tokenize = clip_tokenizer(clip_model)
     device = next(clip_model.parameters()).device
     starts = range(0, len(prompts), batch_size)
     if progress:
