@@ -84,10 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     from chimeraseg.demo.session import DEFAULT_LIMITS, WebDemo
     from chimeraseg.demo.web import build_app, launch
     from chimeraseg.utils.checkpoint_io import CheckpointError
+    from chimeraseg.world.cache import WorldClipCacheError
+    from chimeraseg.world.clip_training import WorldClipQualityError
 
+    bad_model = (OSError, ValueError, KeyError, CheckpointError)
     try:
         source = build_d2_source(config_file, opts, description)  # loaded once, before serving
-    except (OSError, ValueError, KeyError, CheckpointError) as e:
+    except (*bad_model, WorldClipCacheError, WorldClipQualityError) as e:
         raise SystemExit(f"tools/web_demo.py: cannot load the model: {e}") from e
     demo = WebDemo(source, DEFAULT_LIMITS)
     examples = example_images(args.datasets, args.examples)
