@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # checkout or URL as DETECTRON2_SOURCE, or install one into $(VENV) yourself (it is then kept).
 DETECTRON2_COMMIT ?= 02b5c4e295e990042a714712c21dc79b731e8833
 DETECTRON2_SOURCE ?= git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT)
-DETECTRON2_BUILD_DEPS ?= setuptools==84.2.1
+DETECTRON2_BUILD_DEPS ?= -r requirements/detectron2.txt
 # Options passed through to tools/run_demo.py, e.g. `make demo DEMO_ARGS="--allow-random-clip"`.
 DEMO_ARGS ?=
 PYTEST_ARGS ?=

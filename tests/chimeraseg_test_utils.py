@@ -20,6 +20,8 @@ HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 DETECTRON2_SKIP_REASON = (
     "detectron2 is not installed (it is not on package registries; see README.md, 'Install')"
 )
+# Set by .ci/run for its pass with detectron2: then its absence fails the run instead of skipping.
+REQUIRE_DETECTRON2_ENV = "CHIMERASEG_REQUIRE_DETECTRON2"
 
 # A CLIP with ViT-B/16's structure (patch 16, QuickGELU, ln_pre/ln_post, class token, proj) but
 # tiny widths, so that building it and running it take milliseconds. The text tower keeps the real

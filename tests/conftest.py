@@ -5,14 +5,26 @@ Random CLIP weights exist only here and wherever a caller passes ``allow_random_
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from chimeraseg_test_utils import (
     DETECTRON2_SKIP_REASON,
     HAS_DETECTRON2,
+    REQUIRE_DETECTRON2_ENV,
     build_tiny_clip,
     seed_everything,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``CHIMERASEG_REQUIRE_DETECTRON2=1`` (CI's second pass) a missing detectron2 is an error.
+
+    Otherwise the detectron2 tests would skip and the run would look green without them.
+    """
+    if os.environ.get(REQUIRE_DETECTRON2_ENV) == "1" and not HAS_DETECTRON2:
+        raise pytest.UsageError(f"{REQUIRE_DETECTRON2_ENV}=1 but {DETECTRON2_SKIP_REASON}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

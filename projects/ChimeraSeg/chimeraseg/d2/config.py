@@ -13,6 +13,7 @@ from detectron2.config import get_cfg
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
 from chimeraseg.modeling.backbone.build import student_decoder_dim
 from chimeraseg.modeling.settings import ChimeraSegSettings
+from chimeraseg.utils.config_yaml import load_config_yaml
 
 # The defaults of every model key: the settings objects' own (written once, there).
 _DEFAULTS = ChimeraSegSettings()
@@ -302,6 +303,8 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
         The validated (not frozen) config.
 
     Raises:
+        ConfigFileError: naming the file, for a YAML holding a tag that could run code (the file
+            is never loaded unsafely), a URL ``_BASE_``, or an unreadable file.
         KeyError: when the YAML (naming the file) or ``opts`` hold an unknown key (naming it).
         ValueError: naming key and value, for an enumerated key outside its choices or a value
             out of range (see :func:`validate_chimeraseg_config`).
@@ -309,8 +312,9 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
     cfg = get_cfg()
     add_chimeraseg_config(cfg)
     if config_file:
+        load_config_yaml(config_file)  # refuses code-running tags and URL _BASE_s, naming the file
         try:
-            cfg.merge_from_file(config_file)
+            cfg.merge_from_file(config_file, allow_unsafe=False)
         except KeyError as e:  # detectron2: "Non-existent config key: A.B.C"
             message = explain_removed_key(str(e.args[0]))
             raise KeyError(f"{config_file} (or a _BASE_ it extends): {message}") from e

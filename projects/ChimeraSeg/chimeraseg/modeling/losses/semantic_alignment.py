@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from chimeraseg.modeling.losses.outputs import TrainingOutputs
 from chimeraseg.modeling.losses.registry import register_loss
-from chimeraseg.utils.distributed import all_gather_rows
+from chimeraseg.utils.distributed import all_gather_rows, is_distributed, mean_count_per_process
 
 if TYPE_CHECKING:
     from chimeraseg.modeling.settings import LossSettings
@@ -28,13 +29,15 @@ def semantic_alignment_loss(
     cls: torch.Tensor,
     tau_f: float,
     tau_c: float,
+    normaliser: float | None = None,
 ) -> torch.Tensor:
     """KL(softmax(protos·clsᵀ/τf) ‖ softmax(text·clsᵀ/τc)), averaged over prototypes.
 
     Every vector is L2-normalised first, so both similarity matrices hold cosines. Row ``o`` of
     ``P`` (prototype ``o`` against every image's CLS token) is compared with row ``o`` of ``Q``
     (the text embedding of the same seen class against the same CLS tokens); the KL divergence is
-    summed over the batch dimension and averaged over the ``O`` prototypes.
+    summed over the batch dimension and averaged over the ``O`` prototypes (or summed over them
+    and divided by ``normaliser``).
 
     Args:
         seen_protos: ``(O, D)`` seen-class visual prototypes (gradient flows through them).
@@ -42,13 +45,17 @@ def semantic_alignment_loss(
         cls: ``(B, D)`` CLIP CLS embeddings of the (gathered, global) batch.
         tau_f: temperature of the prototype distribution ``P``.
         tau_c: temperature of the text distribution ``Q``.
+        normaliser: divisor of the summed KL; None = ``O`` (the local mean). Under DDP the
+            criterion passes the global prototype count over the world size, so that the
+            average of the processes' losses is the mean over every process's prototypes.
 
     Returns:
         Scalar loss; exactly 0 (attached to the graph of ``seen_protos``) when ``B == 1`` or
         ``O == 0``, where the distribution over the batch is trivial.
 
     Raises:
-        ValueError: on mismatched shapes.
+        ValueError: on mismatched shapes, or a ``normaliser`` that is not finite and > 0 where
+            there are prototypes to normalise.
     """
     if seen_protos.dim() != 2 or seen_protos.shape != seen_text.shape:
         raise ValueError(
@@ -62,13 +69,17 @@ def semantic_alignment_loss(
         )
     if cls.shape[0] <= 1 or seen_protos.shape[0] == 0:
         return seen_protos.sum() * 0.0
+    if normaliser is not None and not (math.isfinite(normaliser) and normaliser > 0):
+        raise ValueError(
+            f"semantic_alignment_loss: normaliser={normaliser!r} must be finite and > 0"
+        )
     protos = F.normalize(seen_protos.float(), dim=-1)
     text = F.normalize(seen_text.float(), dim=-1)
     cls_n = F.normalize(cls.float(), dim=-1)
     log_p = F.log_softmax(protos @ cls_n.t() / tau_f, dim=1)  # (O, B)
     log_q = F.log_softmax(text @ cls_n.t() / tau_c, dim=1)  # (O, B)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)  # (O,) KL(P_o ‖ Q_o)
-    return kl.mean()
+    return kl.mean() if normaliser is None else kl.sum() / normaliser
 
 
 @register_loss("loss_sam")
@@ -84,9 +95,17 @@ class SAMLoss(nn.Module):
         self.settings, self.gather = settings.sam, settings.gather
 
     def forward(self, outputs: TrainingOutputs, iteration: int) -> torch.Tensor:
-        """The unweighted ``Lsam`` of the batch (``iteration`` is unused)."""
+        """The unweighted ``Lsam`` of the batch (``iteration`` is unused).
+
+        Normalised by the global prototype count over the world size (every process joins the
+        all-reduce, also one without prototypes), so DDP's average of the processes' losses is the
+        mean over all prototypes; in one process that is the plain mean.
+        """
         seen_protos = torch.cat([p.seen for p in outputs.prototypes])  # (O, D), local batch
         seen_ids = torch.cat([p.seen_ids for p in outputs.prototypes])  # (O,)
+        normaliser = None  # one process: the plain mean
+        if is_distributed():
+            normaliser = mean_count_per_process(seen_protos.shape[0], seen_protos.device)
         if self.gather:
             all_cls, _ = all_gather_rows(outputs.cls)  # (B_global, D), no gradient
         else:
@@ -97,4 +116,5 @@ class SAMLoss(nn.Module):
             all_cls,
             tau_f=self.settings.tau_f,
             tau_c=self.settings.tau_c,
+            normaliser=normaliser,
         )
