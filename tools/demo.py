@@ -37,8 +37,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, run_on_images
+from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, image_outputs, run_on_images
 from chimeraseg.data.splits import read_class_names
+from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
 
 def _image_paths(inputs: list[str]) -> list[str]:
@@ -88,17 +89,21 @@ def run_on_stream(
         if writer is None:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
+            if not writer.isOpened():
+                raise OutputError(f"{target} cannot be written (is the output folder writable?)")
         writer.write(np.ascontiguousarray(vis))
         if count == max_frames:
             break
-    if writer is not None:
-        writer.release()
-    return target
+    if writer is None:
+        raise ValueError(f"{source}: no frame could be decoded; nothing was written")
+    writer.release()
+    return confirm_written(target)
 
 
 def run_on_video(demo: ChimeraSegDemo, path: str, output: str, max_frames: int = 0) -> str:
     """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
-    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+    (plan,) = plan_outputs([path], output, [".mp4"])  # never over the input video
+    target = plan[".mp4"]
     return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", target, max_frames)
 
 
@@ -163,6 +168,19 @@ def _vocabulary(args: argparse.Namespace) -> list[str] | None:
     return vocabulary
 
 
+def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
+    """Exits before any work when the inputs name no file or an output would replace an input."""
+    if args.input and not paths:
+        raise SystemExit(f"tools/demo.py: --input {' '.join(args.input)} names no file")
+    try:
+        if paths:
+            image_outputs(paths, args.output, args.similarity_map, args.save_labels)
+        if args.video_input:
+            plan_outputs([args.video_input], args.output, [".mp4"])
+    except OutputError as e:
+        raise SystemExit(f"tools/demo.py: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     if not args.input and not args.video_input and args.webcam is None:
@@ -173,9 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     opts = list(args.opts)
     if args.allow_random_weights:
         opts += ["MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS", "True"]
+    paths = _image_paths(args.input) if args.input else []
+    _check_outputs(args, paths)  # before the model is built
     demo = build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
     if args.input:
-        paths = _image_paths(args.input)
         run_on_images(demo, paths, args.output, args.similarity_map, labels=args.save_labels)
     if args.video_input:
         print("wrote", run_on_video(demo, args.video_input, args.output, args.max_frames))

@@ -25,9 +25,18 @@ from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
 from chimeraseg.data.io import DatasetError, read_image
 from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
-from chimeraseg.evaluation.gamma_sweep import biased_argmax
+from chimeraseg.data.splits import check_distinct_class_names
+from chimeraseg.modeling.inference import resize_argmax
+from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
-__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images", "unseen_indices"]
+__all__ = [
+    "ChimeraSegDemo",
+    "build_demo",
+    "image_outputs",
+    "run_on_images",
+    "unseen_indices",
+    "write_png",
+]
 
 UNSEEN_SUFFIX = " *"
 
@@ -68,9 +77,19 @@ class ChimeraSegDemo:
 
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule)."""
-        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
-        return biased_argmax(logits, self.model.unseen_mask, self.gamma).cpu()
+        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule).
+
+        Memory is bounded by the image, not by classes x pixels: the labels are computed from
+        the head's logits a band of rows at a time (:func:`resize_argmax`), never holding
+        ``(N, H, W)`` logits.
+        """
+        ((logits, padded, size, out_hw),) = self.model.low_resolution_logits(
+            self._inputs(image_rgb)
+        )
+        if tuple(logits.shape[-2:]) == padded:  # slide: logits on the padded input's grid
+            logits, padded = logits[:, : size[0], : size[1]], size
+        bias = self.model.unseen_mask.to(logits.device).float() * float(self.gamma)  # (N,)
+        return resize_argmax(logits, padded, size, out_hw, bias).cpu()
 
     def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
@@ -123,7 +142,8 @@ def build_demo(
         similarity_map: also build the CLIP teacher for the Fig. 8 maps.
 
     Raises:
-        ValueError: an empty ``vocabulary`` or an ``unseen`` name that is not in it.
+        ValueError: an empty ``vocabulary``, a name given twice in it (naming it), or an
+            ``unseen`` name that is not in it.
         chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
             ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
@@ -149,7 +169,36 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
+    if vocabulary is not None:
+        check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     unseen_indices(vocabulary or [], unseen or [])
+
+
+def image_outputs(paths: list[str], output: str, similarity: bool, labels: bool) -> list[dict]:
+    """:func:`~chimeraseg.utils.output_files.plan_outputs` for :func:`run_on_images`' files.
+
+    Raises:
+        OutputError: an output would replace an input or another output of the run.
+    """
+    suffixes = (
+        [".png"] + (["_labels.png"] if labels else []) + (["_similarity.png"] if similarity else [])
+    )
+    return plan_outputs(paths, output, suffixes)  # no input lies in output (vocabulary.json)
+
+
+def write_png(path: str, image_rgb: np.ndarray) -> str:
+    """Writes an RGB image with OpenCV; returns ``path`` once it is on disk.
+
+    Raises:
+        OutputError: naming ``path`` when OpenCV could not write it.
+    """
+    try:
+        ok = cv2.imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))  # RGB -> BGR
+    except cv2.error as e:
+        raise OutputError(f"{path} was not written: {e}") from None
+    if not ok:
+        raise OutputError(f"{path} was not written (is the output folder writable?)")
+    return confirm_written(path)
 
 
 def run_on_images(
@@ -160,36 +209,41 @@ def run_on_images(
     With ``labels``, also ``<stem>_labels.png`` (the class index of every pixel, 8 or 16 bits by
     vocabulary size) and, once, ``vocabulary.json`` naming the indices
     (:mod:`chimeraseg.data.prediction_io`). Files that are not readable images are skipped with a
-    one-line note.
+    one-line note. No output replaces an input or another output of the run (checked before
+    any work), and every file is confirmed on disk.
 
     Returns:
         The number of images drawn.
 
     Raises:
-        ValueError: when none of ``paths`` is a readable image.
+        ValueError: when ``paths`` is empty or none of them is a readable image.
+        OutputError: an output would replace an input or another output, or was not written.
     """
+    if not paths:
+        raise ValueError("no input image: the inputs name no file")
+    plans = image_outputs(paths, output, similarity, labels)
     os.makedirs(output, exist_ok=True)
     names = demo.model.vocabulary
     if labels:
         unseen = demo.model.unseen_mask.tolist()
-        write_vocabulary_json(os.path.join(output, "vocabulary.json"), names, unseen, demo.gamma)
+        vocabulary_file = os.path.join(output, "vocabulary.json")
+        write_vocabulary_json(vocabulary_file, names, unseen, demo.gamma)
+        confirm_written(vocabulary_file)
     drawn = 0
-    for path in paths:
+    for path, plan in zip(paths, plans):
         try:
             image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
         except DatasetError as e:
             print(f"[demo] skipped, not a readable image: {e}")
             continue
-        stem = os.path.splitext(os.path.basename(path))[0]
         prediction = demo.predict(image)  # (H, W) class indices
-        cv2.imwrite(os.path.join(output, stem + ".png"), demo.draw(image, prediction)[..., ::-1])
+        write_png(plan[".png"], demo.draw(image, prediction))
         if labels:
-            label_path = os.path.join(output, stem + "_labels.png")
-            write_label_png(label_path, prediction.numpy(), len(names))
+            write_label_png(plan["_labels.png"], prediction.numpy(), len(names))
+            confirm_written(plan["_labels.png"])
         if similarity:
-            sim = demo.similarity(image)
-            cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
+            write_png(plan["_similarity.png"], demo.similarity(image))
         drawn += 1
-    if paths and not drawn:
+    if not drawn:
         raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
     return drawn
