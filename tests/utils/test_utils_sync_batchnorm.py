@@ -47,7 +47,7 @@ def _layer() -> nn.Module:
 def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        layer = convert_sync_batchnorm(_layer())
+        layer = convert_sync_batchnorm(_layer(), "cpu")
         assert type(layer) is CPUSyncBatchNorm
         out = {}
         for step in range(2):
@@ -86,7 +86,7 @@ def test_two_process_cpu_sync_batchnorm_equals_full_batch_batchnorm(tmp_path) ->
 
 def test_cpu_sync_batchnorm_without_a_process_group_is_batchnorm() -> None:
     x = torch.randn(4, C, 5, 5)
-    plain, synced = _layer(), convert_sync_batchnorm(_layer())
+    plain, synced = _layer(), convert_sync_batchnorm(_layer(), "cpu")
     torch.testing.assert_close(synced(x), plain(x))
     torch.testing.assert_close(synced.running_var, plain.running_var)
     synced.eval(), plain.eval()

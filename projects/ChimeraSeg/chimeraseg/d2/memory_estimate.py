@@ -17,6 +17,7 @@ of ``torch.cuda.max_memory_allocated``. ``tools/estimate_gpu_memory.py`` prints 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -93,9 +94,14 @@ def fake_batch(count: int, crop: tuple[int, int], seen_ids: list[int]) -> list[d
     return batch
 
 
-def estimate(config_file: str) -> MemoryEstimate:
-    """Builds the config's model on the CPU and computes its training memory per GPU."""
-    cfg = get_chimeraseg_cfg(config_file, list(OFFLINE_OPTS))
+def estimate(config_file: str, opts: Sequence[str] = ()) -> MemoryEstimate:
+    """Builds the config's model on the CPU and computes its training memory per GPU.
+
+    Args:
+        config_file: the config.
+        opts: further ``KEY VALUE`` overrides, applied after the random-weights ones.
+    """
+    cfg = get_chimeraseg_cfg(config_file, [*OFFLINE_OPTS, *opts, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     model = build_model(cfg).train()
     count, crop = images_per_gpu(cfg), tuple(cfg.INPUT.CROP.SIZE)

@@ -221,7 +221,7 @@ class ChimeraSegTrainer(DefaultTrainer):
         CPU too: :class:`~chimeraseg.utils.sync_batchnorm.CPUSyncBatchNorm` syncs over gloo)."""
         model = build_model(cfg)
         if comm.get_world_size() > 1:
-            model = convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, torch.device(cfg.MODEL.DEVICE).type)
         return model
 
     @classmethod

@@ -1,10 +1,12 @@
 """SyncBatchNorm that also synchronises CPU tensors (gloo), so CPU DDP trains like GPU DDP.
 
-``torch.nn.SyncBatchNorm`` refuses CPU inputs in a process group. :class:`CPUSyncBatchNorm` keeps
-its behaviour on every other device and, for CPU tensors in a group of several processes, takes
-the batch statistics over all processes with differentiable all-reduces: the global mean, then
-the global biased variance of the centred inputs (two passes, no ``E[x²] - E[x]²`` cancellation).
-Every process then normalises with, and updates its running statistics from, the same numbers.
+``torch.nn.SyncBatchNorm`` refuses CPU inputs in a process group, and DistributedDataParallel
+refuses it in CPU modules. :func:`convert_sync_batchnorm` therefore gives CUDA models torch's
+SyncBatchNorm and CPU models :class:`CPUSyncBatchNorm`, a BatchNorm that, in training within a group
+of several processes, takes the batch statistics over all of them with differentiable all-reduces:
+the global mean, then the global biased variance of the centred inputs (two passes, no
+``E[x²] - E[x]²`` cancellation). Every process then normalises with, and updates its running
+statistics from, the same numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +20,18 @@ from chimeraseg.utils.distributed import is_distributed
 __all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm"]
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` with a gloo path for CPU tensors (same constructor and state)."""
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm of any ``(B, C, *)`` input, synchronised over the process group when training.
+
+    Same constructor and state as ``nn.BatchNorm2d``; not a ``nn.SyncBatchNorm`` subclass, which
+    DistributedDataParallel rejects for CPU modules.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2 or input.shape[1] == 0:
+            raise ValueError(
+                f"CPUSyncBatchNorm: expected (B, C, *) input, got {tuple(input.shape)}"
+            )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Normalises ``(B, C, ...)`` with statistics over every process's batch.
@@ -30,10 +42,9 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
         Returns:
             ``(B, C, *)`` normalised features.
         """
-        if not (self.training and input.device.type == "cpu" and is_distributed()):
+        if not (self.training and is_distributed()):
             return super().forward(input)
         self._check_input_dim(input)
-        self._check_non_zero_input_channels(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         shape = [1, channels] + [1] * (input.dim() - 2)  # broadcast (C,) over (B, C, *)
@@ -62,14 +73,18 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
         self.running_var.mul_(1.0 - factor).add_(unbiased, alpha=factor)
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replaces every ``BatchNorm*D`` of ``module`` by :class:`CPUSyncBatchNorm` (same state).
+def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """Replaces every ``BatchNorm*D`` of ``module`` by a synchronised one (same state).
 
-    torch's converter builds plain ``nn.SyncBatchNorm`` layers; their class is then switched to
-    the subclass, which adds a method and no state.
+    Args:
+        module: the model.
+        device_type: ``"cuda"`` (and other accelerators): torch's ``nn.SyncBatchNorm``;
+            ``"cpu"``: :class:`CPUSyncBatchNorm` (torch's converted layers get this class, which
+            has the same state).
     """
     module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for layer in module.modules():
-        if type(layer) is nn.SyncBatchNorm:
-            layer.__class__ = CPUSyncBatchNorm
+    if device_type == "cpu":
+        for layer in module.modules():
+            if type(layer) is nn.SyncBatchNorm:
+                layer.__class__ = CPUSyncBatchNorm
     return module
