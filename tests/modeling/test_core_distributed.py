@@ -1,5 +1,8 @@
 """Two CPU processes (gloo): gathered CLS rows make SGD and SAM equal their full-batch values.
 
+SAM also divides by the global prototype count, so the mean of the two rank losses (what DDP
+optimises) is the single-process loss over all prototypes of the global batch.
+
 Rank 0 holds images 0..1 and rank 1 holds images 2..4 of one global batch of five, so the row
 counts differ and rank 1's offset is 2. Every process builds the same global tensors from a fixed
 seed and keeps its own rows; the single-process references are computed in the pytest process.
@@ -24,6 +27,7 @@ from chimeraseg.modeling.prototypes import ImagePrototypes
 WORLD, D, H, W, TAU, TAU_F, TAU_C = 2, 8, 3, 4, 0.07, 0.07, 0.01
 ROWS = {0: [0, 1], 1: [2, 3, 4]}  # global image indices of each rank
 NUM_SEEN, PROTOS_PER_IMAGE = 6, 2
+DDP_PROTOS = {0: [3, 5], 1: [7]}  # seen prototypes per image: 8 on rank 0, 7 on rank 1
 
 
 def _free_port() -> int:
@@ -70,6 +74,49 @@ def _image_prototypes(batch: dict[str, torch.Tensor], rows: list[int]) -> list[I
             )
         )
     return out
+
+
+def _ddp_inputs() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    """A shared linear layer, the 15 inputs it maps to seen prototypes and their class ids."""
+    gen = torch.Generator().manual_seed(7)
+    layer = torch.nn.Linear(D, D)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(D, D, generator=gen))
+        layer.bias.copy_(torch.randn(D, generator=gen))
+    n = sum(sum(v) for v in DDP_PROTOS.values())
+    inputs = torch.randn(n, D, generator=gen)
+    return layer, inputs, torch.randint(0, NUM_SEEN, (n,), generator=gen)
+
+
+def _ddp_sam(rank: int, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SAM through the criterion on a DDP-wrapped layer: the loss and the averaged gradient."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    layer, inputs, ids = _ddp_inputs()
+    model = DistributedDataParallel(layer)
+    start = sum(DDP_PROTOS[0]) if rank == 1 else 0
+    rows = ROWS[rank]
+    protos = []
+    for n in DDP_PROTOS[rank]:  # one ImagePrototypes per image, n seen prototypes each
+        sl = slice(start, start + n)
+        seen = model(inputs[sl])  # (n, D)
+        protos.append(ImagePrototypes(ids[sl], seen, torch.zeros(0, dtype=torch.long), seen[:0]))
+        start += n
+    protos += [ImagePrototypes(ids[:0], inputs[:0], ids[:0], inputs[:0])] * (
+        len(rows) - len(protos)
+    )
+    outputs = TrainingOutputs(
+        features=batch["features"][rows],
+        cls=batch["cls"][rows],
+        pseudo_labels=torch.empty(0),
+        prototypes=protos,
+        fixed_text=batch["seen_text"],
+        seen_text=batch["seen_text"],
+        logit_tau=0.07,
+    )
+    loss = ChimeraSegCriterion(sam_tau_f=TAU_F, sam_tau_c=TAU_C).alignment_loss(outputs)
+    loss.backward()  # DDP averages the gradients of the two processes
+    return {"loss": loss.detach(), "grad": layer.weight.grad.clone()}
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -129,6 +176,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             tau_f=TAU_F,
             tau_c=TAU_C,
         )
+        out["ddp_sam"] = _ddp_sam(rank, batch)
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -183,16 +231,39 @@ def test_gathered_cls_gives_full_batch_sgd_and_sam(tmp_path) -> None:
     n0, n1 = len(ROWS[0]), len(ROWS[1])
     torch.testing.assert_close((n0 * per_rank[0] + n1 * per_rank[1]) / (n0 + n1), whole)
 
-    # SAM: the gathered CLS rows give the single-process value over the concatenated CLS.
+    # SAM: the gathered CLS rows and the global prototype count give the single-process loss
+    # over the whole batch as the mean of the rank losses, and its gradient as DDP's average.
+    protos = batch["protos"].clone().requires_grad_(True)
+    text = batch["seen_text"][batch["proto_ids"]]
+    expected = semantic_alignment_loss(protos, text, batch["cls"], tau_f=TAU_F, tau_c=TAU_C)
+    expected.backward()
+    mean_of_ranks = sum(res["loss_sam"] for res in results.values()) / WORLD
+    torch.testing.assert_close(mean_of_ranks, expected.detach(), rtol=1e-5, atol=1e-6)
     for rank, res in results.items():
         pidx = _proto_rows(ROWS[rank])
-        protos = batch["protos"][pidx].clone().requires_grad_(True)
-        text = batch["seen_text"][batch["proto_ids"][pidx]]
-        expected = semantic_alignment_loss(protos, text, batch["cls"], tau_f=TAU_F, tau_c=TAU_C)
-        expected.backward()
-        torch.testing.assert_close(res["loss_sam"], expected.detach(), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(res["loss_sam_direct"], expected.detach())
-        torch.testing.assert_close(res["grad_sam"], protos.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(res["grad_sam"] / WORLD, protos.grad[pidx], rtol=1e-4, atol=1e-7)
+        # The direct call (local mean, no normaliser) averages over the rank's prototypes only.
+        local_mean = semantic_alignment_loss(
+            batch["protos"][pidx], text[pidx], batch["cls"], tau_f=TAU_F, tau_c=TAU_C
+        )
+        torch.testing.assert_close(res["loss_sam_direct"], local_mean)
         local_cls = batch["cls"][ROWS[rank]]
-        local = semantic_alignment_loss(protos, text, local_cls, tau_f=TAU_F, tau_c=TAU_C)
-        assert not torch.allclose(local.detach(), expected.detach(), rtol=1e-3, atol=1e-4)
+        local = semantic_alignment_loss(
+            batch["protos"][pidx], text[pidx], local_cls, tau_f=TAU_F, tau_c=TAU_C
+        )
+        assert not torch.allclose(local, local_mean, rtol=1e-3, atol=1e-4)
+    # The per-rank local means would not average to the global mean (4 vs 6 prototypes).
+    means = sum(res["loss_sam_direct"] for res in results.values()) / WORLD
+    assert not torch.allclose(means, expected.detach(), rtol=1e-4, atol=1e-5)
+
+    # SAM under DDP, 8 and 7 prototypes: the averaged gradient of a shared layer and the mean
+    # of the rank losses equal one process on the global batch.
+    layer, inputs, ids = _ddp_inputs()
+    whole_sam = semantic_alignment_loss(
+        layer(inputs), batch["seen_text"][ids], batch["cls"], tau_f=TAU_F, tau_c=TAU_C
+    )
+    whole_sam.backward()
+    ddp = [results[r]["ddp_sam"] for r in range(WORLD)]
+    torch.testing.assert_close((ddp[0]["loss"] + ddp[1]["loss"]) / WORLD, whole_sam.detach())
+    for res in ddp:
+        torch.testing.assert_close(res["grad"], layer.weight.grad, rtol=1e-4, atol=1e-6)

@@ -64,6 +64,15 @@ def test_sam_matches_torch_distributions_kl() -> None:
     torch.testing.assert_close(got, kl_divergence(p, q).mean())
 
 
+def test_sam_normaliser_divides_the_summed_kl_and_rejects_bad_values() -> None:
+    protos, text, cls = torch.randn(5, 8), torch.randn(5, 8), torch.randn(4, 8)
+    mean = semantic_alignment_loss(protos, text, cls)
+    torch.testing.assert_close(semantic_alignment_loss(protos, text, cls, normaliser=2.5), mean * 2)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="normaliser"):
+            semantic_alignment_loss(protos, text, cls, normaliser=bad)
+
+
 def test_sam_zero_for_single_image_or_no_prototypes() -> None:
     protos = torch.randn(3, 8, requires_grad=True)
     loss = semantic_alignment_loss(protos, torch.randn(3, 8), torch.randn(1, 8))

@@ -157,6 +157,33 @@ def test_every_surviving_region_has_min_area(min_area: int) -> None:
     assert (areas >= min_area).all()
 
 
+def test_region_of_small_blobs_keeps_one_region() -> None:
+    """Three separate 3-cell ignore blobs on an 8×8 teacher grid, scale 2, ``min_area`` 4: every
+    K-Means group is below 4 cells, but the region has 9. Dropping all small groups at once left
+    0 regions; dropping the smallest first and reassigning keeps regions of >= 4 cells that
+    cover all 9."""
+    blobs = [[(0, 0), (0, 1), (1, 0)], [(3, 4), (3, 5), (4, 5)], [(6, 1), (7, 1), (7, 2)]]
+    grid = torch.zeros(8, 8, dtype=torch.bool)
+    for blob in blobs:
+        for y, x in blob:
+            grid[y, x] = True
+    labels = torch.ones(1, 128, 128, dtype=torch.long)
+    labels[0, grid.repeat_interleave(16, 0).repeat_interleave(16, 1)] = 255
+    dense = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(0))
+    config = PseudoMaskConfig(scales=(2,), min_area=4)
+    out = generate_pseudo_masks(labels, dense, num_seen=3, config=config)
+    cells = out.labels[0, ::16, ::16]  # (8, 8) one pixel per teacher cell
+    areas = cells[grid].bincount()[out.latent_start :]  # (R,) cells per latent region
+    assert out.num_latent.item() == areas.numel() >= 1
+    assert (areas >= 4).all() and int(areas.sum()) == 9
+    assert torch.equal(out.labels[labels != 255], labels[labels != 255])
+    single = generate_pseudo_masks(labels, dense, num_seen=3, config=PseudoMaskConfig(scales=(2,)))
+    assert torch.equal(single.labels, out.labels)  # the default min_area is 4 as well
+    too_small = PseudoMaskConfig(scales=(2,), min_area=10)  # the region has only 9 cells
+    none = generate_pseudo_masks(labels, dense, num_seen=3, config=too_small)
+    assert none.num_latent.item() == 0 and torch.equal(none.labels, labels)
+
+
 def test_prototype_means() -> None:
     features = torch.randn(2, 4, 3, 3, requires_grad=True)
     labels = torch.tensor([[[0, 0, 5], [255, 5, 2], [2, 2, 2]], [[1, 1, 1]] * 3])

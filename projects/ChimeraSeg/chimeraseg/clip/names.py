@@ -12,7 +12,7 @@ Rules, applied to each comma-separated synonym:
 
 from __future__ import annotations
 
-__all__ = ["SPECIAL_NAMES", "humanize_class_name", "split_synonyms"]
+__all__ = ["SPECIAL_NAMES", "humanize_class_name", "split_synonyms", "unseen_indices"]
 
 DROPPED_SUFFIXES = ("other", "stuff")
 
@@ -63,3 +63,21 @@ def humanize_class_name(name: str) -> str:
         Humanised synonyms joined with ``", "``, e.g. ``"concrete wall"`` or ``"sky, sky"``.
     """
     return ", ".join(_humanize_one(part) for part in split_synonyms(name))
+
+
+def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
+    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
+
+    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
+
+    Raises:
+        ValueError: naming the unseen names that match no entry.
+    """
+    lookup: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in (entry, *split_synonyms(entry)):
+            lookup.setdefault(name.strip(), i)
+    missing = [u for u in unseen if u.strip() not in lookup]
+    if missing:
+        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+    return sorted({lookup[u.strip()] for u in unseen})

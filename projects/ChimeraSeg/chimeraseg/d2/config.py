@@ -11,6 +11,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
+from chimeraseg.utils.config_yaml import load_config_yaml
 
 
 def _add_model_config(cfg: CN) -> None:
@@ -295,6 +296,8 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
         The validated (not frozen) config.
 
     Raises:
+        ConfigFileError: naming the file, for a YAML holding a tag that could run code (the file
+            is never loaded unsafely), a URL ``_BASE_``, or an unreadable file.
         KeyError: when the YAML (naming the file) or ``opts`` hold an unknown key (naming it).
         ValueError: naming key and value, for an enumerated key outside its choices or a value
             out of range (see :func:`validate_chimeraseg_config`).
@@ -302,8 +305,9 @@ def get_chimeraseg_cfg(config_file: str | None = None, opts: list[str] | None = 
     cfg = get_cfg()
     add_chimeraseg_config(cfg)
     if config_file:
+        load_config_yaml(config_file)  # refuses code-running tags and URL _BASE_s, naming the file
         try:
-            cfg.merge_from_file(config_file)
+            cfg.merge_from_file(config_file, allow_unsafe=False)
         except KeyError as e:  # detectron2: "Non-existent config key: A.B.C"
             message = explain_removed_key(str(e.args[0]))
             raise KeyError(f"{config_file} (or a _BASE_ it extends): {message}") from e

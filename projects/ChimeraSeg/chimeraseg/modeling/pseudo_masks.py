@@ -2,8 +2,8 @@
 
 Steps on the teacher grid: K-Means per window scale, greedy merging of all clusters by centroid
 cosine, then every region cell goes to its nearest surviving group, where a group survives when
-it keeps at least ``min_area`` cells (too-small groups are dropped and their cells reassigned,
-repeatedly); ``max_regions`` finally keeps the largest groups.
+it keeps at least ``min_area`` cells (the smallest too-small group is dropped and its cells
+reassigned, repeatedly); ``max_regions`` finally keeps the largest groups.
 
 Label layout of the returned map (training label space):
 
@@ -44,8 +44,9 @@ class PseudoMaskConfig:
             ``s/2``) on the teacher grid; windows larger than the grid are clipped to it.
         kmeans_iters: number of K-Means update steps per scale.
         merge_threshold: clusters of all scales merge when their centroid cosine exceeds it.
-        min_area: groups with fewer teacher-grid cells are dropped before the final assignment;
-            their cells join the nearest surviving group (they stay 255 only when none survives).
+        min_area: groups with fewer teacher-grid cells are dropped (smallest first) before the
+            final assignment; their cells join the nearest surviving group (they stay 255 only
+            when the image's whole region has fewer than ``min_area`` cells).
         max_regions: keep at most this many regions per image (largest first; the cells of the
             others stay 255); None = no cap.
             Always capped so that labels stay below 255.
@@ -332,10 +333,13 @@ def _assign_surviving(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearest-group assignment in which every group keeps at least ``min_area`` cells.
 
-    Assigns every region cell to its nearest alive group, drops the alive groups whose area is
-    below ``min_area``, and reassigns, until no group is dropped. So a cluster too small to
-    survive never captures cells: they join the nearest surviving group instead of staying
-    ignored (with window scale 2, stride 1, K-Means leaves many near-single-cell clusters).
+    Assigns every region cell to its nearest alive group; while an image has more than one
+    alive group and one of them is below ``min_area``, drops its smallest group (the first of
+    equal ones; groups without cells all at once, which moves no cell) and reassigns. The last
+    group survives if it has ``min_area`` cells. So a cluster too small to survive never captures
+    cells: they join the nearest surviving group instead of staying ignored (with window scale 2,
+    stride 1, K-Means leaves many near-single-cell clusters), and a region of at least
+    ``min_area`` cells always keeps a group, however small its clusters.
 
     Args:
         sim: ``(B, N, G)`` cosine of every cell with every group centroid.
@@ -352,7 +356,13 @@ def _assign_surviving(
         assign = sim.masked_fill(~alive[:, None], float("-inf")).argmax(dim=-1)  # (B, N)
         onehot = F.one_hot(assign, sim.shape[-1]) * mask[..., None]  # (B, N, G)
         area = onehot.sum(dim=1)  # (B, G) cells per group
-        drop = alive & (area < min_area)
-        if not bool(drop.any()):
-            return assign, area, alive
-        alive &= ~drop
+        alive &= area > 0  # empty groups: dropping them moves no cell
+        small = alive & (area < min_area)
+        several = alive.sum(dim=1) > 1  # (B,)
+        todo = several & small.any(dim=1)  # (B,) images that drop their smallest group
+        if not bool(todo.any()):
+            return assign, area, alive & (area >= min_area)
+        key = torch.where(alive, area, torch.full_like(area, torch.iinfo(area.dtype).max))
+        smallest = key.argmin(dim=1)  # (B,) first smallest alive group
+        rows = torch.nonzero(todo).squeeze(1)
+        alive[rows, smallest[rows]] = False

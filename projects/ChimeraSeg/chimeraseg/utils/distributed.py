@@ -59,3 +59,21 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def mean_count_per_process(count: int, device: torch.device) -> float:
+    """The sum of ``count`` over all processes divided by the world size (``count`` alone in one).
+
+    A loss summed over its local items and divided by this, then averaged over processes by DDP,
+    is the mean over every process's items. Mask2Former normalises its mask losses by the same
+    all-reduced count but clamps it to at least 1; this does not, because the clamp would bias a
+    world holding fewer items than processes.
+
+    Args:
+        count: number of items on this process.
+        device: device of the collective's tensor (the process group's backend must support it).
+    """
+    if not is_distributed():
+        return float(count)
+    total = all_reduce_sum(torch.tensor([float(count)], device=device, dtype=torch.float64))
+    return float(total.item()) / dist.get_world_size()

@@ -20,7 +20,12 @@ from chimeraseg.modeling.losses.segmentation import segmentation_loss
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.semantic_alignment import semantic_alignment_loss
 from chimeraseg.modeling.prototypes import ImagePrototypes
-from chimeraseg.utils.distributed import all_gather_rows, get_rank
+from chimeraseg.utils.distributed import (
+    all_gather_rows,
+    get_rank,
+    is_distributed,
+    mean_count_per_process,
+)
 
 __all__ = ["LOSS_NAMES", "PAPER_LOSS_WEIGHTS", "ChimeraSegCriterion", "TrainingOutputs"]
 
@@ -166,9 +171,17 @@ class ChimeraSegCriterion(nn.Module):
         )
 
     def alignment_loss(self, outputs: TrainingOutputs) -> torch.Tensor:
-        """``Lsam`` of the local seen prototypes against the (gathered) CLS tokens ``(B, D)``."""
+        """``Lsam`` of the local seen prototypes against the (gathered) CLS tokens ``(B, D)``.
+
+        Normalised by the global prototype count over the world size (every process joins the
+        all-reduce, also one without prototypes), so DDP's average of the processes' losses is the
+        mean over all prototypes; in one process that is the plain mean.
+        """
         seen_protos = torch.cat([p.seen for p in outputs.prototypes])  # (O, D), local batch
         seen_ids = torch.cat([p.seen_ids for p in outputs.prototypes])  # (O,)
+        normaliser = None  # one process: the plain mean
+        if is_distributed():
+            normaliser = mean_count_per_process(seen_protos.shape[0], seen_protos.device)
         if self.gather_across_processes:
             all_cls, _ = all_gather_rows(outputs.cls)  # (B_global, D), no gradient
         else:
@@ -179,6 +192,7 @@ class ChimeraSegCriterion(nn.Module):
             all_cls,
             tau_f=self.sam_tau_f,
             tau_c=self.sam_tau_c,
+            normaliser=normaliser,
         )
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
