@@ -22,6 +22,7 @@ from chimeraseg.d2.cluster_check.probes import SGDProbe, batchnorm_layers, compa
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.ddp import unwrap_model
 from chimeraseg.d2.trainer import ChimeraSegTrainer, load_trained_weights
+from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 
 __all__ = ["TRAIN_PHASES", "CheckPlan", "check_worker", "phase_file"]
 
@@ -143,6 +144,21 @@ def eval_phase(plan: CheckPlan) -> dict[str, Any]:
     return {"phase": "eval_only", "rank": comm.get_rank(), "weights": weights, "metrics": metrics}
 
 
+def _sgd_module(criterion: torch.nn.Module) -> SelectiveGlobalDistillation:
+    """The criterion's SGD module.
+
+    Raises:
+        ValueError: when the config trains without SGD (nothing to compare across ranks).
+    """
+    found = [m for m in criterion.modules() if isinstance(m, SelectiveGlobalDistillation)]
+    if not found:
+        raise ValueError(
+            "cluster check: the config trains without SGD (MODEL.CHIMERASEG.SGD.WEIGHT 0?); "
+            "the cross-rank SGD check needs it"
+        )
+    return found[0]
+
+
 class _ProbeHook(HookBase):
     """Per step: every loss of this rank and the SGD comparison with the global batch."""
 
@@ -167,7 +183,7 @@ class _CheckTrainer(ChimeraSegTrainer):
         type(self).faults = faults  # read by build_model, which runs inside __init__
         super().__init__(cfg)
         inner = unwrap_model(self.model).model
-        probe = SGDProbe(inner.criterion.global_distillation, self._skips_gather())
+        probe = SGDProbe(_sgd_module(inner.criterion), self._skips_gather())
         self.probe_losses: dict[str, float] = {}
         inner.criterion.register_forward_hook(self._record_losses)
         autocast = None
