@@ -20,7 +20,13 @@ from types import MappingProxyType
 
 from chimeraseg.data.coco_stuff import COCO_STUFF_171_CLASSES
 
-__all__ = ["DECLARED_SPELLINGS", "SPECIAL_NAMES", "humanize_class_name", "split_synonyms"]
+__all__ = [
+    "DECLARED_SPELLINGS",
+    "SPECIAL_NAMES",
+    "humanize_class_name",
+    "split_synonyms",
+    "unseen_indices",
+]
 
 DROPPED_SUFFIXES = ("other", "stuff")
 
@@ -84,3 +90,21 @@ def humanize_class_name(name: str) -> str:
         ``"post-it"`` (no dataset declares a spelling for it).
     """
     return ", ".join(DECLARED_SPELLINGS.get(part, part) for part in split_synonyms(name))
+
+
+def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
+    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
+
+    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
+
+    Raises:
+        ValueError: naming the unseen names that match no entry.
+    """
+    lookup: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in (entry, *split_synonyms(entry)):
+            lookup.setdefault(name.strip(), i)
+    missing = [u for u in unseen if u.strip() not in lookup]
+    if missing:
+        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+    return sorted({lookup[u.strip()] for u in unseen})

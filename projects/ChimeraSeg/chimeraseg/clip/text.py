@@ -32,7 +32,7 @@ from chimeraseg.clip.loading import clip_reference
 from chimeraseg.clip.names import humanize_class_name, split_synonyms
 from chimeraseg.clip.templates import resolve_templates
 
-__all__ = ["encode_class_names", "text_cache_key", "weights_identifier"]
+__all__ = ["clip_tokenizer", "encode_class_names", "text_cache_key", "weights_identifier"]
 
 CACHE_FORMAT_VERSION = 1
 _TEXT_TOWER_PREFIXES = (
@@ -91,7 +91,8 @@ def text_cache_key(
 _TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tokenizer(clip_model: nn.Module):
+def clip_tokenizer(clip_model: nn.Module):
+    """The tokenizer of a CLIP: its open_clip model's, else the default BPE (cached per model)."""
     if clip_model in _TOKENIZERS:
         return _TOKENIZERS[clip_model]
     name = clip_reference(clip_model).get("name")
@@ -107,7 +108,7 @@ def _tokenizer(clip_model: nn.Module):
 @torch.no_grad()
 def _encode_prompts(clip_model: nn.Module, prompts: list[str], batch_size: int) -> torch.Tensor:
     """``(P, D)`` unit-norm embeddings of ``prompts``."""
-    tokenize = _tokenizer(clip_model)
+    tokenize = clip_tokenizer(clip_model)
     device = next(clip_model.parameters()).device
     chunks = []
     for start in range(0, len(prompts), batch_size):

@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from chimeraseg.clip.names import split_synonyms
+from chimeraseg.clip.names import unseen_indices
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
@@ -150,24 +150,6 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
     unseen_indices(vocabulary or [], unseen or [])
-
-
-def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
-    """Indices of the ``unseen`` names in ``vocabulary``; a name may be any synonym of an entry.
-
-    ``"couch"`` marks the entry ``"sofa, couch"`` as unseen, as does the whole entry.
-
-    Raises:
-        ValueError: naming the unseen names that match no entry.
-    """
-    lookup: dict[str, int] = {}
-    for i, entry in enumerate(vocabulary):
-        for name in (entry, *split_synonyms(entry)):
-            lookup.setdefault(name.strip(), i)
-    missing = [u for u in unseen if u.strip() not in lookup]
-    if missing:
-        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
-    return sorted({lookup[u.strip()] for u in unseen})
 
 
 def run_on_images(

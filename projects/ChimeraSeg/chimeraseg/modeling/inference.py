@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from chimeraseg.modeling.csh import DEFAULT_CHUNK_TOKENS
+from chimeraseg.utils.windows import window_starts
 
 __all__ = [
     "INFERENCE_MODES",
@@ -146,23 +147,6 @@ def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:
         ``(B, N, H, W)`` bilinearly upsampled (``align_corners=False``) logits.
     """
     return upsample_logits(logits_fn(images), tuple(images.shape[-2:]))
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Start offsets of sliding windows covering ``[0, size)`` (last window flush with the end).
-
-    Args:
-        size: image side.
-        crop: window side (windows are clipped to the image when it is smaller).
-        stride: step between windows.
-
-    Returns:
-        Sorted unique start offsets.
-    """
-    if crop <= 0 or stride <= 0:
-        raise ValueError(f"window_starts: crop={crop} and stride={stride} must be positive")
-    count = max(size - crop + stride - 1, 0) // stride + 1
-    return sorted({max(min(i * stride, size - crop), 0) for i in range(count)})
 
 
 def slide_inference(
