@@ -14,6 +14,7 @@ import chimeraseg.clip.text as text_module
 from chimeraseg.clip.names import humanize_class_name
 from chimeraseg.clip.templates import TEMPLATE_SETS, resolve_templates
 from chimeraseg.clip.text import encode_class_names
+from chimeraseg.data.splits import get_split
 
 
 def _prompt_embedding(clip, prompts: list[str]) -> torch.Tensor:
@@ -132,7 +133,7 @@ def test_build_text_embeddings_tool(tmp_path, capsys):
     with pytest.warns(UserWarning, match="RANDOM"):
         assert tool.main(split_args) == 0
     (cached,) = (tmp_path / "s").glob("text_*.pt")
-    split = pytest.importorskip("chimeraseg.data.splits").get_split("synthetic")
+    split = get_split("synthetic")
     assert torch.load(cached, weights_only=True)["names"] == list(split.class_names)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         tool.main(["--names-file", str(tmp_path / "missing.txt"), "--cache-dir", str(tmp_path)])
