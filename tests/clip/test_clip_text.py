@@ -103,7 +103,7 @@ def test_corrupt_cache_file_is_reported(tiny_clip, tmp_path):
     encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
     (path,) = tmp_path.glob("text_*.pt")
     path.write_bytes(b"junk")
-    with pytest.raises(RuntimeError, match=f"'{path}' is unreadable"):
+    with pytest.raises(RuntimeError, match=f"'{path}' is not a text-embedding cache"):
         encode_class_names(tiny_clip, ["cat"], templates="single", cache_dir=tmp_path)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from chimeraseg import IGNORE_LABEL_16BIT
 from chimeraseg.data.class_tables import ade20k_847_table
-from chimeraseg.data.io import DatasetError, read_image
+from chimeraseg.data.io import DatasetError, image_size, output_damage, read_image
 
 MAX_SHORT_SIDE = 512
 
@@ -80,7 +80,8 @@ def convert_ade847(job: ADE847Job) -> tuple[str, str]:
         DatasetError: Naming the file, for a missing or unreadable image / segmentation or
             different sizes (unless ``job.skip_bad``: then status ``"bad"``).
     """
-    if os.path.isfile(job.image_out) and os.path.isfile(job.label_out):
+    damage = _damaged_outputs(job) if os.path.isfile(job.image_out) else "missing image"
+    if damage is None:
         return "existing", ""
     try:
         image = read_image(job.src)  # (H, W, 3)
@@ -100,4 +101,18 @@ def convert_ade847(job: ADE847Job) -> tuple[str, str]:
         labels = np.asarray(Image.fromarray(labels).resize(size[::-1], Image.NEAREST))
     _save(labels, job.label_out, "TIFF")
     _save(image, job.image_out, "JPEG")  # PIL's default quality, as CAT-Seg writes them
-    return "converted", ""
+    remade = damage not in ("missing image", "missing label")
+    return ("remade", damage) if remade else ("converted", "")
+
+
+def _damaged_outputs(job: ADE847Job) -> str | None:
+    """Why the outputs of an earlier run cannot be kept, or None when both decode at the size
+    the conversion gives (the source's, short side capped at 512)."""
+    if not os.path.isfile(job.label_out):
+        return "missing label"
+    try:
+        h, w = image_size(job.src)
+    except DatasetError as e:
+        return str(e)
+    size = short_side_size(h, w) or (h, w)
+    return output_damage(job.image_out, size) or output_damage(job.label_out, size)
