@@ -12,8 +12,10 @@ DETECTRON2_BUILD_DEPS ?= -r requirements/detectron2.txt
 # Options passed through to tools/run_demo.py, e.g. `make demo DEMO_ARGS="--allow-random-clip"`.
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Options passed through to tools/check_cluster.py, e.g. `make check-gpus CHECK_ARGS="--iterations 40"`.
+CHECK_ARGS ?=
 
-.PHONY: demo detectron2 test lint format clean
+.PHONY: demo detectron2 test lint format clean check-gpus
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,11 @@ detectron2: $(BIN)/.detectron2
 
 demo: $(BIN)/.detectron2
 	$(BIN)/python tools/run_demo.py $(DEMO_ARGS)
+
+# Before a long run: trains, evaluates and measures on this machine's GPUs (NCCL; without a GPU,
+# two CPU processes with gloo) and writes a PASS/FAIL report (docs/CLUSTER_CHECK.md).
+check-gpus: $(BIN)/.detectron2
+	$(BIN)/python tools/check_cluster.py $(CHECK_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -3,7 +3,9 @@
 
 Input: ``$DETECTRON2_DATASETS/ADEChallengeData2016/{images,annotations}/{training,validation}``
 (from ``ADEChallengeData2016.zip``). Output: ``ADEChallengeData2016/annotations_detectron2/
-{training,validation}/*.png``. Idempotent and resumable; verifies the official counts.
+{training,validation}/*.png``. Idempotent and resumable; verifies the official counts. A raw
+value that is no class (151..255) stops the run naming the file and the value (``--skip-bad``:
+the sample is skipped and counted).
 """
 
 from __future__ import annotations
@@ -27,16 +29,27 @@ def ade20k_lut() -> np.ndarray:
     return lut
 
 
+def ade20k_valid_raw() -> np.ndarray:
+    """``(256,)`` bool: the raw values ADE20K-150 defines (0 "other", 1..150 classes)."""
+    valid = np.zeros(256, dtype=bool)
+    valid[: NUM_CLASSES + 1] = True
+    return valid
+
+
+VALID_RAW_DESCRIPTION = 'an ADE20K-150 value (0 "other", 1..150 classes)'
+
+
 def build_jobs(ade_dir: str, split: str, check_images: bool) -> list[LabelJob]:
     """One job per ``annotations/<split>/*.png``."""
     raw_dir = os.path.join(ade_dir, "annotations", split)
     if not os.path.isdir(raw_dir):
         raise FileNotFoundError(f"raw ADE20K label directory not found: {raw_dir}")
-    lut, jobs = ade20k_lut(), []
+    lut, valid, jobs = ade20k_lut(), ade20k_valid_raw(), []
     for name in sorted(f for f in os.listdir(raw_dir) if f.endswith(".png")):
         image = os.path.join(ade_dir, "images", split, name[:-4] + ".jpg") if check_images else None
         dst = os.path.join(ade_dir, "annotations_detectron2", split, name)
-        jobs.append(LabelJob(os.path.join(raw_dir, name), dst, lut, NUM_CLASSES, image))
+        src = os.path.join(raw_dir, name)
+        jobs.append(LabelJob(src, dst, lut, NUM_CLASSES, image, valid, VALID_RAW_DESCRIPTION))
     return jobs
 
 

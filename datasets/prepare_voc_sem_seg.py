@@ -6,7 +6,9 @@ protocol: background is not a class). Input: ``$DETECTRON2_DATASETS/VOCdevkit/VO
 ``{JPEGImages,SegmentationClass,ImageSets/Segmentation/{train,val}.txt}`` (from
 ``VOCtrainval_11-May-2012.tar``); with ``--aug``, the training split is SBD-augmented
 ``SegmentationClassAug`` + ``ImageSets/Segmentation/aug.txt`` (10,582 images). Output:
-``VOC2012/annotations_detectron2/{train,val}/<id>.png``. Idempotent; verifies counts.
+``VOC2012/annotations_detectron2/{train,val}/<id>.png``. Idempotent; verifies counts. A raw
+value that VOC does not define (21..254) stops the run naming the file and the value
+(``--skip-bad``: the sample is skipped and counted); list ids must be plain file names.
 """
 
 from __future__ import annotations
@@ -37,16 +39,27 @@ def voc_lut() -> np.ndarray:
     return lut
 
 
+def voc_valid_raw() -> np.ndarray:
+    """``(256,)`` bool: the raw values VOC defines (0 background, 1..20 classes, 255 boundary)."""
+    valid = np.zeros(256, dtype=bool)
+    valid[: NUM_CLASSES + 1] = True
+    valid[255] = True
+    return valid
+
+
+VALID_RAW_DESCRIPTION = "a VOC value (0 background, 1..20 classes, 255 boundary)"
+
+
 def build_jobs(
     voc_dir: str, split: str, list_file: str, label_dir: str, check_images: bool
 ) -> list[LabelJob]:
     """One job per id of ``list_file`` (labels read from ``label_dir``)."""
-    lut, jobs = voc_lut(), []
+    lut, valid, jobs = voc_lut(), voc_valid_raw(), []
     for image_id in read_id_list(list_file):
         image = os.path.join(voc_dir, "JPEGImages", image_id + ".jpg") if check_images else None
         src = os.path.join(label_dir, image_id + ".png")
         dst = os.path.join(voc_dir, "annotations_detectron2", split, image_id + ".png")
-        jobs.append(LabelJob(src, dst, lut, NUM_CLASSES, image))
+        jobs.append(LabelJob(src, dst, lut, NUM_CLASSES, image, valid, VALID_RAW_DESCRIPTION))
     return jobs
 
 

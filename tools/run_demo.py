@@ -27,6 +27,7 @@ INSTALL_HINT = (
 )
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
+WORLD_CLIP_LINE = "CLIP: the synthetic world's CLIP"  # how resolve_clip's line starts for it
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -54,18 +55,30 @@ def clip_opts(args: argparse.Namespace) -> list[str]:
     return []
 
 
-def check_clip(cfg: CfgNode) -> None:  # noqa: F821 -- detectron2 is imported lazily
-    """Loads CLIP before any work; exits saying what to do when the weights are unavailable."""
+def check_clip(cfg: CfgNode, world: bool = False) -> None:  # noqa: F821 -- lazy detectron2
+    """Loads CLIP before any work; exits saying what to do when the weights are unavailable.
+
+    Args:
+        cfg: the config (``MODEL.CLIP.*``).
+        world: the weights are the cached world CLIP (the advice is then to retrain it).
+    """
     from chimeraseg.d2.meta_arch import build_clip_from_config
+    from chimeraseg.world.cache import retrain_advice
+    from chimeraseg.world.clip_training import WorldClipConfig
 
     try:
         build_clip_from_config(cfg)
     except Exception as e:  # noqa: BLE001 -- any loading failure gets the same advice
+        advice = (
+            f"The cached world CLIP is damaged: {retrain_advice(WorldClipConfig())}."
+            if world
+            else "Pass --clip-weights PATH (e.g. OpenAI's ViT-B-16.pt) or --allow-random-clip "
+            "(smoke run; the metrics are then meaningless)."
+        )
         raise SystemExit(
             f"tools/run_demo.py: CLIP weights '{cfg.MODEL.CLIP.PRETRAINED}' could not be loaded "
-            f"({e!s:.300}).\nPass --clip-weights PATH (e.g. OpenAI's ViT-B-16.pt) or "
-            "--allow-random-clip (smoke run; the metrics are then meaningless)."
-        ) from e
+            f"({e!s:.300}).\n{advice}"
+        ) from None
 
 
 def is_world_clip(name: str) -> bool:
@@ -90,19 +103,19 @@ def resolve_clip(cfg: CfgNode, args: argparse.Namespace) -> str:  # noqa: F821
         return f"CLIP: {c.NAME} with weights {args.clip_weights} (--clip-weights)"
     if not (is_world_clip(c.NAME) and not c.PRETRAINED):
         return f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
-    from chimeraseg.world.cache import ensure_world_clip
+    from chimeraseg.world.cache import WorldClipCacheError, ensure_world_clip
     from chimeraseg.world.clip_training import WorldClipConfig, WorldClipQualityError
 
     try:
         world = ensure_world_clip(WorldClipConfig(model_config=c.NAME))
-    except WorldClipQualityError as e:
+    except (WorldClipQualityError, WorldClipCacheError) as e:
         raise SystemExit(f"tools/run_demo.py: {e}") from e
     cfg.defrost()
     c.PRETRAINED = str(world.checkpoint)
     cfg.freeze()
     origin = "trained now" if world.trained_now else "from the cache"
     return (
-        f"CLIP: the synthetic world's CLIP ({origin}: {world.checkpoint}), because the config's "
+        f"{WORLD_CLIP_LINE} ({origin}: {world.checkpoint}), because the config's "
         f"MODEL.CLIP.NAME is the world model and gives no weights; {world.report['message']}"
     )
 
@@ -131,8 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = get_chimeraseg_cfg(args.config_file, opts)
     setup_logger(output=cfg.OUTPUT_DIR, name="chimeraseg")
     setup_logger(output=cfg.OUTPUT_DIR)
-    print(f"[run_demo] {resolve_clip(cfg, args)}", flush=True)
-    check_clip(cfg)
+    line = resolve_clip(cfg, args)
+    print(f"[run_demo] {line}", flush=True)
+    check_clip(cfg, world=line.startswith(WORLD_CLIP_LINE))
     timings["CLIP"] = time.perf_counter() - start
 
     t = time.perf_counter()

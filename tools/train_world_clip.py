@@ -22,7 +22,8 @@ import sys
 
 import torch
 
-from chimeraseg.world.cache import default_cache_dir, ensure_world_clip
+from chimeraseg.utils.checkpoint_io import read_weights_file
+from chimeraseg.world.cache import WorldClipCacheError, default_cache_dir, ensure_world_clip
 from chimeraseg.world.clip_training import WorldClipConfig, WorldClipQualityError
 
 
@@ -47,7 +48,8 @@ def learned_temperature(checkpoint: str | os.PathLike) -> float:
 
     It is the natural ``MODEL.CHIMERASEG.SAM.TAU_C`` for that CLIP (0.01 for OpenAI's weights).
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    advice = "give the weights file that tools/train_world_clip.py printed"
+    state = read_weights_file(checkpoint, "world CLIP checkpoint", advice)
     state = state.get("state_dict", state)
     return float(1.0 / state["logit_scale"].exp())
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         clip = ensure_world_clip(config, cache_dir=args.cache_dir, retrain=args.retrain)
-    except WorldClipQualityError as e:
+    except (WorldClipQualityError, WorldClipCacheError) as e:
         print(f"tools/train_world_clip.py: {e}", file=sys.stderr)
         return 1
     if args.json:

@@ -49,7 +49,7 @@ def test_missing_checkpoint_names_path(tiny_names, tmp_path):
 def test_corrupt_checkpoint_names_path(tiny_names, tmp_path):
     path = tmp_path / "corrupt.pt"
     path.write_bytes(b"\x80\x02 definitely not a checkpoint")
-    with pytest.raises(RuntimeError, match=f"'{path}' is corrupt"):
+    with pytest.raises(RuntimeError, match=f"'{path}' is not a CLIP checkpoint"):
         load_clip(TINY, str(path))
     bad_st = tmp_path / "corrupt.safetensors"
     bad_st.write_bytes(b"garbage")

@@ -78,6 +78,26 @@ def test_training_never_emits_unseen_labels(synthetic_names) -> None:
     assert 255 in emitted and len(emitted - {255}) >= 5  # seen classes survive
 
 
+def test_training_label_is_raw_label_with_unseen_pixels_set_to_ignore(synthetic_names) -> None:
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
+    from chimeraseg.data.io import read_label
+
+    train_name, _ = synthetic_names
+    unseen = list(MetadataCatalog.get(train_name).unseen_classes)
+    mapper = ZeroShotDatasetMapper(
+        is_train=True, augmentations=[], num_classes=12, unseen_classes=unseen
+    )
+    changed = 0
+    for record in DatasetCatalog.get(train_name):
+        raw = read_label(record["sem_seg_file_name"], 12).astype(np.int64)
+        expected = np.where(np.isin(raw, unseen), 255, raw)
+        assert np.array_equal(mapper(record)["sem_seg"].numpy(), expected), record["file_name"]
+        changed += int((expected != raw).sum())
+    assert changed > 0  # unseen pixels exist, so mapping them anywhere but 255 fails
+
+
 def test_training_records_the_unpadded_size(synthetic_names) -> None:
     from detectron2.data import DatasetCatalog
 

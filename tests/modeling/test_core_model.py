@@ -10,23 +10,22 @@ from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
 from chimeraseg.modeling import (
-    ChimeraSegCriterion,
     ChimeraSegModel,
     InferenceConfig,
+    LossSettings,
     PseudoMaskConfig,
     SelectiveGlobalDistillation,
+    SGDSettings,
 )
 
 
-def _criterion(**kwargs) -> ChimeraSegCriterion:
-    options = dict(global_distillation=SelectiveGlobalDistillation(k_init=50, k_step=0.1), seed=0)
-    options.update(kwargs)
-    return ChimeraSegCriterion(**options)
+def _losses(**weights: float) -> LossSettings:
+    return LossSettings(sgd=SGDSettings(k_init=50, k_step=0.1), seed=0).with_weights(**weights)
 
 
-def _model(clip: nn.Module, criterion: ChimeraSegCriterion | None = None, **kwargs):
+def _model(clip: nn.Module, losses: LossSettings | None = None, **kwargs):
     kwargs.setdefault("pseudo_masks", PseudoMaskConfig(scales=(2, 4), kmeans_iters=3, min_area=1))
-    return build_tiny_model(clip, criterion=criterion or _criterion(), **kwargs)
+    return build_tiny_model(clip, losses=losses or _losses(), **kwargs)
 
 
 def _batch(b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +56,8 @@ def test_forward_train_and_gradients(tiny_clip: nn.Module, setting: str) -> None
 
 
 def test_weights_zero_skip_losses(tiny_clip: nn.Module) -> None:
-    criterion = _criterion(weight_dict={"loss_sam": 0.0}, global_distillation=None)
-    model = _model(tiny_clip, criterion=criterion)
+    model = _model(tiny_clip, losses=_losses(loss_sgd=0.0, loss_sam=0.0))
+    assert list(model.criterion.losses) == ["loss_seg"]  # weight 0: not built, not computed
     losses = _train_step(model, *_batch())
     assert losses["loss_sgd"].item() == 0.0 and losses["loss_sam"].item() == 0.0
 
@@ -83,7 +82,8 @@ def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
         labels[:, :16, :16] = 255  # one teacher cell; its latent region may vanish at h×w
         model.pseudo_mask_config = PseudoMaskConfig(scales=(2,), min_area=1)
     elif case == "k_gt_hw":
-        model.criterion.global_distillation = SelectiveGlobalDistillation(10**6, mode="increase")
+        sgd = SelectiveGlobalDistillation(SGDSettings(k_init=10**6, mode="increase"))
+        model.criterion.losses["loss_sgd"].sgd = sgd
         iteration = 10
     losses = _train_step(model, images, labels, iteration)
     if case == "all_ignore":
@@ -184,7 +184,7 @@ def test_criterion_weight_dict_scales_each_loss(tiny_clip: nn.Module) -> None:
     torch.manual_seed(0)
     base = model.forward_train(images, labels, 0)
     model.criterion.weight_dict.update(loss_seg=2.0, loss_sgd=3.0, loss_sam=0.25)
-    model.criterion._generators = {}  # the same Gumbel noise again
+    model.criterion.losses["loss_sgd"]._generators = {}  # the same Gumbel noise again
     torch.manual_seed(0)
     scaled = model.forward_train(images, labels, 0)
     factors = {"loss_seg": 2.0, "loss_sgd": 3.0, "loss_sam": 0.25 / 0.5}

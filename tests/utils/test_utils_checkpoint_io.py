@@ -16,7 +16,9 @@ import torch
 
 from chimeraseg.utils.checkpoint_io import (
     CheckpointError,
+    atomic_open,
     atomic_torch_save,
+    atomic_write_text,
     load_checkpoint_file,
     resume_candidates,
 )
@@ -107,6 +109,28 @@ def test_a_writer_killed_half_way_leaves_the_previous_checkpoint(tmp_path) -> No
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model_final.pth"]
     assert all(n.startswith(".model_final.pth.") and n.endswith(".tmp") for n in leftovers)
     assert resume_candidates(str(tmp_path), str(path)) == [str(path)]  # temp files ignored
+
+
+@pytest.mark.parametrize("mode", ["wb", "w"])
+def test_a_writer_that_raises_leaves_the_old_file_and_no_temporary_file(tmp_path, mode) -> None:
+    path = tmp_path / "metrics.json"
+    atomic_write_text(path, '{"old": 1}')
+    with pytest.raises(KeyError, match="writer failed"), atomic_open(path, mode) as f:
+        f.write(b"partial" if mode == "wb" else "partial")
+        raise KeyError("writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert path.read_text() == '{"old": 1}'
+    with atomic_open(path, mode) as f:  # a writer that succeeds replaces it, nothing left over
+        f.write(b"new" if mode == "wb" else "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert path.read_text() == "new"
+
+
+def test_a_writer_that_raises_before_any_file_existed_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(tmp_path / "a" / "b.pth") as f:
+        f.write(b"x")
+        raise RuntimeError("boom")
+    assert list((tmp_path / "a").iterdir()) == []
 
 
 def test_resume_candidates_are_newest_first(tmp_path) -> None:

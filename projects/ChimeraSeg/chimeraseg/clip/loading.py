@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from chimeraseg.clip.torchscript_archive import read_torchscript_state_dict
-from chimeraseg.utils.checkpoint_io import describe_load_error
+from chimeraseg.utils.checkpoint_io import describe_load_error, read_weights_file
 
 __all__ = [
     "load_clip",
@@ -90,13 +90,12 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         if _is_torchscript_archive(path):
             # OpenAI's archives: tensors only, read without running the archive's code or pickles.
             return read_torchscript_state_dict(path), True
-        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- any reader failure means an unreadable file
-        reason = describe_load_error(e)  # never torch's "weights_only=False" advice
         raise RuntimeError(
-            f"CLIP checkpoint '{path}' is corrupt or not a weights-only state dict ({reason}); "
-            f"{hint}"
-        ) from (None if "weights_only" in str(e) else e)  # no unsafe advice in the traceback
+            f"CLIP checkpoint '{path}' is corrupt ({describe_load_error(e)}); {hint}"
+        ) from None  # no unsafe advice in the traceback
+    # The one weights reader: never torch's "weights_only=False" advice.
+    obj = read_weights_file(path, "CLIP checkpoint (weights-only state dict)", hint, RuntimeError)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):

@@ -105,7 +105,7 @@ class CLIPTeacher(nn.Module):
         dense_path: The dense path in use.
     """
 
-    def __init__(self, clip_model: nn.Module, *, dense_path: str = "value_ffn") -> None:
+    def __init__(self, clip_model: nn.Module, *, dense_path: str = DENSE_PATHS[0]) -> None:
         super().__init__()
         if dense_path not in DENSE_PATHS:
             raise ValueError(

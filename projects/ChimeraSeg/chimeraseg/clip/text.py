@@ -2,13 +2,15 @@
 
 Decisions: docs/METHOD.md, 'Inference'.
 
-For each class: every comma-separated synonym is humanised and put into every template; each
-prompt embedding is L2-normalised, the prompts of one synonym are averaged and renormalised, then
-the synonyms are averaged and renormalised.
+For each class: every comma-separated synonym gets its declared spelling (``clip/names.py``; other
+names stay verbatim) and is put into every template; each prompt embedding is L2-normalised, the
+prompts of one synonym are averaged and renormalised, then the synonyms are averaged and
+renormalised.
 
 The cache file ``<cache_dir>/text_<key>.pt`` is keyed by a SHA-256 of canonical JSON holding the
 model name, a weights identifier (the checkpoint file's SHA-256 when known, else a SHA-256 of the
-text tower's tensors), the templates, the raw names and the humanise flag.
+text tower's tensors), the templates, the raw names, the humanise flag and the names as they
+fill the templates (so a change of the declared spellings never reuses an old entry).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import weakref
 from functools import partial
 from pathlib import Path
@@ -29,10 +32,13 @@ from torch import nn
 from chimeraseg.clip.loading import clip_reference
 from chimeraseg.clip.names import humanize_class_name, split_synonyms
 from chimeraseg.clip.templates import resolve_templates
+from chimeraseg.utils.checkpoint_io import atomic_torch_save, read_weights_file
 
 __all__ = ["clip_tokenizer", "encode_class_names", "text_cache_key", "weights_identifier"]
 
 CACHE_FORMAT_VERSION = 1
+# Vocabularies at least this large show a progress bar while their text embeddings are encoded.
+LARGE_VOCABULARY = 500
 _TEXT_TOWER_PREFIXES = (
     "token_embedding.",
     "positional_embedding",
@@ -65,7 +71,12 @@ def weights_identifier(clip_model: nn.Module) -> str:
 def text_cache_key(
     model_name: str, weights_id: str, templates: list[str], names: list[str], humanize: bool
 ) -> str:
-    """SHA-256 of the canonical JSON of everything the embeddings depend on."""
+    """SHA-256 of the canonical JSON of everything the embeddings depend on.
+
+    ``prompt_names`` (the names after :func:`humanize_class_name`) is part of the key: entries
+    written while every hyphenated name was rewritten (``"post-it"`` -> ``"it post"``) had no
+    such field and can never be hit again.
+    """
     payload: dict[str, Any] = {
         "version": CACHE_FORMAT_VERSION,
         "model": model_name,
@@ -73,6 +84,7 @@ def text_cache_key(
         "templates": list(templates),
         "names": list(names),
         "humanize": humanize,
+        "prompt_names": [humanize_class_name(n) if humanize else n for n in names],
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -98,42 +110,85 @@ def clip_tokenizer(clip_model: nn.Module):
 
 
 @torch.no_grad()
-def _encode_prompts(clip_model: nn.Module, prompts: list[str], batch_size: int) -> torch.Tensor:
-    """``(P, D)`` unit-norm embeddings of ``prompts``."""
+def _encode_prompts(
+    clip_model: nn.Module, prompts: list[str], batch_size: int, progress: bool
+) -> torch.Tensor:
+    """``(P, D)`` unit-norm embeddings of ``prompts``, ``batch_size`` prompts per encoder call."""
     tokenize = clip_tokenizer(clip_model)
     device = next(clip_model.parameters()).device
+    starts = range(0, len(prompts), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"text embeddings ({len(prompts)} prompts)", unit="batch")
     chunks = []
-    for start in range(0, len(prompts), batch_size):
+    for start in starts:
         tokens = tokenize(prompts[start : start + batch_size]).to(device)  # (b, context)
         chunks.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
     return torch.cat(chunks)
 
 
-def _encode_class(
-    clip_model: nn.Module, name: str, templates: list[str], humanize: bool, batch_size: int
+def _encode_classes(
+    clip_model: nn.Module,
+    names: list[str],
+    templates: list[str],
+    humanize: bool,
+    batch_size: int,
+    progress: bool,
 ) -> torch.Tensor:
-    """``(D,)`` unit embedding of one class (synonyms averaged)."""
-    synonyms = split_synonyms(humanize_class_name(name) if humanize else name)
-    per_synonym = []
-    for synonym in synonyms:
-        prompts = _encode_prompts(clip_model, [t.format(synonym) for t in templates], batch_size)
-        per_synonym.append(F.normalize(prompts.mean(dim=0), dim=-1))  # (D,)
-    return F.normalize(torch.stack(per_synonym).mean(dim=0), dim=-1)
+    """``(N, D)`` unit embeddings: the prompts of all classes go through the encoder in batches.
+
+    Each synonym's prompts are averaged and renormalised, then the synonyms of a class.
+    """
+    synonyms = [split_synonyms(humanize_class_name(n) if humanize else n) for n in names]
+    prompts = [t.format(word) for words in synonyms for word in words for t in templates]
+    embeddings = _encode_prompts(clip_model, prompts, batch_size, progress)  # (P, D)
+    per_synonym = embeddings.view(-1, len(templates), embeddings.shape[-1])  # (S, T, D)
+    per_synonym = F.normalize(per_synonym.mean(dim=1), dim=-1)  # (S, D)
+    rows, start = [], 0
+    for words in synonyms:
+        rows.append(F.normalize(per_synonym[start : start + len(words)].mean(dim=0), dim=-1))
+        start += len(words)
+    return torch.stack(rows)  # (N, D)
 
 
-def _load_cache(path: Path, names: list[str]) -> torch.Tensor | None:
+def _embedding_width(clip_model: nn.Module) -> int | None:
+    """The width ``D`` of the CLIP's text embeddings, when the model says it."""
+    projection = getattr(clip_model, "text_projection", None)
+    if isinstance(projection, torch.Tensor):
+        return int(projection.shape[-1])
+    return getattr(projection, "out_features", None)
+
+
+def _load_cache(path: Path, names: list[str], width: int | None) -> torch.Tensor | None:
+    """The cached ``(N, D)`` embeddings at ``path``, None when absent.
+
+    Raises:
+        RuntimeError: naming the file and the fix (delete it to rebuild) for a file that is
+            unreadable, not a cache of ``names`` or of another embedding width.
+    """
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        embeddings = payload["embeddings"]
-    except Exception as e:  # noqa: BLE001 -- report any unreadable cache entry
+    fix = f"delete '{path}' to rebuild it"
+    payload = read_weights_file(path, "text-embedding cache", fix, RuntimeError)
+    embeddings = payload.get("embeddings") if isinstance(payload, dict) else None
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
+        found = type(embeddings).__name__ if isinstance(payload, dict) else type(payload).__name__
         raise RuntimeError(
-            f"text-embedding cache file '{path}' is unreadable ({e!s:.200}); delete it to rebuild"
-        ) from e
+            f"text-embedding cache file '{path}' holds no (N, D) embedding tensor (found "
+            f"{found}); {fix}"
+        )
     if payload.get("names") != names or embeddings.shape[0] != len(names):
-        raise RuntimeError(f"text-embedding cache file '{path}' does not match its key; delete it")
-    return embeddings
+        raise RuntimeError(
+            f"text-embedding cache file '{path}' does not match its key (other class names or "
+            f"count: {embeddings.shape[0]} rows for {len(names)} names); {fix}"
+        )
+    if width is not None and embeddings.shape[1] != width:
+        raise RuntimeError(
+            f"text-embedding cache file '{path}' holds embeddings of width {embeddings.shape[1]}, "
+            f"but this CLIP's text embeddings have width {width}; {fix}"
+        )
+    return embeddings.float()
 
 
 def encode_class_names(
@@ -143,7 +198,7 @@ def encode_class_names(
     cache_dir: str | os.PathLike | None = None,
     humanize: bool = True,
     batch_size: int = 256,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     """Text embeddings of class names (paper §III-D).
 
@@ -152,9 +207,11 @@ def encode_class_names(
         names: ``N`` class names; commas separate synonyms (``"person, people"``).
         templates: ``"imagenet80+scene"``, ``"zegclip15"``, ``"single"`` or a list of templates.
         cache_dir: Directory of the on-disk cache, or None for no cache.
-        humanize: Apply :func:`humanize_class_name` (``"wall-concrete"`` -> ``"concrete wall"``).
-        batch_size: Prompts per text-encoder call.
-        progress: Show a tqdm progress bar over classes.
+        humanize: Apply the declared dataset spellings of :func:`humanize_class_name`
+            (``"wall-concrete"`` -> ``"concrete wall"``; undeclared names stay verbatim).
+        batch_size: Prompts per text-encoder call (the prompts of all classes are batched).
+        progress: Show a tqdm progress bar over encoder calls; None = only for vocabularies of
+            at least ``LARGE_VOCABULARY`` classes.
 
     Returns:
         ``(N, D)`` float32 unit rows on the model's device; a cache hit returns identical values.
@@ -170,21 +227,16 @@ def encode_class_names(
             model_name, weights_identifier(clip_model), template_list, names, humanize
         )
         path = Path(cache_dir) / f"text_{key}.pt"
-        cached = _load_cache(path, names)
+        cached = _load_cache(path, names, _embedding_width(clip_model))
         if cached is not None:
             return cached.to(next(clip_model.parameters()).device)
-    iterator = names
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(names, desc="text embeddings", unit="class")
-    rows = [_encode_class(clip_model, n, template_list, humanize, batch_size) for n in iterator]
-    embeddings = torch.stack(rows)  # (N, D)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(
-            {"embeddings": embeddings.cpu(), "names": names, "templates": template_list}, tmp
-        )
-        os.replace(tmp, path)  # atomic: concurrent readers never see a partial file
+    if progress is None:
+        progress = len(names) >= LARGE_VOCABULARY
+    embeddings = _encode_classes(clip_model, names, template_list, humanize, batch_size, progress)
+    if path is not None:  # atomic: concurrent readers never see a partial file
+        payload = {"embeddings": embeddings.cpu(), "names": names, "templates": template_list}
+        try:
+            atomic_torch_save(payload, path)
+        except OSError as e:  # a read-only cache still serves its entries; this one is not kept
+            warnings.warn(f"text-embedding cache '{path}' not written: {e}", stacklevel=2)
     return embeddings

@@ -15,8 +15,8 @@ from chimeraseg.clip.teacher import DENSE_PATHS
 from chimeraseg.d2.amp import AMP_PRECISIONS
 from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
 from chimeraseg.modeling.inference import INFERENCE_MODES
-from chimeraseg.modeling.losses.selective_global_distillation import K_SCHEDULES
 from chimeraseg.modeling.pseudo_masks import SETTINGS
+from chimeraseg.modeling.settings import K_SCHEDULES
 
 __all__ = ["explain_removed_key", "small_batch_warning", "validate_chimeraseg_config"]
 
@@ -49,7 +49,7 @@ def _lookup(cfg: CN, dotted: str) -> object:
 # logits) finite and > 0.
 _NUMBER_RULES: dict[str, str] = {
     **dict.fromkeys(("SGD.WEIGHT", "SAM.WEIGHT", "SGD.K_STEP", "SEG_LOSS.CE_WEIGHT"), ">= 0"),
-    **dict.fromkeys(("SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
+    **dict.fromkeys(("SEG_LOSS.WEIGHT", "SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
     **dict.fromkeys(("LOGIT_TAU", "SGD.TAU", "SAM.TAU_F", "SAM.TAU_C"), "> 0"),
     "PSEUDO_MASKS.UNSEEN_TEMPERATURE": "> 0",
 }

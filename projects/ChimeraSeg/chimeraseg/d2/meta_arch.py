@@ -24,18 +24,10 @@ from torch import nn
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.text import encode_class_names
-from chimeraseg.d2.amp import amp_precision
 from chimeraseg.d2.config_checks import validate_chimeraseg_config
 from chimeraseg.d2.data.register_common import zero_shot_metadata
-from chimeraseg.modeling import (
-    ChimeraSegCriterion,
-    ChimeraSegModel,
-    InferenceConfig,
-    PseudoMaskConfig,
-    SelectiveGlobalDistillation,
-    build_chimeraseg_model,
-)
-from chimeraseg.modeling.decoder import SegFormerDecoder
+from chimeraseg.d2.settings import inference_config, settings_from_config
+from chimeraseg.modeling import ChimeraSegModel, build_chimeraseg_model
 from chimeraseg.modeling.inference import resize_logits
 
 __all__ = [
@@ -64,74 +56,6 @@ def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[int], list[in
     """``(class names, seen ids, unseen ids)`` from a registered dataset's metadata."""
     meta = zero_shot_metadata(dataset_name)
     return meta["stuff_classes"], meta["seen_classes"], meta["unseen_classes"]
-
-
-def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
-    p = cfg.MODEL.CHIMERASEG.PSEUDO_MASKS
-    max_regions = None if p.MAX_REGIONS < 0 else p.MAX_REGIONS
-    if not p.ENABLED:
-        max_regions = 0  # no latent regions: ignore pixels stay ignored
-    return PseudoMaskConfig(
-        scales=tuple(p.WINDOW_SCALES),
-        kmeans_iters=p.KMEANS_ITERS,
-        merge_threshold=p.MERGE_THRESHOLD,
-        min_area=p.MIN_AREA,
-        max_regions=max_regions,
-        region_ignore_fraction=p.REGION_IGNORE_FRACTION,
-        seed_region_fraction=p.SEED_REGION_FRACTION,
-        unseen_threshold=p.UNSEEN_THRESHOLD,
-        unseen_temperature=p.UNSEEN_TEMPERATURE,
-    )
-
-
-def _head_options(cfg: CfgNode) -> dict[str, Any]:
-    c = cfg.MODEL.CHIMERASEG.CSH
-    return {
-        "mlp_layers": c.MLP_LAYERS,
-        "vencoder_blocks": c.VENCODER_BLOCKS,
-        "use_value": c.USE_VALUE,
-        "use_ffn": c.USE_FFN,
-        "trainable_value": c.TRAINABLE_VALUE,
-        "trainable_ffn": c.TRAINABLE_FFN,
-        "norm": c.NORM,
-        "residual": c.RESIDUAL,
-        "proj": c.PROJ,
-    }
-
-
-def _criterion(cfg: CfgNode) -> ChimeraSegCriterion:
-    m = cfg.MODEL.CHIMERASEG
-    distillation = SelectiveGlobalDistillation(
-        k_init=m.SGD.K_INIT, k_step=m.SGD.K_STEP, mode=m.SGD.MODE, tau=m.SGD.TAU
-    )
-    return ChimeraSegCriterion(
-        weight_dict={"loss_seg": 1.0, "loss_sgd": m.SGD.WEIGHT, "loss_sam": m.SAM.WEIGHT},
-        global_distillation=distillation if m.SGD.WEIGHT != 0 else None,
-        sam_tau_f=m.SAM.TAU_F,
-        sam_tau_c=m.SAM.TAU_C,
-        ce_weight=m.SEG_LOSS.CE_WEIGHT,
-        focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
-        focal_gamma=m.SEG_LOSS.FOCAL_GAMMA,
-        gather_across_processes=m.SGD.GATHER,
-        seed=cfg.SEED if cfg.SEED >= 0 else None,
-    )
-
-
-def inference_config(cfg: CfgNode) -> InferenceConfig:
-    """The ``TEST.*`` inference options as one :class:`InferenceConfig`."""
-    return InferenceConfig(
-        mode=cfg.TEST.MODE,
-        slide_crop=tuple(cfg.TEST.SLIDE_CROP_SIZE),
-        slide_stride=tuple(cfg.TEST.SLIDE_STRIDE),
-        head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
-        chunk_tokens=cfg.TEST.CSH_CHUNK_TOKENS,
-        precision=inference_precision(cfg),
-    )
-
-
-def inference_precision(cfg: CfgNode) -> torch.dtype | None:
-    """The autocast dtype of ``TEST.AMP`` (None when off); float16 needs a CUDA device."""
-    return amp_precision(cfg, "TEST") if cfg.TEST.AMP.ENABLED else None
 
 
 @META_ARCH_REGISTRY.register()
@@ -185,25 +109,13 @@ class ChimeraSeg(nn.Module):
         cache = cfg.MODEL.CLIP.TEXT_CACHE_DIR or None
         text = encode_class_names(clip_model, names, templates, cache_dir=cache)  # (N, D)
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
-        in_channels = {k: s.channels for k, s in backbone.output_shape().items()}
         model = build_chimeraseg_model(
+            settings_from_config(cfg),
             clip_model=clip_model,
-            backbone=backbone,
             class_text=text,
             seen_ids=seen_ids,
             unseen_ids=unseen_ids,
-            decoder_dim=m.DECODER.EMBED_DIM,
-            decoder=SegFormerDecoder(in_channels, m.DECODER.EMBED_DIM, m.DECODER.DROPOUT),
-            head_options=_head_options(cfg),
-            with_teacher=m.BUILD_TEACHER,
-            teacher_dense_path=m.TEACHER_DENSE_PATH,
-            criterion=_criterion(cfg) if m.BUILD_TEACHER else None,
-            setting=m.SETTING,
-            pseudo_masks=_pseudo_mask_config(cfg),
-            logit_tau=m.LOGIT_TAU,
-            pixel_mean=cfg.MODEL.PIXEL_MEAN,
-            pixel_std=cfg.MODEL.PIXEL_STD,
-            inference=inference_config(cfg),
+            backbone=backbone,
         )
         test_set = (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[0]
         vocabulary, _, test_unseen = dataset_vocabulary(test_set)

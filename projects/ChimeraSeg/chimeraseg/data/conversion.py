@@ -21,7 +21,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from chimeraseg.data.io import DatasetError, check_label_values, image_size, read_image
+from chimeraseg.data.io import (
+    DatasetError,
+    check_label_values,
+    image_size,
+    output_damage,
+    read_image,
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,13 @@ class LabelJob:
 
 @dataclass
 class ConversionReport:
-    """Counts of a conversion run; ``bad`` lists ``(file, reason)`` of skipped samples."""
+    """Counts of a conversion run; ``bad`` lists ``(file, reason)`` of skipped samples and
+    ``remade`` ``(file, reason)`` of outputs of an earlier run that were damaged and made again."""
 
     converted: int = 0
     existing: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
+    remade: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_raw_label(path: str) -> np.ndarray:
@@ -142,10 +150,29 @@ def convert_label(job: LabelJob) -> np.ndarray:
     return label
 
 
+def _expected_size(job: LabelJob) -> tuple[int, int]:
+    """``(H, W)`` the output of ``job`` must have: its image's, else its raw label's."""
+    if job.image is not None and os.path.isfile(job.image):
+        return image_size(job.image)
+    if job.src.endswith(".mat"):
+        return read_raw_label(job.src).shape[:2]
+    return image_size(job.src)
+
+
 def _run_job(job: LabelJob, skip_bad: bool = False) -> tuple[str, str]:
-    """Converts one job; returns ``(status, message)`` with status converted/existing/bad."""
+    """Converts one job; returns ``(status, message)`` with status converted/existing/remade/bad.
+
+    An existing output is kept only when it decodes with the expected size; else it is made again
+    (status ``remade``, the message says what was wrong).
+    """
+    damage = None
     if os.path.isfile(job.dst):
-        return "existing", ""
+        try:
+            damage = output_damage(job.dst, _expected_size(job))
+        except DatasetError as e:  # the source itself is bad: convert_label names it below
+            damage = str(e)
+        if damage is None:
+            return "existing", ""
     try:
         label = convert_label(job)
     except DatasetError as e:
@@ -157,7 +184,7 @@ def _run_job(job: LabelJob, skip_bad: bool = False) -> tuple[str, str]:
     image_format = "TIFF" if job.dst.endswith((".tif", ".tiff")) else "PNG"
     Image.fromarray(label).save(tmp, format=image_format)  # uint16 arrays: 16-bit files
     os.replace(tmp, job.dst)
-    return "converted", ""
+    return ("converted", "") if damage is None else ("remade", damage)
 
 
 def _run_job_skip_bad(job: LabelJob) -> tuple[str, str]:
@@ -180,8 +207,8 @@ def run_label_jobs(
         skip_bad: Skip and count bad samples instead of stopping at the first one.
         desc: Progress-bar label.
         run_one: Module-level (picklable) function converting one job into ``(status,
-            message)``, status ``converted``/``existing``/``bad``; it handles ``skip_bad``
-            itself. Default: the :class:`LabelJob` conversion.
+            message)``, status ``converted``/``existing``/``remade``/``bad``; it handles
+            ``skip_bad`` itself. Default: the :class:`LabelJob` conversion.
 
     Returns:
         The counts of converted, already existing and bad samples.
@@ -201,6 +228,8 @@ def run_label_jobs(
         for job, (status, message) in zip(jobs, tqdm(results, total=len(jobs), desc=desc)):
             if status == "bad":
                 report.bad.append((job.src, message))
+            elif status == "remade":
+                report.remade.append((job.src, message))
             elif status == "existing":
                 report.existing += 1
             else:
@@ -232,8 +261,10 @@ def print_summary(name: str, report: ConversionReport, count_errors: list[str]) 
     """Prints a run's counts, bad samples and count mismatches; returns the exit status."""
     print(
         f"[{name}] converted {report.converted}, already present {report.existing}, "
-        f"bad (skipped) {len(report.bad)}"
+        f"remade (damaged output) {len(report.remade)}, bad (skipped) {len(report.bad)}"
     )
+    for path, reason in report.remade:
+        print(f"  remade: {path}: {reason}")
     for path, reason in report.bad:
         print(f"  bad: {path}: {reason}")
     for message in count_errors:

@@ -48,12 +48,44 @@ def read_image(path: str) -> np.ndarray:
         path: Image file (any format PIL decodes; JPEG for the benchmarks).
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB array, ``(H, W)`` as stored in the file.
+        ``(H, W, 3)`` uint8 RGB array, ``(H, W)`` as stored in the file. 16-bit grayscale
+        images are scaled (0..65535 -> 0..255), not clipped.
 
     Raises:
-        DatasetError: If the file is missing or cannot be decoded.
+        DatasetError: If the file is missing or cannot be decoded, or naming the file and mode
+            for samples with no 8-bit scale (float images, 32-bit values beyond 16 bits).
     """
-    return np.asarray(_open(path, "image").convert("RGB"), dtype=np.uint8)
+    image = _open(path, "image")
+    if image.mode in _WIDE_GRAY_MODES:
+        return _wide_gray_to_rgb(np.asarray(image), path, image.mode)
+    if image.mode == "F":
+        raise DatasetError(
+            f"image file {path} has mode 'F' (32-bit float samples), which has no defined 8-bit "
+            "scale; save it as an 8- or 16-bit image"
+        )
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+# Grayscale modes with more than 8 bits per sample (16-bit PNG / TIFF files open as these);
+# PIL's convert("RGB") clips them to 255 (an all-white image) instead of scaling.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _wide_gray_to_rgb(gray: np.ndarray, path: str, mode: str) -> np.ndarray:
+    """``(H, W, 3)`` uint8 from a 16-bit grayscale ``(H, W)`` array: 0..65535 -> 0..255.
+
+    Raises:
+        DatasetError: naming the file and mode when a sample is outside 0..65535 (a 32-bit
+            image that is not 16-bit data).
+    """
+    gray = gray.astype(np.int64)
+    if gray.size and (gray.min() < 0 or gray.max() > 65535):
+        raise DatasetError(
+            f"image file {path} has mode {mode!r} with samples in [{gray.min()}, {gray.max()}], "
+            "outside the 16-bit range 0..65535 that ChimeraSeg scales to 8 bits"
+        )
+    scaled = ((gray * 255 + 32767) // 65535).astype(np.uint8)  # (H, W), rounded
+    return np.repeat(scaled[:, :, None], 3, axis=2)  # (H, W, 3)
 
 
 def check_label_values(
@@ -142,6 +174,25 @@ def image_size(path: str) -> tuple[int, int]:
     return h, w
 
 
+def output_damage(path: str, size: tuple[int, int]) -> str | None:
+    """Why an existing output file cannot be kept, or None when it decodes with ``size``.
+
+    The prepare scripts skip outputs of an earlier run; a file truncated or replaced since then
+    must be made again, not counted as present.
+
+    Args:
+        path: an image or label file that exists.
+        size: its expected ``(H, W)``.
+    """
+    try:
+        decoded = _open(path, "output")
+    except DatasetError as e:
+        return f"{path} does not decode ({e})"
+    if (decoded.height, decoded.width) != tuple(size):
+        return f"{path} has size (H, W) = {(decoded.height, decoded.width)}, expected {size}"
+    return None
+
+
 def _files_with_suffix(directory: str, suffix: str) -> list[str]:
     """Sorted ids (names without ``suffix``) of the ``*suffix`` files of ``directory``."""
     return sorted(f[: -len(suffix)] for f in os.listdir(directory) if f.endswith(suffix))
@@ -166,12 +217,35 @@ def read_id_list(path: str) -> list[str]:
     """Image ids of a split list (``ImageSets/...txt``): the first token of each non-empty line.
 
     Raises:
-        DatasetError: naming ``path`` when it does not exist.
+        DatasetError: naming ``path`` when it does not exist, or the file and line of an id that
+            is not a plain name (``../x``, ``a/b``: see :func:`check_plain_id`).
     """
     if not os.path.isfile(path):
         raise DatasetError(f"split list not found: {path}")
+    ids = []
     with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                ids.append(check_plain_id(line.split()[0], f"{path}:{line_no}"))
+    return ids
+
+
+def check_plain_id(sample_id: str, where: str) -> str:
+    """Returns ``sample_id`` if it is a plain file name stem, else raises naming ``where``.
+
+    Ids read from files become parts of output paths; one holding a separator or ``..`` would
+    read or write outside the dataset root.
+
+    Raises:
+        DatasetError: naming ``where`` and the id.
+    """
+    bad = sample_id in (".", "..") or any(c in sample_id for c in ("/", "\\", "\0", os.sep))
+    if bad or (os.altsep and os.altsep in sample_id):
+        raise DatasetError(
+            f"{where}: id {sample_id!r} is not a plain file name (no path separators, no '.' or "
+            "'..'); ids of split lists name files inside the dataset folder"
+        )
+    return sample_id
 
 
 def ids_from_split_lists(

@@ -30,7 +30,9 @@ __all__ = [
     "atomic_write_text",
     "describe_load_error",
     "load_checkpoint_file",
+    "read_weights_file",
     "resume_candidates",
+    "umask_file_mode",
 ]
 
 # Pickle-based formats that detectron2 would read with ``pickle.load``.
@@ -51,11 +53,19 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
+def umask_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Opens a temporary file beside ``path``; on success it is fsync-ed and renamed to ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The file gets
+    the permissions of the user's umask (:func:`umask_file_mode`), not the temporary file's 0600.
 
     Args:
         path: final file name.
@@ -69,6 +79,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), umask_file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -115,6 +126,46 @@ def describe_load_error(error: BaseException) -> str:
     return f"{not_a_checkpoint} ({detail})"
 
 
+def read_weights_file(
+    path: str | os.PathLike,
+    what: str,
+    advice: str,
+    error: type[Exception] = CheckpointError,
+) -> Any:
+    """The one reader of every weights file ChimeraSeg loads: ``torch.load(weights_only=True)``.
+
+    Checkpoints, backbone and CLIP weights, text-embedding caches and world-CLIP caches all come
+    through here, so that each failure reads the same way: the file, what it was for, a neutral
+    reason (:func:`describe_load_error`) and ``advice``; never torch's suggestion to load unsafely,
+    neither in the message nor in a chained traceback.
+
+    Args:
+        path: the file (``.pkl`` / ``.pickle`` are refused by name).
+        what: what the file should be, a noun phrase that reads after "is not a", e.g.
+            ``"backbone checkpoint (MODEL.CHIMERASEG.BACKBONE.PRETRAINED)"``.
+        advice: what to do about an unreadable file, e.g. ``"delete it to rebuild"``.
+        error: the exception type to raise (a subclass of Exception taking one message).
+
+    Returns:
+        The loaded object (tensors and plain containers only), on the CPU.
+
+    Raises:
+        error: naming ``what`` and ``path``: a pickle suffix, a missing file, unreadable bytes.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(REFUSED_SUFFIXES):
+        raise error(
+            f"refusing to load '{path}' ({what}): Python pickle files can run arbitrary code when "
+            "loaded, and ChimeraSeg never writes them (its weights are .pth / .pt files)"
+        )
+    if not os.path.isfile(path):
+        raise error(f"{what} file '{path}' does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- every reader failure means "not a weights file"
+        raise error(f"'{path}' is not a {what}: {describe_load_error(e)}; {advice}") from None
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """Reads a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
 
@@ -128,21 +179,8 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: naming the file: a refused pickle, a missing file, a file that is not a
             checkpoint, or one that does not hold a dict.
     """
-    path = os.fspath(path)
-    if path.lower().endswith(REFUSED_SUFFIXES):
-        raise CheckpointError(
-            f"refusing to load '{path}': Python pickle files can run arbitrary code when loaded, "
-            "and ChimeraSeg never writes them (its checkpoints are .pth files)"
-        )
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file '{path}' does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- every reader failure means "not a checkpoint"
-        raise CheckpointError(
-            f"'{path}' is not a checkpoint: {describe_load_error(e)}. Expected a .pth file "
-            "written by ChimeraSeg / torch.save"
-        ) from None
+    advice = "expected a .pth file written by ChimeraSeg / torch.save"
+    obj = read_weights_file(path, "checkpoint", advice)
     if not isinstance(obj, dict):
         raise CheckpointError(f"'{path}' is not a checkpoint: it holds a {type(obj).__name__}")
     return obj

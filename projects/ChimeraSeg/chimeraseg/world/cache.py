@@ -9,6 +9,8 @@ changing any of them trains a new CLIP. The cache directory is ``$CHIMERASEG_CAC
 
 Concurrent callers (several processes of one launch) serialise on a lock file; the first trains,
 the others then find the finished entry. Files appear atomically (temporary name, then rename).
+A cached entry is used only when its weights read back (and match the checksum its report
+records); a damaged one is an error giving the ``tools/train_world_clip.py --retrain`` command.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from pathlib import Path
 
 from chimeraseg.clip.loading import model_config_path
 from chimeraseg.data.synthetic import FORMAT_VERSION as GENERATOR_FORMAT_VERSION
-from chimeraseg.utils.checkpoint_io import atomic_torch_save, atomic_write_text
+from chimeraseg.utils.checkpoint_io import (
+    atomic_torch_save,
+    atomic_write_text,
+    read_weights_file,
+)
 from chimeraseg.world.clip_training import (
     WorldClipConfig,
     WorldClipQualityError,
@@ -32,10 +38,21 @@ from chimeraseg.world.clip_training import (
     zero_shot_report,
 )
 
-__all__ = ["WorldClip", "default_cache_dir", "world_clip_key", "ensure_world_clip"]
+__all__ = [
+    "WorldClip",
+    "WorldClipCacheError",
+    "default_cache_dir",
+    "ensure_world_clip",
+    "retrain_advice",
+    "world_clip_key",
+]
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 1
+
+
+class WorldClipCacheError(RuntimeError):
+    """A cached world CLIP is damaged or the cache cannot be used; the message says what to run."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,31 @@ def world_clip_key(config: WorldClipConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+def retrain_advice(config: WorldClipConfig) -> str:
+    """The command that trains the cached world CLIP of ``config`` again."""
+    return f"run `python tools/train_world_clip.py --classes {config.classes} --retrain`"
+
+
+def _check_checkpoint(checkpoint: Path, report: dict, config: WorldClipConfig) -> None:
+    """Raises :class:`WorldClipCacheError` unless the cached weights read back completely."""
+    advice = f"the cache entry is damaged; {retrain_advice(config)}"
+    expected = report.get("checkpoint_sha256")
+    if expected and hashlib.sha256(checkpoint.read_bytes()).hexdigest() != expected:
+        raise WorldClipCacheError(
+            f"cached world CLIP '{checkpoint}' does not match the checksum its report.json "
+            f"records (changed or truncated after it was written); {advice}"
+        )
+    state = read_weights_file(checkpoint, "world CLIP checkpoint", advice, WorldClipCacheError)
+    if not isinstance(state, dict) or not state:
+        raise WorldClipCacheError(f"cached world CLIP '{checkpoint}' holds no state dict; {advice}")
+
+
 def _cached(entry: Path, checkpoint: Path, config: WorldClipConfig) -> dict | None:
-    """The entry's report if it is complete, was made from ``config`` and passed the gate."""
+    """The entry's report if it is complete, was made from ``config`` and passed the gate.
+
+    Raises:
+        WorldClipCacheError: the entry is complete on paper but its weights do not read back.
+    """
     report_file = entry / "report.json"
     if not (checkpoint.is_file() and report_file.is_file()):
         return None
@@ -87,7 +127,10 @@ def _cached(entry: Path, checkpoint: Path, config: WorldClipConfig) -> dict | No
     except (OSError, json.JSONDecodeError):
         return None
     ok = report.get("config") == config.as_dict() and report.get("gate", {}).get("passed")
-    return report if ok else None
+    if not ok:
+        return None
+    _check_checkpoint(checkpoint, report, config)
+    return report
 
 
 def ensure_world_clip(
@@ -97,6 +140,9 @@ def ensure_world_clip(
     retrain: bool = False,
 ) -> WorldClip:
     """Returns the cached world CLIP for ``config``, training and gate-checking it if needed.
+
+    A complete entry is used without writing anything (a read-only cache works); the lock file
+    is opened only to train.
 
     Args:
         config: What to train (defaults: the world CLIP of ``make demo``).
@@ -110,25 +156,49 @@ def ensure_world_clip(
     Raises:
         WorldClipQualityError: the trained CLIP missed the gate (the message names the classes);
             nothing is cached then.
+        WorldClipCacheError: a cached entry whose weights do not read back (the message gives
+            the ``--retrain`` command), or a cache that cannot be written when training is needed.
     """
     config = config or WorldClipConfig()
     model_config = model_config_path(config.model_config)
     entry = Path(cache_dir or default_cache_dir()).expanduser() / "world_clip"
     entry = entry / world_clip_key(config)
     checkpoint = entry / f"{model_config.stem}.pt"
-    entry.mkdir(parents=True, exist_ok=True)
-    with open(entry / ".lock", "w") as lock:
+    report = None if retrain else _cached(entry, checkpoint, config)
+    if report is not None:
+        return WorldClip(model_config, checkpoint, report, trained_now=False)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        lock = open(entry / ".lock", "w")  # noqa: SIM115 -- closed by the with below
+    except OSError as e:
+        raise WorldClipCacheError(
+            f"the world CLIP must be trained, but its cache folder '{entry}' cannot be written "
+            f"({e.strerror}); set CHIMERASEG_CACHE to a writable folder"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one trainer per entry; released on close
-        report = None if retrain else _cached(entry, checkpoint, config)
+        report = None if retrain else _cached(entry, checkpoint, config)  # another process's
         if report is not None:
             return WorldClip(model_config, checkpoint, report, trained_now=False)
-        model, info = train_world_clip(config, progress=progress)
-        gate = zero_shot_report(model, config)
-        message = gate_message(gate, config)
-        if not gate["passed"]:
-            raise WorldClipQualityError(f"world CLIP ({config.classes}) failed its gate: {message}")
-        logger.info("world CLIP (%s): %s", config.classes, message)
-        report = {"config": config.as_dict(), "training": info, "gate": gate, "message": message}
-        atomic_torch_save(model.state_dict(), checkpoint)
-        atomic_write_text(entry / "report.json", json.dumps(report, indent=2))
+        report = _train_and_save(config, checkpoint, progress)
     return WorldClip(model_config, checkpoint, report, trained_now=True)
+
+
+def _train_and_save(config: WorldClipConfig, checkpoint: Path, progress: bool) -> dict:
+    """Trains and gate-checks the CLIP, writes its weights and ``report.json``; returns it."""
+    model, info = train_world_clip(config, progress=progress)
+    gate = zero_shot_report(model, config)
+    message = gate_message(gate, config)
+    if not gate["passed"]:
+        raise WorldClipQualityError(f"world CLIP ({config.classes}) failed its gate: {message}")
+    logger.info("world CLIP (%s): %s", config.classes, message)
+    atomic_torch_save(model.state_dict(), checkpoint)
+    report = {
+        "config": config.as_dict(),
+        "training": info,
+        "gate": gate,
+        "message": message,
+        "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+    }
+    atomic_write_text(checkpoint.parent / "report.json", json.dumps(report, indent=2))
+    return report

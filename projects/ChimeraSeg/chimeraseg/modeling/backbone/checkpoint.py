@@ -26,6 +26,7 @@ from torch import nn
 
 from chimeraseg.modeling.backbone.layers import resize_pos_embed
 from chimeraseg.modeling.backbone.mit import MIT_CONFIGS, MixTransformer
+from chimeraseg.utils.checkpoint_io import read_weights_file
 
 MIT_DROPPED_KEYS = ("head.weight", "head.bias")
 VIT_DROPPED_KEYS = ("head.weight", "head.bias")
@@ -46,10 +47,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- any unpickling failure means a bad file
-        raise CheckpointError(f"Cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    advice = "expected ImageNet weights saved with torch.save (e.g. SegFormer's mit_b0.pth)"
+    obj = read_weights_file(path, "backbone checkpoint", advice, error=CheckpointError)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
