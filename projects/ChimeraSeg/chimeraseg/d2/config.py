@@ -122,7 +122,8 @@ def _add_model_config(cfg: CN) -> None:
     m.SAM.WEIGHT = _DEFAULTS.losses.weights["loss_sam"]
     # tau_f of the prototype-to-CLS softmax.
     m.SAM.TAU_F = _DEFAULTS.losses.sam.tau_f
-    # tau_c of the text-to-CLS softmax.
+    # tau_c of the text-to-CLS softmax; None = the CLIP's own learnt temperature
+    # 1 / exp(logit_scale) (0.01 for OpenAI's CLIP, the paper's value); a number overrides it.
     m.SAM.TAU_C = _DEFAULTS.losses.sam.tau_c
 
     m.SEG_LOSS = CN()

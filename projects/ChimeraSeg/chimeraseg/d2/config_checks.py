@@ -53,6 +53,8 @@ _NUMBER_RULES: dict[str, str] = {
     **dict.fromkeys(("LOGIT_TAU", "SGD.TAU", "SAM.TAU_F", "SAM.TAU_C"), "> 0"),
     "PSEUDO_MASKS.UNSEEN_TEMPERATURE": "> 0",
 }
+# Keys whose None means "from the CLIP" (checked as numbers otherwise).
+_CLIP_DEFAULTED = ("SAM.TAU_C",)
 # Integer keys: inclusive (low, high) bounds, None = no upper bound.
 _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "MODEL.CHIMERASEG.SGD.K_INIT": (1, None),
@@ -67,6 +69,8 @@ def _validate_numbers(cfg: CN) -> None:
     """Loss weights >= 0, temperatures > 0, integer keys in range (naming key and value)."""
     for name, rule in _NUMBER_RULES.items():
         key, value = f"MODEL.CHIMERASEG.{name}", _lookup(cfg, f"MODEL.CHIMERASEG.{name}")
+        if value is None and name in _CLIP_DEFAULTED:
+            continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value)) or (value < 0 if rule == ">= 0" else value <= 0):
             raise ValueError(f"config key {key} = {value!r} must be a finite number {rule}")

@@ -8,11 +8,12 @@ teacher, criterion: the same random initialisation for a given seed) and wired t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from chimeraseg.clip.teacher import CLIPTeacher
+from chimeraseg.clip.teacher import CLIPTeacher, clip_temperature
 from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
 from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
 from chimeraseg.modeling.csh import CLIPSemanticHead
@@ -20,7 +21,18 @@ from chimeraseg.modeling.decoder import SegFormerDecoder
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion
 from chimeraseg.modeling.settings import ChimeraSegSettings
 
-__all__ = ["build_chimeraseg_model"]
+__all__ = ["build_chimeraseg_model", "resolve_clip_settings"]
+
+
+def resolve_clip_settings(
+    settings: ChimeraSegSettings, clip_model: nn.Module
+) -> ChimeraSegSettings:
+    """``settings`` with what follows from the CLIP filled in: SAM's ``tau_c`` when None."""
+    sam = settings.losses.sam
+    if sam.tau_c is not None:
+        return settings
+    sam = replace(sam, tau_c=clip_temperature(clip_model))
+    return replace(settings, losses=replace(settings.losses, sam=sam))
 
 
 def build_chimeraseg_model(
@@ -47,7 +59,9 @@ def build_chimeraseg_model(
 
     Returns:
         The model, on the CPU; without teacher and criterion when ``settings.teacher`` is False.
+        Its ``settings`` are ``settings`` resolved for the CLIP (:func:`resolve_clip_settings`).
     """
+    settings = resolve_clip_settings(settings, clip_model)
     student = settings.student
     if backbone is None:
         backbone = build_student_backbone(

@@ -162,14 +162,19 @@ class SAMSettings:
 
     Attributes:
         tau_f: temperature of the prototype-to-CLS softmax ``P``.
-        tau_c: temperature of the text-to-CLS softmax ``Q``.
+        tau_c: temperature of the text-to-CLS softmax ``Q``; None = the CLIP's own learnt
+            temperature ``1 / exp(logit_scale)`` (0.01 for OpenAI's CLIP, the paper's value),
+            filled in by the builder, so ``Q`` is the CLIP's own zero-shot distribution.
     """
 
     tau_f: float = 0.07
-    tau_c: float = 0.01
+    tau_c: float | None = None
 
     def __post_init__(self) -> None:
-        _check("SAM", {"tau_f": self.tau_f, "tau_c": self.tau_c}, positive=True)
+        temperatures = {"tau_f": self.tau_f}
+        if self.tau_c is not None:
+            temperatures["tau_c"] = self.tau_c
+        _check("SAM", temperatures, positive=True)
 
 
 @dataclass(frozen=True)

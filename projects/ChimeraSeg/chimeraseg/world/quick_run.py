@@ -64,6 +64,7 @@ class QuickRunConfig:
         k_step: SGD's K decrease per step.
         sgd_weight: weight of the SGD loss (0 disables it).
         sam_weight: weight of the SAM loss (0 disables it).
+        sam_tau_c: SAM's text temperature; None = the CLIP's own (``1 / exp(logit_scale)``).
         pseudo_masks: latent pseudo masks on (False: ignore pixels stay ignored).
         vencoder_blocks: CLIP blocks in the CSH's VEncoder (0 = none, Table VIII).
         templates: prompt templates of the text embeddings.
@@ -84,6 +85,7 @@ class QuickRunConfig:
     k_step: float = 1.8
     sgd_weight: float = 1.0
     sam_weight: float = 0.5
+    sam_tau_c: float | None = None
     pseudo_masks: bool = True
     vencoder_blocks: int = 1
     templates: str = "zegclip15"
@@ -110,6 +112,7 @@ def model_settings(config: QuickRunConfig) -> ChimeraSegSettings:
     defaults = ChimeraSegSettings()
     losses = LossSettings(
         sgd=replace(defaults.losses.sgd, k_init=config.k_init, k_step=config.k_step),
+        sam=replace(defaults.losses.sam, tau_c=config.sam_tau_c),
         seed=config.seed,
     ).with_weights(loss_sgd=config.sgd_weight, loss_sam=config.sam_weight)
     return replace(
