@@ -102,7 +102,7 @@ def test_video_without_decodable_frames_reports_no_file(demo_tool, built, tmp_pa
 
 
 def test_failed_image_write_is_an_error_not_a_silent_skip(built, tmp_path, monkeypatch):
-    import chimeraseg.d2.predictor as predictor
+    import chimeraseg.utils.demo_images as predictor
 
     photo = _photo(tmp_path / "in" / "a.jpg")
     monkeypatch.setattr(predictor.cv2, "imwrite", lambda path, image: False)  # read-only folder

@@ -2,12 +2,11 @@
 
 ``tools/demo.py`` (images, folders, videos, any vocabulary) and ``tools/run_demo.py``
 (``make demo``) use it, as Mask2Former's demo uses its ``demo/predictor.py``. Predictions follow
-the evaluator's γ rule (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
+the evaluator's γ rule (``argmax(z + γ·[unseen])``, as
+:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
 """
 
 from __future__ import annotations
-
-import os
 
 import cv2
 import numpy as np
@@ -23,22 +22,47 @@ from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
-from chimeraseg.data.io import DatasetError, read_image
-from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
 from chimeraseg.data.splits import check_distinct_class_names
 from chimeraseg.modeling.inference import resize_argmax
-from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
+from chimeraseg.utils.demo_images import UNSEEN_SUFFIX, legend_strip, run_on_images
 
 __all__ = [
     "ChimeraSegDemo",
+    "VisualizerDrawer",
     "build_demo",
-    "image_outputs",
     "run_on_images",
     "unseen_indices",
-    "write_png",
 ]
 
-UNSEEN_SUFFIX = " *"
+
+class VisualizerDrawer:
+    """Draws label maps with detectron2's Visualizer (regions outlined and named) and a legend.
+
+    Args:
+        names: the vocabulary.
+        unseen: per class, whether it is unseen (marked ``" *"``).
+        colors: RGB colour per class (None = detectron2's colormap).
+    """
+
+    def __init__(
+        self, names: list[str], unseen: list[bool], colors: list[list[int]] | None = None
+    ) -> None:
+        palette = colormap(rgb=True, maximum=255)
+        self.metadata = Metadata(
+            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
+            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
+        )
+
+    def __call__(self, image_rgb: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(H + legend, W, 3)`` RGB overlay of ``(H, W)`` labels on ``(H, W, 3)`` RGB."""
+        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
+        labels = torch.as_tensor(np.asarray(labels))
+        overlay = vis.draw_sem_seg(labels, area_threshold=None, alpha=0.5).get_image()
+        meta = self.metadata
+        legend = legend_strip(
+            labels.numpy(), meta.stuff_classes, meta.stuff_colors, overlay.shape[1]
+        )
+        return np.concatenate([overlay, legend], axis=0)
 
 
 class ChimeraSegDemo:
@@ -61,12 +85,8 @@ class ChimeraSegDemo:
         self.model = model.eval()
         self.augmentations = T.AugmentationList(augmentations)
         self.gamma = gamma
-        names, unseen = model.vocabulary, model.unseen_mask.tolist()
-        palette = colormap(rgb=True, maximum=255)
-        self.metadata = Metadata(
-            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
-            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
-        )
+        self.drawer = VisualizerDrawer(model.vocabulary, model.unseen_mask.tolist(), colors)
+        self.metadata = self.drawer.metadata
 
     def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
         """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
@@ -91,27 +111,19 @@ class ChimeraSegDemo:
         bias = self.model.unseen_mask.to(logits.device).float() * float(self.gamma)  # (N,)
         return resize_argmax(logits, padded, size, out_hw, bias).cpu()
 
+    @property
+    def names(self) -> list[str]:
+        """The vocabulary."""
+        return list(self.model.vocabulary)
+
+    @property
+    def unseen(self) -> list[bool]:
+        """Per class, whether it receives γ."""
+        return self.model.unseen_mask.tolist()
+
     def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
-        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
-        overlay = vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
-        return np.concatenate([overlay, self._legend(prediction, overlay.shape[1])], axis=0)
-
-    def _legend(self, prediction: torch.Tensor, width: int) -> np.ndarray:
-        """A white strip listing the predicted classes with their colours (``*`` = unseen)."""
-        present = torch.unique(prediction).tolist()
-        rows = max(1, (len(present) + 2) // 3) + 1
-        strip = np.full((rows * 18 + 6, width, 3), 255, dtype=np.uint8)
-        col_w = max(width // 3, 1)
-        for i, c in enumerate(present):
-            y, x = 6 + (i // 3) * 18, 4 + (i % 3) * col_w
-            cv2.rectangle(strip, (x, y), (x + 12, y + 12), self.metadata.stuff_colors[c], -1)
-            label = self.metadata.stuff_classes[c]
-            cv2.putText(strip, label, (x + 16, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
-        cv2.putText(
-            strip, "* = unseen class", (4, rows * 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90)
-        )
-        return strip
+        return self.drawer(image_rgb, prediction)
 
     @torch.no_grad()
     def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
@@ -172,78 +184,3 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     if vocabulary is not None:
         check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     unseen_indices(vocabulary or [], unseen or [])
-
-
-def image_outputs(paths: list[str], output: str, similarity: bool, labels: bool) -> list[dict]:
-    """:func:`~chimeraseg.utils.output_files.plan_outputs` for :func:`run_on_images`' files.
-
-    Raises:
-        OutputError: an output would replace an input or another output of the run.
-    """
-    suffixes = (
-        [".png"] + (["_labels.png"] if labels else []) + (["_similarity.png"] if similarity else [])
-    )
-    return plan_outputs(paths, output, suffixes)  # no input lies in output (vocabulary.json)
-
-
-def write_png(path: str, image_rgb: np.ndarray) -> str:
-    """Writes an RGB image with OpenCV; returns ``path`` once it is on disk.
-
-    Raises:
-        OutputError: naming ``path`` when OpenCV could not write it.
-    """
-    try:
-        ok = cv2.imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))  # RGB -> BGR
-    except cv2.error as e:
-        raise OutputError(f"{path} was not written: {e}") from None
-    if not ok:
-        raise OutputError(f"{path} was not written (is the output folder writable?)")
-    return confirm_written(path)
-
-
-def run_on_images(
-    demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool, labels: bool = False
-) -> int:
-    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image.
-
-    With ``labels``, also ``<stem>_labels.png`` (the class index of every pixel, 8 or 16 bits by
-    vocabulary size) and, once, ``vocabulary.json`` naming the indices
-    (:mod:`chimeraseg.data.prediction_io`). Files that are not readable images are skipped with a
-    one-line note. No output replaces an input or another output of the run (checked before
-    any work), and every file is confirmed on disk.
-
-    Returns:
-        The number of images drawn.
-
-    Raises:
-        ValueError: when ``paths`` is empty or none of them is a readable image.
-        OutputError: an output would replace an input or another output, or was not written.
-    """
-    if not paths:
-        raise ValueError("no input image: the inputs name no file")
-    plans = image_outputs(paths, output, similarity, labels)
-    os.makedirs(output, exist_ok=True)
-    names = demo.model.vocabulary
-    if labels:
-        unseen = demo.model.unseen_mask.tolist()
-        vocabulary_file = os.path.join(output, "vocabulary.json")
-        write_vocabulary_json(vocabulary_file, names, unseen, demo.gamma)
-        confirm_written(vocabulary_file)
-    drawn = 0
-    for path, plan in zip(paths, plans):
-        try:
-            image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
-        except DatasetError as e:
-            print(f"[demo] skipped, not a readable image: {e}")
-            continue
-        prediction = demo.predict(image)  # (H, W) class indices
-        write_png(plan[".png"], demo.draw(image, prediction))
-        if labels:
-            write_label_png(plan["_labels.png"], prediction.numpy(), len(names))
-            confirm_written(plan["_labels.png"])
-        if similarity:
-            write_png(plan["_similarity.png"], demo.similarity(image))
-        drawn += 1
-    if not drawn:
-        raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
-    return drawn
