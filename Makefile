@@ -14,8 +14,10 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # Options passed through to tools/web_demo.py, e.g. `make web WEB_ARGS="--port 8080"`.
 WEB_ARGS ?=
+# Options passed through to tools/check_cluster.py, e.g. `make check-gpus CHECK_ARGS="--iterations 40"`.
+CHECK_ARGS ?=
 
-.PHONY: demo detectron2 web test lint format clean
+.PHONY: demo detectron2 web test lint format clean check-gpus mutation
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +43,28 @@ detectron2: $(BIN)/.detectron2
 demo: $(BIN)/.detectron2
 	$(BIN)/python tools/run_demo.py $(DEMO_ARGS)
 
+# Before a long run: trains, evaluates and measures on this machine's GPUs (NCCL; without a GPU,
+# two CPU processes with gloo) and writes a PASS/FAIL report (docs/CLUSTER_CHECK.md).
+check-gpus: $(BIN)/.detectron2
+	$(BIN)/python tools/check_cluster.py $(CHECK_ARGS)
+
 # The web demo on http://127.0.0.1:7860 (tools/web_demo.py): `make demo`'s model by default.
 web: $(BIN)/.detectron2
 	$(BIN)/python tools/web_demo.py $(WEB_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Mutation score of the method's core (docs/MUTATION.md; [tool.mutmut] in pyproject.toml lists
+# the modules and their tests). Slow, so not in CI. mutmut imports the package from ./mutants/, so
+# it runs in a staging copy with chimeraseg/ beside tests/. MUTANTS takes mutant-name patterns to
+# measure one module at a time, e.g. `make mutation MUTANTS="chimeraseg.data.zero_shot*"`.
+MUTATION_DIR ?= output/mutation
+MUTANTS ?=
+mutation: $(BIN)/.installed
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	cp -r projects/ChimeraSeg/chimeraseg tests configs pyproject.toml $(MUTATION_DIR)/
+	cd $(MUTATION_DIR) && $(abspath $(BIN))/mutmut run $(MUTANTS) && $(abspath $(BIN))/mutmut results
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -83,6 +83,7 @@ class TinyDecoder(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(8, 16, 1)
+        self.embed_dim = 16
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.conv(feats["res2"])
@@ -97,31 +98,38 @@ def build_tiny_model(
     text: torch.Tensor | None = None,
     head_options: dict | None = None,
     with_teacher: bool = True,
-    criterion: torch.nn.Module | None = None,
-    **model_options,
+    losses: object | None = None,
+    **settings_options,
 ) -> torch.nn.Module:
     """A ``ChimeraSegModel`` (6 classes, ``TINY_UNSEEN`` unseen) with the stand-in student.
 
     Args:
         clip: the tiny CLIP (CSH copies, teacher).
         text: ``(6, 32)`` class text embeddings (random when None).
-        head_options: ``CLIPSemanticHead`` keywords.
-        with_teacher: build the CLIP teacher.
-        criterion: the losses (``build_chimeraseg_model``'s default when None).
-        **model_options: further ``ChimeraSegModel`` keywords.
+        head_options: ``HeadSettings`` fields.
+        with_teacher: build the CLIP teacher (and the criterion).
+        losses: the ``LossSettings`` (defaults when None).
+        **settings_options: further ``ChimeraSegSettings`` fields.
     """
-    from chimeraseg.modeling import build_chimeraseg_model
+    from chimeraseg.modeling import (
+        ChimeraSegSettings,
+        HeadSettings,
+        LossSettings,
+        build_chimeraseg_model,
+    )
 
+    settings = ChimeraSegSettings(
+        head=HeadSettings(**(head_options or {})),
+        losses=losses or LossSettings(),
+        teacher=with_teacher,
+        **settings_options,
+    )
     return build_chimeraseg_model(
+        settings,
         clip_model=clip,
         backbone=TinyBackbone(),
         decoder=TinyDecoder(),
-        decoder_dim=16,
         class_text=torch.randn(6, 32) if text is None else text,
         seen_ids=TINY_SEEN,
         unseen_ids=TINY_UNSEEN,
-        head_options=head_options,
-        with_teacher=with_teacher,
-        criterion=criterion,
-        **model_options,
     )

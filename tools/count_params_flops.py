@@ -33,6 +33,7 @@ from torch import nn
 
 from chimeraseg.modeling.backbone import build_student_backbone, student_decoder_dim
 from chimeraseg.modeling.decoder import SegFormerDecoder
+from chimeraseg.modeling.settings import StudentSettings
 
 PUBLISHED = {"mit_b0": (3.8, 8.4), "mit_b4": (64.1, 95.7)}  # (M params, GFLOPs), ADE20K 512x512
 
@@ -43,7 +44,8 @@ class Student(nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.backbone = build_student_backbone(name, drop_path_rate=0.0)
-        self.decoder = SegFormerDecoder(self.backbone.out_channels, student_decoder_dim(name))
+        dim, dropout = student_decoder_dim(name), StudentSettings().decoder_dropout
+        self.decoder = SegFormerDecoder(self.backbone.out_channels, dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.backbone(x))

@@ -46,7 +46,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     class Record(HookBase):
         def before_step(self):
             it = get_event_storage().iter
-            seen.append((it, self.trainer.model.model.criterion.global_distillation.k_at(it)))
+            seen.append((it, self.trainer.model.model.criterion.losses["loss_sgd"].sgd.k_at(it)))
 
     resumed = ChimeraSegTrainer(
         get_chimeraseg_cfg(SYNTHETIC_CONFIG, [*opts, "SOLVER.MAX_ITER", "3"])
@@ -56,7 +56,7 @@ def test_train_eval_only_round_trip_and_resume(tiny_opts, synthetic_root, tmp_pa
     assert resumed.scheduler.last_epoch == 2
     resumed.register_hooks([Record()])
     resumed.train()
-    distillation = resumed.model.model.criterion.global_distillation
+    distillation = resumed.model.model.criterion.losses["loss_sgd"].sgd
     assert seen == [(2, distillation.k_at(2))]
     sgd_cfg = resumed.cfg.MODEL.CHIMERASEG.SGD
     assert distillation.k_at(2) == round(sgd_cfg.K_INIT - sgd_cfg.K_STEP * 2)

@@ -10,6 +10,7 @@ from PIL import Image
 pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
 
 import torch  # noqa: E402
+from detectron2.modeling import DatasetMapperTTA  # noqa: E402
 
 from chimeraseg.d2.config import get_chimeraseg_cfg  # noqa: E402
 
@@ -94,6 +95,49 @@ def test_flipped_views_are_flipped_back(tiny_opts, synthetic_root, tmp_path) -> 
     tta = SemanticSegmentorWithTTA(model, DatasetMapperTTA(cfg), batch_size=2)([inp])[0]
     torch.testing.assert_close(tta["sem_seg"], plain.detach(), rtol=1e-3, atol=1e-3)
     assert not torch.allclose(plain, plain.flip(-1))  # so an un-flipped view would differ
+
+
+def test_any_batch_size_equals_batch_one(tiny_opts, synthetic_root, tmp_path) -> None:
+    """Three scales with flips: batching pads nothing (one image size per pass), so every batch
+    size gives batch 1's average; padding the smaller scales to the largest changed it."""
+    from chimeraseg.d2.tta import SemanticSegmentorWithTTA, same_size_chunks
+
+    cfg, model, mapper = _setup(tiny_opts, ["TEST.AUG.MIN_SIZES", "(96, 128, 160)"])
+    inp = _input(mapper, tmp_path, symmetric=False)
+    sizes: list[set[tuple[int, int]]] = []
+
+    def spy(module, args) -> None:
+        sizes.append({tuple(x["image"].shape[-2:]) for x in args[0]})
+
+    handle = model.register_forward_pre_hook(spy)
+    one = SemanticSegmentorWithTTA(model, cfg=cfg, batch_size=1)([inp])[0]["sem_seg"]
+    assert len(sizes) == 6 and len(set().union(*sizes)) == 3
+    for batch_size in (2, 3, 4, 8):
+        sizes.clear()
+        got = SemanticSegmentorWithTTA(model, cfg=cfg, batch_size=batch_size)([inp])[0]
+        assert all(len(s) == 1 for s in sizes) and len(sizes) == 3  # a scale and its mirror
+        torch.testing.assert_close(got["sem_seg"], one, rtol=1e-5, atol=1e-5)
+    handle.remove()
+    views = DatasetMapperTTA(cfg)(inp)
+    assert [len(c) for c in same_size_chunks(views, 3)] == [2, 2, 2]
+    assert [len(c) for c in same_size_chunks(views, 1)] == [1] * 6
+    padded = _mean_of_padded_batch(model, views)  # what one padded pass of all views gave
+    assert not torch.allclose(padded, one, rtol=1e-3, atol=1e-3)
+
+
+def _mean_of_padded_batch(model, views) -> torch.Tensor:
+    """The views' average logits from a single forward pass over all of them (padded batch)."""
+    from fvcore.transforms import HFlipTransform
+
+    with torch.no_grad():
+        outputs = model(views)
+    total = 0
+    for view, output in zip(views, outputs):
+        logits = output["sem_seg"]
+        if any(isinstance(t, HFlipTransform) for t in view["transforms"].transforms):
+            logits = logits.flip(dims=[-1])
+        total = total + logits
+    return total / len(views)
 
 
 def test_one_scale_at_the_test_size_equals_plain(tiny_opts, synthetic_root, tmp_path) -> None:

@@ -103,3 +103,55 @@ def test_ade20k_847_missing_segmentation_is_named_or_skipped(tmp_path, capsys) -
         script.main(argv)
     script.main([*argv, "--skip-bad"])
     assert "bad (skipped) 1" in capsys.readouterr().out
+
+
+def _reference_nearest(src: int, dst: int) -> np.ndarray:
+    """OpenCV ``INTER_NEAREST``: destination index ``x`` reads ``floor(x · src / dst)``."""
+    return np.minimum(np.arange(dst) * src // dst, src - 1)
+
+
+def _reference_linear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV ``INTER_LINEAR`` in float: pixel centres, two taps per axis, borders clamped."""
+
+    def taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f = (np.arange(dst) + 0.5) * (src / dst) - 0.5
+        i0 = np.floor(f).astype(int)
+        a = f - i0
+        a[i0 < 0], i0[i0 < 0] = 0.0, 0
+        a[i0 >= src - 1], i0[i0 >= src - 1] = 0.0, src - 1
+        return i0, np.minimum(i0 + 1, src - 1), a
+
+    y0, y1, b = taps(image.shape[0], size[0])
+    x0, x1, a = taps(image.shape[1], size[1])
+    img = image.astype(np.float64)
+    a, b = a[None, :, None], b[:, None, None]
+    top = img[y0][:, x0] * (1 - a) + img[y0][:, x1] * a
+    bottom = img[y1][:, x0] * (1 - a) + img[y1][:, x1] * a
+    return top * (1 - b) + bottom * b
+
+
+def test_ade20k_847_resampling_is_cat_segs_opencv_formula() -> None:
+    """A crafted 683 × 1024 image: labels coding their own column (row), noise pixels. The
+    labels follow ``floor(x · scale)`` exactly and the image OpenCV's bilinear formula (within
+    the 1 grey level of its fixed-point weights); PIL's nearest and antialiased bilinear, used
+    before, do not."""
+    from chimeraseg.data.ade20k_847 import resize_like_cat_seg, short_side_size
+
+    h, w = 683, 1024
+    size = short_side_size(h, w)
+    assert size == (512, 768)
+    columns = np.broadcast_to(np.arange(w, dtype=np.uint16), (h, w)).copy()
+    rows = np.broadcast_to(np.arange(h, dtype=np.uint16)[:, None], (h, w)).copy()
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out_image, out_columns = resize_like_cat_seg(image, columns, size)
+    _, out_rows = resize_like_cat_seg(image, rows, size)
+    assert out_image.shape == (512, 768, 3) and out_image.dtype == np.uint8
+    assert out_columns.dtype == np.uint16
+    assert (out_columns == _reference_nearest(w, 768)[None, :]).all()
+    assert (out_rows == _reference_nearest(h, 512)[:, None]).all()
+    reference = _reference_linear(image, size)
+    assert np.abs(out_image.astype(np.float64) - reference).max() <= 1.0
+    pil_columns = np.asarray(Image.fromarray(columns).resize((768, 512), Image.NEAREST))
+    assert (pil_columns[0] != out_columns[0]).sum() == 512  # 2 of every 3 columns differ
+    pil_image = np.asarray(Image.fromarray(image).resize((768, 512), Image.BILINEAR))
+    assert np.abs(pil_image.astype(np.float64) - reference).max() > 10  # antialiasing

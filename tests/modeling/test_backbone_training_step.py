@@ -10,7 +10,7 @@ from chimeraseg.modeling.decoder import SegFormerDecoder
 
 
 def _train_step(backbone: torch.nn.Module, embed_dim: int, size: tuple[int, int]) -> None:
-    decoder = SegFormerDecoder(backbone.out_channels, embed_dim=embed_dim)
+    decoder = SegFormerDecoder(backbone.out_channels, embed_dim=embed_dim, dropout=0.1)
     model = torch.nn.ModuleDict({"backbone": backbone, "decoder": decoder}).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.1)

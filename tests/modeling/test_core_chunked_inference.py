@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
-from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead, InferenceConfig
+from chimeraseg.modeling import ChimeraSegModel, CLIPSemanticHead, HeadSettings, InferenceConfig
 from chimeraseg.modeling.inference import upsample_logits
 
 
@@ -41,7 +41,7 @@ def _count_mlp_calls(head: CLIPSemanticHead) -> list[int]:
 
 @pytest.mark.parametrize("norm", ["BN", "LN_clip", "LN", "none"])
 def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
-    head = CLIPSemanticHead(16, tiny_clip.visual, norm=norm).eval()
+    head = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings(norm=norm)).eval()
     if norm == "BN":
         _randomise_bn(head)
     calls = _count_mlp_calls(head)
@@ -60,7 +60,7 @@ def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
 
 def test_no_chunking_with_gradients_bn_training_or_gn(tiny_clip: nn.Module) -> None:
     x = torch.randn(2, 16, 5, 6)
-    head = CLIPSemanticHead(16, tiny_clip.visual)
+    head = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings())
     calls = _count_mlp_calls(head)
     head.eval()
     head(x, chunk_tokens=7)  # gradients enabled: one pass
@@ -70,7 +70,7 @@ def test_no_chunking_with_gradients_bn_training_or_gn(tiny_clip: nn.Module) -> N
         before = head.norm.bn.num_batches_tracked.clone()
         head(x, chunk_tokens=7)
     assert calls[0] == 2 and int(head.norm.bn.num_batches_tracked - before) == 1
-    gn = CLIPSemanticHead(16, tiny_clip.visual, norm="GN").eval()
+    gn = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings(norm="GN")).eval()
     gn_calls = _count_mlp_calls(gn)
     with torch.no_grad():
         assert not gn.chunking_allowed()

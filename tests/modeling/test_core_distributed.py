@@ -19,10 +19,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
+from chimeraseg.modeling.losses import SAMLoss, TrainingOutputs
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.semantic_alignment import semantic_alignment_loss
 from chimeraseg.modeling.prototypes import ImagePrototypes
+from chimeraseg.modeling.settings import LossSettings, SAMSettings, SGDSettings
 
 WORLD, D, H, W, TAU, TAU_F, TAU_C = 2, 8, 3, 4, 0.07, 0.07, 0.01
 ROWS = {0: [0, 1], 1: [2, 3, 4]}  # global image indices of each rank
@@ -110,11 +111,11 @@ def _ddp_sam(rank: int, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         cls=batch["cls"][rows],
         pseudo_labels=torch.empty(0),
         prototypes=protos,
-        fixed_text=batch["seen_text"],
+        classifier_text=batch["seen_text"],
         seen_text=batch["seen_text"],
         logit_tau=0.07,
     )
-    loss = ChimeraSegCriterion(sam_tau_f=TAU_F, sam_tau_c=TAU_C).alignment_loss(outputs)
+    loss = SAMLoss(LossSettings(sam=SAMSettings(tau_f=TAU_F, tau_c=TAU_C)))(outputs, 0)
     loss.backward()  # DDP averages the gradients of the two processes
     return {"loss": loss.detach(), "grad": layer.weight.grad.clone()}
 
@@ -142,7 +143,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
         # SGD with gathered negatives; K >= h·w selects every position (noise-independent).
         features = batch["features"][rows].clone().requires_grad_(True)
-        sgd = SelectiveGlobalDistillation(k_init=H * W + 5, mode="none", tau=TAU)
+        sgd = SelectiveGlobalDistillation(SGDSettings(k_init=H * W + 5, mode="none", tau=TAU))
         loss_sgd = sgd(features, batch["cls"][rows], iteration=0)
         loss_sgd.backward()
         out["loss_sgd"], out["grad_sgd"] = loss_sgd.detach(), features.grad
@@ -153,17 +154,17 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         protos = _image_prototypes(batch, rows)
         for p in protos:
             p.seen.requires_grad_(True)
-        criterion = ChimeraSegCriterion(sam_tau_f=TAU_F, sam_tau_c=TAU_C)
+        sam = SAMLoss(LossSettings(sam=SAMSettings(tau_f=TAU_F, tau_c=TAU_C)))
         outputs = TrainingOutputs(
             features=features,
             cls=batch["cls"][rows],
             pseudo_labels=torch.empty(0),
             prototypes=protos,
-            fixed_text=batch["seen_text"],
+            classifier_text=batch["seen_text"],
             seen_text=batch["seen_text"],
             logit_tau=0.07,
         )
-        loss_sam = criterion.alignment_loss(outputs)
+        loss_sam = sam(outputs, 0)
         loss_sam.backward()
         out["loss_sam"] = loss_sam.detach()
         out["grad_sam"] = torch.cat([p.seen.grad for p in protos])
@@ -226,7 +227,7 @@ def test_gathered_cls_gives_full_batch_sgd_and_sam(tmp_path) -> None:
         # The other rank's CLS tokens really enter as negatives.
         assert not torch.allclose(res["loss_sgd_local_only"], loss, rtol=1e-3, atol=1e-4)
     # Row-weighted mean of the rank losses = the module on the whole batch in one process.
-    single = SelectiveGlobalDistillation(k_init=H * W + 5, mode="none", tau=TAU)
+    single = SelectiveGlobalDistillation(SGDSettings(k_init=H * W + 5, mode="none", tau=TAU))
     whole = single(batch["features"], batch["cls"], iteration=0)
     n0, n1 = len(ROWS[0]), len(ROWS[1])
     torch.testing.assert_close((n0 * per_rank[0] + n1 * per_rank[1]) / (n0 + n1), whole)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from chimeraseg.modeling.losses import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
 from chimeraseg.modeling.prototypes import ImagePrototypes
+from chimeraseg.modeling.settings import LossSettings, SegLossSettings, SGDSettings
 
 TAU = 0.05
 CE_WEIGHT, FOCAL_WEIGHT, FOCAL_GAMMA = 1.0, 0.5, 2.0
@@ -22,17 +23,14 @@ NUM_FIXED, DIM, SIDE = 3, 8, 4
 
 
 def _lseg_criterion(seg_weight: float) -> ChimeraSegCriterion:
-    return ChimeraSegCriterion(
-        weight_dict={"loss_seg": seg_weight, "loss_sgd": 0.0, "loss_sam": 0.0},
-        global_distillation=None,
-        sam_tau_f=0.07,
-        sam_tau_c=0.01,
-        ce_weight=CE_WEIGHT,
-        focal_weight=FOCAL_WEIGHT,
-        focal_gamma=FOCAL_GAMMA,
-        gather_across_processes=False,
-        seed=None,
-    )
+    seg = SegLossSettings(ce_weight=CE_WEIGHT, focal_weight=FOCAL_WEIGHT, focal_gamma=FOCAL_GAMMA)
+    weights = {"loss_seg": seg_weight, "loss_sgd": 0.0, "loss_sam": 0.0}
+    return ChimeraSegCriterion(LossSettings(weights=weights, seg=seg, gather=False))
+
+
+def _lseg(criterion: ChimeraSegCriterion, outputs: TrainingOutputs) -> torch.Tensor:
+    """The unweighted ``Lseg`` of the criterion's registered segmentation loss."""
+    return criterion.losses["loss_seg"](outputs, 0)
 
 
 def _lseg_batch() -> tuple[TrainingOutputs, list[torch.Tensor], list[dict[int, int]]]:
@@ -65,7 +63,7 @@ def _lseg_batch() -> tuple[TrainingOutputs, list[torch.Tensor], list[dict[int, i
         cls=F.normalize(torch.randn(2, DIM), dim=-1),
         pseudo_labels=labels,
         prototypes=prototypes,
-        fixed_text=fixed,
+        classifier_text=fixed,
         seen_text=fixed,
         logit_tau=TAU,
     )
@@ -84,7 +82,7 @@ def _reference_lseg(
     per_pixel = []
     for i, lat in enumerate(latent):
         lat = F.normalize(lat, dim=-1) if normalise else lat
-        classifier = torch.cat([outputs.fixed_text, lat])  # (C_i, D)
+        classifier = torch.cat([outputs.classifier_text, lat])  # (C_i, D)
         pad = max(pad_to - classifier.shape[0], 0)
         classifier = torch.cat([classifier, classifier.new_zeros(pad, DIM)])
         tokens = F.normalize(outputs.features[i].flatten(1).t(), dim=-1)  # (h·w, D)
@@ -104,7 +102,7 @@ def test_lseg_is_cross_entropy_plus_focal_on_the_per_image_classifier() -> None:
     outputs, latent, columns = _lseg_batch()
     expected = _reference_lseg(outputs, latent, columns)
     criterion = _lseg_criterion(seg_weight=2.0)
-    torch.testing.assert_close(criterion.segmentation_loss(outputs), expected)
+    torch.testing.assert_close(_lseg(criterion, outputs), expected)
     losses = criterion(outputs, iteration=0)
     torch.testing.assert_close(losses["loss_seg"], 2.0 * expected)
     # The three details the reference pins each change the value (so the test can fail):
@@ -120,25 +118,25 @@ def test_lseg_is_cross_entropy_plus_focal_on_the_per_image_classifier() -> None:
 def test_lseg_ignores_latent_labels_without_prototype_and_padding_columns() -> None:
     outputs, latent, columns = _lseg_batch()
     criterion = _lseg_criterion(seg_weight=1.0)
-    before = criterion.segmentation_loss(outputs)
+    before = _lseg(criterion, outputs)
     # Pixels of a latent label without prototype carry no loss: relabelling them 255 is a no-op.
     labels = outputs.pseudo_labels.clone()
     labels[0][labels[0] == 5] = 255
     labels[1][labels[1] == 4] = 255
     outputs.pseudo_labels = labels
-    torch.testing.assert_close(criterion.segmentation_loss(outputs), before, rtol=0, atol=0)
+    torch.testing.assert_close(_lseg(criterion, outputs), before, rtol=0, atol=0)
     # Image 1 alone (no padding column in a batch of one) has the loss of its own classifier.
     single = TrainingOutputs(
         features=outputs.features[1:],
         cls=outputs.cls[1:],
         pseudo_labels=labels[1:],
         prototypes=outputs.prototypes[1:],
-        fixed_text=outputs.fixed_text,
+        classifier_text=outputs.classifier_text,
         seen_text=outputs.seen_text,
         logit_tau=TAU,
     )
     torch.testing.assert_close(
-        criterion.segmentation_loss(single), _reference_lseg(single, latent[1:], columns[1:])
+        _lseg(criterion, single), _reference_lseg(single, latent[1:], columns[1:])
     )
 
 
@@ -167,7 +165,7 @@ def test_sgd_selects_topk_of_scores_plus_gumbel_noise_of_its_generator() -> None
     features = torch.randn(3, DIM, 5, 5)
     cls = F.normalize(torch.randn(3, DIM), dim=-1)
     k = 6
-    sgd = SelectiveGlobalDistillation(k_init=k, k_step=0.0, mode="none", tau=0.07)
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=k, k_step=0.0, mode="none", tau=0.07))
     got = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(11))
     expected, top = _reference_pooled(features, cls, k, seed=11)
     torch.testing.assert_close(got, expected)
@@ -179,7 +177,7 @@ def test_sgd_selects_topk_of_scores_plus_gumbel_noise_of_its_generator() -> None
 def test_sgd_different_seeds_select_different_positions() -> None:
     features = torch.randn(2, DIM, 6, 6)
     cls = F.normalize(torch.randn(2, DIM), dim=-1)
-    sgd = SelectiveGlobalDistillation(k_init=4, k_step=0.0, mode="none", tau=0.07)
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=4, k_step=0.0, mode="none", tau=0.07))
     pooled = [
         sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(s)) for s in (0, 1)
     ]
@@ -191,7 +189,7 @@ def test_sgd_different_seeds_select_different_positions() -> None:
 @pytest.mark.parametrize("seed", [0, 5])
 def test_sgd_loss_is_infonce_of_the_reference_pooled_features(seed: int) -> None:
     features, cls = torch.randn(3, DIM, 4, 4), F.normalize(torch.randn(3, DIM), dim=-1)
-    sgd = SelectiveGlobalDistillation(k_init=5, k_step=0.0, mode="none", tau=0.1)
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=5, k_step=0.0, mode="none", tau=0.1))
     got = sgd(features, cls, 0, generator=torch.Generator().manual_seed(seed), gather=False)
     pooled, _ = _reference_pooled(features, cls, 5, seed)
     logits = F.normalize(pooled, dim=-1) @ cls.t() / 0.1  # (B, B)

@@ -15,6 +15,10 @@ from chimeraseg.modeling.losses import (
     segmentation_loss,
     semantic_alignment_loss,
 )
+from chimeraseg.modeling.settings import SAMSettings, SegLossSettings, SGDSettings
+
+SEG = vars(SegLossSettings())  # the defaults: CE and focal weight 1, gamma 2
+SAM = vars(SAMSettings())
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -25,9 +29,9 @@ def test_segmentation_loss_hand_computed() -> None:
     p = math.exp(2.0) / (math.exp(2.0) + math.exp(0.0))
     ce = -math.log(p)
     focal = -((1 - p) ** 2) * math.log(p)
-    got = segmentation_loss(logits, target, ce_weight=1.0, focal_weight=1.0)
+    got = segmentation_loss(logits, target, **SEG)
     assert got.item() == pytest.approx(ce + focal, rel=1e-6)
-    only_focal = segmentation_loss(logits, target, ce_weight=0.0, focal_weight=2.0)
+    only_focal = segmentation_loss(logits, target, ce_weight=0.0, focal_weight=2.0, focal_gamma=2.0)
     assert only_focal.item() == pytest.approx(2 * focal, rel=1e-5)
 
 
@@ -37,13 +41,13 @@ def test_segmentation_loss_mean_over_valid_pixels_and_upsampling() -> None:
     target[0, :4] = 255
     up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
     ref = F.cross_entropy(up, target, ignore_index=255)
-    got = segmentation_loss(logits, target, focal_weight=0.0)
+    got = segmentation_loss(logits, target, **{**SEG, "focal_weight": 0.0})
     torch.testing.assert_close(got, ref)
 
 
 def test_segmentation_loss_all_ignore_is_zero_with_graph() -> None:
     logits = torch.randn(1, 3, 4, 4, requires_grad=True)
-    loss = segmentation_loss(logits, torch.full((1, 16, 16), 255))
+    loss = segmentation_loss(logits, torch.full((1, 16, 16), 255), **SEG)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -51,7 +55,7 @@ def test_segmentation_loss_all_ignore_is_zero_with_graph() -> None:
 
 def test_segmentation_loss_rejects_out_of_range_target() -> None:
     with pytest.raises(ValueError, match="target value 7"):
-        segmentation_loss(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 7))
+        segmentation_loss(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 7), **SEG)
 
 
 # ------------------------------------------------------------------------------------- SAM
@@ -66,18 +70,19 @@ def test_sam_matches_torch_distributions_kl() -> None:
 
 def test_sam_normaliser_divides_the_summed_kl_and_rejects_bad_values() -> None:
     protos, text, cls = torch.randn(5, 8), torch.randn(5, 8), torch.randn(4, 8)
-    mean = semantic_alignment_loss(protos, text, cls)
-    torch.testing.assert_close(semantic_alignment_loss(protos, text, cls, normaliser=2.5), mean * 2)
+    mean = semantic_alignment_loss(protos, text, cls, **SAM)
+    halved = semantic_alignment_loss(protos, text, cls, **SAM, normaliser=2.5)
+    torch.testing.assert_close(halved, mean * 2)
     for bad in (0.0, -1.0, math.inf, math.nan):
-        with pytest.raises(ValueError, match="normaliser"):
-            semantic_alignment_loss(protos, text, cls, normaliser=bad)
+        with pytest.raises(ValueError, match=rf"normaliser={bad!r} must be finite and > 0"):
+            semantic_alignment_loss(protos, text, cls, **SAM, normaliser=bad)
 
 
 def test_sam_zero_for_single_image_or_no_prototypes() -> None:
     protos = torch.randn(3, 8, requires_grad=True)
-    loss = semantic_alignment_loss(protos, torch.randn(3, 8), torch.randn(1, 8))
+    loss = semantic_alignment_loss(protos, torch.randn(3, 8), torch.randn(1, 8), **SAM)
     assert loss.item() == 0.0 and loss.requires_grad
-    empty = semantic_alignment_loss(torch.zeros(0, 8), torch.zeros(0, 8), torch.randn(4, 8))
+    empty = semantic_alignment_loss(torch.zeros(0, 8), torch.zeros(0, 8), torch.randn(4, 8), **SAM)
     assert empty.item() == 0.0
 
 
@@ -104,7 +109,7 @@ def _reference_sgd(features: torch.Tensor, cls: torch.Tensor, tau: float) -> tor
 def test_sgd_equals_softmax_pooling_infonce_when_k_covers_grid(k_init: int) -> None:
     features = torch.randn(3, 8, 4, 4, requires_grad=True)
     cls = F.normalize(torch.randn(3, 8), dim=-1)
-    sgd = SelectiveGlobalDistillation(k_init=k_init, mode="none")
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=k_init, mode="none"))
     got = sgd(features, cls, iteration=0, generator=torch.Generator().manual_seed(1))
     ref = _reference_sgd(features, cls, 0.07)
     torch.testing.assert_close(got, ref)
@@ -114,7 +119,7 @@ def test_sgd_equals_softmax_pooling_infonce_when_k_covers_grid(k_init: int) -> N
 
 def test_sgd_k1_selects_one_position_and_is_deterministic() -> None:
     features, cls = torch.randn(2, 8, 3, 3), F.normalize(torch.randn(2, 8), dim=-1)
-    sgd = SelectiveGlobalDistillation(k_init=1, mode="none")
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=1, mode="none"))
     pooled = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(3))
     tokens = features.flatten(2).transpose(1, 2)  # (B, hw, D)
     for i in range(2):
@@ -124,13 +129,13 @@ def test_sgd_k1_selects_one_position_and_is_deterministic() -> None:
 
 
 def test_k_schedule_all_modes() -> None:
-    dec = SelectiveGlobalDistillation(k_init=9000, k_step=0.1, mode="decrease")
+    dec = SelectiveGlobalDistillation(SGDSettings(k_init=9000, k_step=0.1, mode="decrease"))
     assert [dec.k_at(t) for t in (0, 4, 5, 15, 25, 1000)] == [9000, 9000, 9000, 8999, 8998, 8900]
     assert dec.k_at(10**6) == 1  # clamped below
     assert dec.k_at(0, num_positions=1024) == 1024  # clamped to h·w
-    inc = SelectiveGlobalDistillation(k_init=100, k_step=0.1, mode="increase")
+    inc = SelectiveGlobalDistillation(SGDSettings(k_init=100, k_step=0.1, mode="increase"))
     assert [inc.k_at(t) for t in (0, 5, 15, 1000)] == [100, 101, 102, 200]
-    none = SelectiveGlobalDistillation(k_init=100, mode="none")
+    none = SelectiveGlobalDistillation(SGDSettings(k_init=100, mode="none"))
     assert none.k_at(12345) == 100 and none.k_at(0, num_positions=10) == 10
 
 
@@ -141,4 +146,4 @@ def test_round_half_away_from_zero_differs_from_bankers() -> None:
 
 def test_sgd_rejects_bad_mode() -> None:
     with pytest.raises(ValueError, match="mode='down'"):
-        SelectiveGlobalDistillation(mode="down")
+        SGDSettings(mode="down")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,23 +12,22 @@ from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
 from chimeraseg.modeling import (
-    ChimeraSegCriterion,
     ChimeraSegModel,
     InferenceConfig,
+    LossSettings,
     PseudoMaskConfig,
     SelectiveGlobalDistillation,
+    SGDSettings,
 )
 
 
-def _criterion(**kwargs) -> ChimeraSegCriterion:
-    options = dict(global_distillation=SelectiveGlobalDistillation(k_init=50, k_step=0.1), seed=0)
-    options.update(kwargs)
-    return ChimeraSegCriterion(**options)
+def _losses(**weights: float) -> LossSettings:
+    return LossSettings(sgd=SGDSettings(k_init=50, k_step=0.1), seed=0).with_weights(**weights)
 
 
-def _model(clip: nn.Module, criterion: ChimeraSegCriterion | None = None, **kwargs):
+def _model(clip: nn.Module, losses: LossSettings | None = None, **kwargs):
     kwargs.setdefault("pseudo_masks", PseudoMaskConfig(scales=(2, 4), kmeans_iters=3, min_area=1))
-    return build_tiny_model(clip, criterion=criterion or _criterion(), **kwargs)
+    return build_tiny_model(clip, losses=losses or _losses(), **kwargs)
 
 
 def _batch(b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,16 +50,23 @@ def _train_step(model: ChimeraSegModel, images, labels, iteration: int = 0) -> d
 @pytest.mark.parametrize("setting", ["inductive", "transductive"])
 def test_forward_train_and_gradients(tiny_clip: nn.Module, setting: str) -> None:
     model = _model(tiny_clip, setting=setting)
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    head_before = model.head.mlp[0].weight.detach().clone()
     losses = _train_step(model, *_batch())
     assert losses["loss_seg"] > 0 and losses["loss_sgd"] > 0 and losses["loss_sam"] > 0
-    assert model.head.mlp[0].weight.grad is not None
-    assert model.backbone.conv.weight.grad is not None
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.head.mlp[0].weight.grad.abs().sum() > 0
+    assert model.backbone.conv.weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    # A step over every parameter (weight decay included) moves the student, never the teacher.
+    torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5).step()
+    assert not torch.equal(model.head.mlp[0].weight, head_before)
+    after = model.teacher.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in teacher_before.items())
 
 
 def test_weights_zero_skip_losses(tiny_clip: nn.Module) -> None:
-    criterion = _criterion(weight_dict={"loss_sam": 0.0}, global_distillation=None)
-    model = _model(tiny_clip, criterion=criterion)
+    model = _model(tiny_clip, losses=_losses(loss_sgd=0.0, loss_sam=0.0))
+    assert list(model.criterion.losses) == ["loss_seg"]  # weight 0: not built, not computed
     losses = _train_step(model, *_batch())
     assert losses["loss_sgd"].item() == 0.0 and losses["loss_sam"].item() == 0.0
 
@@ -83,7 +91,8 @@ def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
         labels[:, :16, :16] = 255  # one teacher cell; its latent region may vanish at h×w
         model.pseudo_mask_config = PseudoMaskConfig(scales=(2,), min_area=1)
     elif case == "k_gt_hw":
-        model.criterion.global_distillation = SelectiveGlobalDistillation(10**6, mode="increase")
+        sgd = SelectiveGlobalDistillation(SGDSettings(k_init=10**6, mode="increase"))
+        model.criterion.losses["loss_sgd"].sgd = sgd
         iteration = 10
     losses = _train_step(model, images, labels, iteration)
     if case == "all_ignore":
@@ -92,12 +101,37 @@ def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
         assert losses["loss_sam"].item() == 0.0
 
 
+class _Recorder(nn.Module):
+    """Calls the real criterion and keeps what the model handed to it."""
+
+    def __init__(self, criterion: nn.Module) -> None:
+        super().__init__()
+        self.criterion, self.outputs = criterion, []
+
+    def forward(self, outputs, iteration: int) -> dict:
+        self.outputs.append(outputs)
+        return self.criterion(outputs, iteration)
+
+
 def test_latent_region_without_prototype_is_ignored(tiny_clip: nn.Module) -> None:
     model = _model(tiny_clip)
+    recorder = _Recorder(model.criterion)
+    model.criterion = recorder
     labels = torch.zeros(1, 64, 64, dtype=torch.long)
     labels[0, 1, 1] = 255  # only pixel (1,1): never sampled by the nearest downsampling
     model.pseudo_mask_config = PseudoMaskConfig(region_ignore_fraction=0.0, min_area=1)
-    _train_step(model, torch.rand(1, 3, 64, 64) * 255, labels)
+    losses = _train_step(model, torch.rand(1, 3, 64, 64) * 255, labels)
+    (outputs,) = recorder.outputs
+    pseudo = outputs.pseudo_labels
+    latent = (pseudo >= len(SEEN)) & (pseudo != 255)
+    assert latent.nonzero().tolist() == [[0, 1, 1]]  # the pixel did get a latent label
+    assert outputs.prototypes[0].latent.shape[0] == 0  # but its region has no prototype
+    hidden = dataclasses.replace(outputs, pseudo_labels=pseudo.masked_fill(latent, 255))
+    lseg = recorder.criterion.losses["loss_seg"]  # the registered, unweighted Lseg
+    ignored = lseg(hidden, 0)
+    assert torch.equal(lseg(outputs, 0), ignored)
+    seg_weight = recorder.criterion.weight_dict["loss_seg"]
+    torch.testing.assert_close(losses["loss_seg"], seg_weight * ignored)
 
 
 def test_label_errors(tiny_clip: nn.Module) -> None:
@@ -151,7 +185,7 @@ def test_forward_test_whole_and_slide(tiny_clip: nn.Module) -> None:
     ref = torch.einsum("bdhw,nd->bnhw", F.normalize(fc, dim=1), F.normalize(vocab, dim=-1)) / 0.07
     ref = F.interpolate(ref, size=(64, 96), mode="bilinear", align_corners=False)
     torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match="teacher"):
+    with pytest.raises(RuntimeError, match="forward_train needs a teacher and a criterion"):
         model.forward_train(*_batch(), 0)
 
 
@@ -184,7 +218,7 @@ def test_criterion_weight_dict_scales_each_loss(tiny_clip: nn.Module) -> None:
     torch.manual_seed(0)
     base = model.forward_train(images, labels, 0)
     model.criterion.weight_dict.update(loss_seg=2.0, loss_sgd=3.0, loss_sam=0.25)
-    model.criterion._generators = {}  # the same Gumbel noise again
+    model.criterion.losses["loss_sgd"]._generators = {}  # the same Gumbel noise again
     torch.manual_seed(0)
     scaled = model.forward_train(images, labels, 0)
     factors = {"loss_seg": 2.0, "loss_sgd": 3.0, "loss_sam": 0.25 / 0.5}

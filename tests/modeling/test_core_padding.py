@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -11,13 +12,14 @@ from chimeraseg_test_utils import build_tiny_model
 from torch import nn
 
 import chimeraseg.modeling.chimeraseg_model as core
-import chimeraseg.modeling.losses.criterion as criterion_module
-import chimeraseg.modeling.losses.selective_global_distillation as distillation_module
+import chimeraseg.modeling.losses.selective_global_distillation as sgd_module
+import chimeraseg.modeling.losses.semantic_alignment as sam_module
 from chimeraseg.modeling import (
-    ChimeraSegCriterion,
     ChimeraSegModel,
+    LossSettings,
     PseudoMaskConfig,
     SelectiveGlobalDistillation,
+    SGDSettings,
 )
 from chimeraseg.modeling.pseudo_masks import generate_pseudo_masks
 
@@ -78,7 +80,9 @@ def test_pseudo_masks_all_valid_equals_none_and_rejects_bad_mask() -> None:
         ref = generate_pseudo_masks(labels, dense, **kwargs)
         full = generate_pseudo_masks(labels, dense, valid=torch.ones_like(labels).bool(), **kwargs)
         assert torch.equal(ref.labels, full.labels) and torch.equal(ref.num_latent, full.num_latent)
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(
+        ValueError, match=r"valid \(2, 64, 64\) torch.float32 must be a bool tensor shaped like"
+    ):
         generate_pseudo_masks(labels, dense, num_seen=3, valid=torch.ones(2, 64, 64))
 
 
@@ -95,7 +99,7 @@ def _sgd_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("k_init", [5, 20, 30, 1000])  # 20 and 30: K clamped in one/both images
 def test_sgd_loss_ignores_padded_features(k_init: int) -> None:
     features, cls, valid = _sgd_inputs()
-    sgd = SelectiveGlobalDistillation(k_init=k_init, mode="none")
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=k_init, mode="none"))
     huge = torch.where(valid[:, None], features, 1e4 * torch.randn_like(features).abs())
     zero = torch.where(valid[:, None], features, torch.zeros_like(features))
     losses = []
@@ -112,7 +116,7 @@ def test_sgd_loss_ignores_padded_features(k_init: int) -> None:
 
 def test_sgd_pooling_covers_exactly_the_valid_positions_when_k_is_large() -> None:
     features, cls, valid = _sgd_inputs()
-    sgd = SelectiveGlobalDistillation(k_init=1000, mode="none")
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=1000, mode="none"))
     pooled = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(0), valid)
     for i in range(2):
         tokens = features[i].flatten(1).t()[valid[i].flatten()]  # (Nv, D)
@@ -122,7 +126,7 @@ def test_sgd_pooling_covers_exactly_the_valid_positions_when_k_is_large() -> Non
 
 def test_sgd_all_valid_equals_none_and_empty_image_keeps_one_position() -> None:
     features, cls, _ = _sgd_inputs()
-    sgd = SelectiveGlobalDistillation(k_init=7, mode="none")
+    sgd = SelectiveGlobalDistillation(SGDSettings(k_init=7, mode="none"))
     ref = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(0))
     full = torch.ones(2, 6, 6, dtype=torch.bool)
     out = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(0), full)
@@ -131,16 +135,16 @@ def test_sgd_all_valid_equals_none_and_empty_image_keeps_one_position() -> None:
     empty[1] = False
     pooled = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(0), empty)
     torch.testing.assert_close(pooled[1], features[1, :, 0, 0])
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(
+        ValueError, match=r"valid \(2, 5, 6\) torch.bool must be a bool tensor of shape"
+    ):
         sgd(features, cls, 0, valid=full[:, :5])
 
 
-def _model(clip: nn.Module, **criterion_options) -> ChimeraSegModel:
+def _model(clip: nn.Module, **loss_options) -> ChimeraSegModel:
     torch.manual_seed(0)
-    options = dict(global_distillation=SelectiveGlobalDistillation(k_init=50, k_step=0.1), seed=0)
-    options.update(criterion_options)
-    criterion = ChimeraSegCriterion(**options)
-    return build_tiny_model(clip, criterion=criterion, pseudo_masks=CONFIG).train()
+    losses = LossSettings(sgd=SGDSettings(k_init=50, k_step=0.1), seed=0, **loss_options)
+    return build_tiny_model(clip, losses=losses, pseudo_masks=CONFIG).train()
 
 
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -171,7 +175,8 @@ def test_model_keeps_padding_out_of_pseudo_masks(tiny_clip: nn.Module, monkeypat
     pseudo = captured[-1]
     assert bool((pseudo.labels[~valid] == 255).all())
     assert bool((pseudo.labels[:, 32:, :32] != 255).any())  # the real ignore region is used
-    with pytest.raises(ValueError, match="valid"):
+    message = f"valid {tuple(valid[:, :32].shape)} torch.bool must be bool shaped like labels"
+    with pytest.raises(ValueError, match=re.escape(message)):
         model.forward_train(images, labels, 0, valid=valid[:, :32])
 
 
@@ -179,7 +184,7 @@ def test_model_valid_none_equals_all_valid(tiny_clip: nn.Module) -> None:
     model = _model(tiny_clip)
     images, labels, _ = _padded_batch()
     ref = model.forward_train(images, labels, 3)
-    model.criterion._generators = {}  # same Gumbel noise again
+    model.criterion.losses["loss_sgd"]._generators = {}  # same Gumbel noise again
     full = model.forward_train(images, labels, 3, valid=torch.ones_like(labels, dtype=torch.bool))
     for key in ref:
         assert torch.equal(ref[key], full[key]), key
@@ -196,11 +201,11 @@ def test_sgd_and_sam_follow_the_criterion_gather_flag(
         calls.append(tensor.shape)
         return tensor.detach(), 0
 
-    monkeypatch.setattr(criterion_module, "all_gather_rows", spy)
-    monkeypatch.setattr(distillation_module, "all_gather_rows", spy)
-    options = {"gather_across_processes": gather}
+    monkeypatch.setattr(sam_module, "all_gather_rows", spy)
+    monkeypatch.setattr(sgd_module, "all_gather_rows", spy)
+    options = {"gather": gather}
     if not with_distillation:
-        options["global_distillation"] = None
+        options["weights"] = {"loss_seg": 1.0, "loss_sgd": 0.0, "loss_sam": 0.5}
     model = _model(tiny_clip, **options)
     images, labels, valid = _padded_batch()
     model.forward_train(images, labels, 0, valid=valid)

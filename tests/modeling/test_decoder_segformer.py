@@ -25,7 +25,7 @@ def _randomise(decoder: SegFormerDecoder) -> None:
 
 
 def test_matches_explicit_segformer_fusion_in_eval():
-    decoder = SegFormerDecoder(CHANNELS, embed_dim=8).eval()
+    decoder = SegFormerDecoder(CHANNELS, embed_dim=8, dropout=0.1).eval()
     _randomise(decoder)
     features = _features()
     projected = []
@@ -57,10 +57,10 @@ def test_dropout2d_zeroes_whole_channels_in_training():
 
 
 def test_missing_feature_and_bad_names_are_reported():
-    decoder = SegFormerDecoder(CHANNELS, embed_dim=8)
+    decoder = SegFormerDecoder(CHANNELS, embed_dim=8, dropout=0.1)
     features = _features()
     del features["res4"]
     with pytest.raises(KeyError, match="res4"):
         decoder(features)
     with pytest.raises(ValueError, match="stage4"):
-        SegFormerDecoder({"res2": 4, "stage4": 8}, embed_dim=8)
+        SegFormerDecoder({"res2": 4, "stage4": 8}, embed_dim=8, dropout=0.1)

@@ -28,8 +28,10 @@ from torch import nn
 from chimeraseg.clip.partial import extract_block_weights, fuse_value_projection
 from chimeraseg.clip.teacher import interpolate_pos_embed
 from chimeraseg.modeling.inference import upsample_logits
+from chimeraseg.modeling.settings import ChimeraSegSettings
 
-TEMPERATURE = 0.07
+# The same logit temperature as the student (one home: the model settings).
+TEMPERATURE = ChimeraSegSettings().logit_tau
 
 
 class MaskCLIPDense(nn.Module):

@@ -19,15 +19,13 @@ from torch import nn
 
 from benchmarks.clip_setup import Vocabulary
 from chimeraseg.modeling import (
-    ChimeraSegCriterion,
     ChimeraSegModel,
+    ChimeraSegSettings,
     InferenceConfig,
-    SelectiveGlobalDistillation,
+    LossSettings,
+    StudentSettings,
     build_chimeraseg_model,
 )
-from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
-
-TEMPERATURE = 0.07
 
 
 def build_model(
@@ -43,18 +41,17 @@ def build_model(
         vocab: class names, split and ``(N, D)`` text embeddings.
         with_teacher: attach a :class:`CLIPTeacher` (training) or not (inference only).
     """
-    criterion = ChimeraSegCriterion(
-        global_distillation=SelectiveGlobalDistillation(), gather_across_processes=False, seed=0
+    settings = ChimeraSegSettings(
+        student=StudentSettings(backbone=backbone_name),
+        losses=LossSettings(gather=False, seed=0),
+        teacher=with_teacher,
     )
     return build_chimeraseg_model(
+        settings,
         clip_model=clip_model,
-        backbone=build_student_backbone(backbone_name, drop_path_rate=0.1),
         class_text=vocab.text,
         seen_ids=vocab.seen,
         unseen_ids=vocab.unseen,
-        decoder_dim=student_decoder_dim(backbone_name),
-        with_teacher=with_teacher,
-        criterion=criterion if with_teacher else None,
     )
 
 
@@ -91,7 +88,7 @@ class StudentPipeline(nn.Module):
 
     def classify(self, fc: torch.Tensor) -> torch.Tensor:
         """Cosine logits ``(B, h, w, D) -> (B, N, h, w)``, divided by the temperature."""
-        logits = F.normalize(fc, dim=-1) @ self.text.t() / TEMPERATURE  # (B, h, w, N)
+        logits = F.normalize(fc, dim=-1) @ self.text.t() / self.model.logit_tau  # (B, h, w, N)
         return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
     @staticmethod

@@ -29,6 +29,7 @@ from chimeraseg.clip.block_weights import FusedValueMap, extract_block_weights, 
 from chimeraseg.clip.partial import keep_frozen_in_eval
 
 __all__ = [
+    "clip_temperature",
     "DENSE_PATHS",
     "TeacherOutput",
     "CLIPTeacher",
@@ -37,6 +38,24 @@ __all__ = [
 ]
 
 DENSE_PATHS = ("value_ffn", "value")
+
+
+def clip_temperature(clip_model: nn.Module) -> float:
+    """The CLIP's own learnt softmax temperature ``1 / exp(logit_scale)``.
+
+    0.01 for OpenAI's CLIP (logit scale 100), about 0.059 for the synthetic world's; SAM's text
+    temperature ``τc`` defaults to it (docs/METHOD.md, 'Semantic Alignment Module').
+
+    Raises:
+        TypeError: when ``clip_model`` has no ``logit_scale``.
+    """
+    scale = getattr(clip_model, "logit_scale", None)
+    if not isinstance(scale, torch.Tensor):
+        raise TypeError(
+            f"{type(clip_model).__name__} has no logit_scale tensor: set SAM's tau_c explicitly "
+            "(MODEL.CHIMERASEG.SAM.TAU_C)"
+        )
+    return float(1.0 / scale.detach().double().exp())
 
 
 class TeacherOutput(NamedTuple):
@@ -105,7 +124,7 @@ class CLIPTeacher(nn.Module):
         dense_path: The dense path in use.
     """
 
-    def __init__(self, clip_model: nn.Module, *, dense_path: str = "value_ffn") -> None:
+    def __init__(self, clip_model: nn.Module, *, dense_path: str = DENSE_PATHS[0]) -> None:
         super().__init__()
         if dense_path not in DENSE_PATHS:
             raise ValueError(

@@ -2,13 +2,15 @@
 
 Decisions: docs/METHOD.md, 'Inference'.
 
-For each class: every comma-separated synonym is humanised and put into every template; each
-prompt embedding is L2-normalised, the prompts of one synonym are averaged and renormalised, then
-the synonyms are averaged and renormalised.
+For each class: every comma-separated synonym gets its declared spelling (``clip/names.py``; other
+names stay verbatim) and is put into every template; each prompt embedding is L2-normalised, the
+prompts of one synonym are averaged and renormalised, then the synonyms are averaged and
+renormalised.
 
 The cache file ``<cache_dir>/text_<key>.pt`` is keyed by a SHA-256 of canonical JSON holding the
 model name, a weights identifier (the checkpoint file's SHA-256 when known, else a SHA-256 of the
-text tower's tensors), the templates, the raw names and the humanise flag.
+text tower's tensors), the templates, the raw names, the humanise flag and the names as they
+fill the templates (so a change of the declared spellings never reuses an old entry).
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ def weights_identifier(clip_model: nn.Module) -> str:
 def text_cache_key(
     model_name: str, weights_id: str, templates: list[str], names: list[str], humanize: bool
 ) -> str:
-    """SHA-256 of the canonical JSON of everything the embeddings depend on."""
+    """SHA-256 of the canonical JSON of everything the embeddings depend on.
+
+    ``prompt_names`` (the names after :func:`humanize_class_name`) is part of the key: entries
+    written while every hyphenated name was rewritten (``"post-it"`` -> ``"it post"``) had no
+    such field and can never be hit again.
+    """
     payload: dict[str, Any] = {
         "version": CACHE_FORMAT_VERSION,
         "model": model_name,
@@ -77,6 +84,7 @@ def text_cache_key(
         "templates": list(templates),
         "names": list(names),
         "humanize": humanize,
+        "prompt_names": [humanize_class_name(n) if humanize else n for n in names],
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -199,7 +207,8 @@ def encode_class_names(
         names: ``N`` class names; commas separate synonyms (``"person, people"``).
         templates: ``"imagenet80+scene"``, ``"zegclip15"``, ``"single"`` or a list of templates.
         cache_dir: Directory of the on-disk cache, or None for no cache.
-        humanize: Apply :func:`humanize_class_name` (``"wall-concrete"`` -> ``"concrete wall"``).
+        humanize: Apply the declared dataset spellings of :func:`humanize_class_name`
+            (``"wall-concrete"`` -> ``"concrete wall"``; undeclared names stay verbatim).
         batch_size: Prompts per text-encoder call (the prompts of all classes are batched).
         progress: Show a tqdm progress bar over encoder calls; None = only for vocabularies of
             at least ``LARGE_VOCABULARY`` classes.

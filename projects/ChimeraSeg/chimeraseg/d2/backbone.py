@@ -93,6 +93,11 @@ class _StudentBackboneAdapter(Backbone):
         }
 
     @property
+    def out_channels(self) -> dict[str, int]:
+        """Channels of every output feature (what the decoder is built for)."""
+        return dict(self._out_feature_channels)
+
+    @property
     def size_divisibility(self) -> int:
         return SIZE_DIVISIBILITY
 

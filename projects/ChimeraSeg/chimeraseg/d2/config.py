@@ -11,7 +11,12 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
+from chimeraseg.modeling.backbone.build import student_decoder_dim
+from chimeraseg.modeling.settings import ChimeraSegSettings
 from chimeraseg.utils.config_yaml import load_config_yaml
+
+# The defaults of every model key: the settings objects' own (written once, there).
+_DEFAULTS = ChimeraSegSettings()
 
 
 def _add_model_config(cfg: CN) -> None:
@@ -20,58 +25,58 @@ def _add_model_config(cfg: CN) -> None:
     m = cfg.MODEL.CHIMERASEG
     # "inductive": unseen class names are unknown during training (latent regions only);
     # "transductive": unseen names label confident ignore pixels (docs/METHOD.md, 'Pseudo masks').
-    m.SETTING = "inductive"
+    m.SETTING = _DEFAULTS.setting
     # Images of a batch are padded to a multiple of this (ImageList); 32 = the coarsest stride.
     m.SIZE_DIVISIBILITY = 32
     # Temperature tau of the cosine logits cos(Fc, A) / tau (docs/METHOD.md, 'Logits and
     # segmentation loss').
-    m.LOGIT_TAU = 0.07
+    m.LOGIT_TAU = _DEFAULTS.logit_tau
     # Build the frozen CLIP teacher (needed for training and the demo's similarity map; the
     # evaluation-only path sets it False to save memory).
-    m.BUILD_TEACHER = True
+    m.BUILD_TEACHER = _DEFAULTS.teacher
     # Teacher dense features for the pseudo masks: "value_ffn" (last block's value path with its
     # residual and FFN) or "value" (value path alone, as in MaskCLIP); see clip/teacher.py.
-    m.TEACHER_DENSE_PATH = "value_ffn"
+    m.TEACHER_DENSE_PATH = _DEFAULTS.teacher_dense_path
     # Allow --eval-only / tools/demo.py without trained weights in MODEL.WEIGHTS (an untrained
     # student; smoke tests only). False: a missing or foreign MODEL.WEIGHTS is an error.
     m.ALLOW_RANDOM_WEIGHTS = False
 
     m.BACKBONE = CN()
     # Student backbone: "b0" ... "b5" (MiT) or "vit_b16".
-    m.BACKBONE.VARIANT = "b0"
+    m.BACKBONE.VARIANT = _DEFAULTS.student.backbone.removeprefix("mit_")
     # Stochastic depth rate of the backbone's blocks.
-    m.BACKBONE.DROP_PATH_RATE = 0.1
+    m.BACKBONE.DROP_PATH_RATE = _DEFAULTS.student.drop_path_rate
     # Feature maps handed to the decoder (strides 4, 8, 16, 32).
     m.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # ImageNet checkpoint of the backbone (e.g. mit_b0.pth) loaded strictly; "" = random init.
-    m.BACKBONE.PRETRAINED = ""
+    m.BACKBONE.PRETRAINED = _DEFAULTS.student.weights
 
     m.DECODER = CN()
     # SegFormer all-MLP decoder width E (256 for B0/B1, 768 for B2-B5 and ViT-B).
-    m.DECODER.EMBED_DIM = 256
+    m.DECODER.EMBED_DIM = student_decoder_dim(_DEFAULTS.student.backbone)
     # Dropout before the decoder output.
-    m.DECODER.DROPOUT = 0.1
+    m.DECODER.DROPOUT = _DEFAULTS.student.decoder_dropout
 
     m.CSH = CN()
     # Layers of the trainable E -> Dv MLP (1 = Linear; 2 = Linear-GELU-Linear).
-    m.CSH.MLP_LAYERS = 1
+    m.CSH.MLP_LAYERS = _DEFAULTS.head.mlp_layers
     # Number of frozen last CLIP visual blocks in the VEncoder (0 = no VEncoder), Table VIII.
-    m.CSH.VENCODER_BLOCKS = 1
+    m.CSH.VENCODER_BLOCKS = _DEFAULTS.head.vencoder_blocks
     # Keep the value path (ln_1, v_proj, out_proj) of each VEncoder block, Table VI.
-    m.CSH.USE_VALUE = True
+    m.CSH.USE_VALUE = _DEFAULTS.head.use_value
     # Keep the FFN (ln_2, mlp) of each VEncoder block, Table VI.
-    m.CSH.USE_FFN = True
+    m.CSH.USE_FFN = _DEFAULTS.head.use_ffn
     # Train the value path instead of freezing it, Table VII.
-    m.CSH.TRAINABLE_VALUE = False
+    m.CSH.TRAINABLE_VALUE = _DEFAULTS.head.trainable_value
     # Train the FFN instead of freezing it, Table VII.
-    m.CSH.TRAINABLE_FFN = False
+    m.CSH.TRAINABLE_FFN = _DEFAULTS.head.trainable_ffn
     # Norm after the VEncoder: "BN" (SyncBN under DDP), "GN", "LN_clip" (frozen ln_post),
     # "LN" (learnable), "none"; Table IX.
-    m.CSH.NORM = "BN"
+    m.CSH.NORM = _DEFAULTS.head.norm
     # Fres = Fp + Norm(Fv) when True, Norm(Fv) otherwise; Table IV.
-    m.CSH.RESIDUAL = True
+    m.CSH.RESIDUAL = _DEFAULTS.head.residual
     # Projection Dv -> D: "frozen" CLIP proj, "learnable" from CLIP init, "he" learnable; Table V.
-    m.CSH.PROJ = "frozen"
+    m.CSH.PROJ = _DEFAULTS.head.proj
 
     m.PSEUDO_MASKS = CN()
     # Group ignore pixels into latent regions (off: ignore pixels stay ignored in Lseg).
@@ -80,53 +85,56 @@ def _add_model_config(cfg: CN) -> None:
     # The paper gives no scales; of the candidate sets drawn from 2, 4, 8, (4, 8) covered the most
     # hidden pixels at equal purity when measured with tools/pseudo_mask_quality.py
     # (docs/PSEUDO_MASKS.md).
-    m.PSEUDO_MASKS.WINDOW_SCALES = [4, 8]
+    m.PSEUDO_MASKS.WINDOW_SCALES = list(_DEFAULTS.pseudo_masks.scales)
     # Lloyd iterations of each K-Means run.
-    m.PSEUDO_MASKS.KMEANS_ITERS = 10
+    m.PSEUDO_MASKS.KMEANS_ITERS = _DEFAULTS.pseudo_masks.kmeans_iters
     # Clusters of all scales merge when their mean embeddings' cosine similarity exceeds this.
-    m.PSEUDO_MASKS.MERGE_THRESHOLD = 0.9
+    m.PSEUDO_MASKS.MERGE_THRESHOLD = _DEFAULTS.pseudo_masks.merge_threshold
     # Latent regions smaller than this many teacher-grid cells are dropped (stay ignored).
-    m.PSEUDO_MASKS.MIN_AREA = 4
+    m.PSEUDO_MASKS.MIN_AREA = _DEFAULTS.pseudo_masks.min_area
     # At most this many latent regions per image, largest first (-1 = no cap besides 255).
     m.PSEUDO_MASKS.MAX_REGIONS = -1
     # A teacher cell is in the ignore region when at least this fraction of its pixels is 255.
-    m.PSEUDO_MASKS.REGION_IGNORE_FRACTION = 0.5
+    m.PSEUDO_MASKS.REGION_IGNORE_FRACTION = _DEFAULTS.pseudo_masks.region_ignore_fraction
     # A K-Means seed window is used when more than this fraction of its cells is in the region.
-    m.PSEUDO_MASKS.SEED_REGION_FRACTION = 0.5
+    m.PSEUDO_MASKS.SEED_REGION_FRACTION = _DEFAULTS.pseudo_masks.seed_region_fraction
     # Transductive only: minimum teacher softmax confidence of an unseen class to label a cell.
-    m.PSEUDO_MASKS.UNSEEN_THRESHOLD = 0.5
+    m.PSEUDO_MASKS.UNSEEN_THRESHOLD = _DEFAULTS.pseudo_masks.unseen_threshold
     # Transductive only: temperature of that softmax over teacher-to-text cosines.
-    m.PSEUDO_MASKS.UNSEEN_TEMPERATURE = 0.01
+    m.PSEUDO_MASKS.UNSEEN_TEMPERATURE = _DEFAULTS.pseudo_masks.unseen_temperature
 
     m.SGD = CN()
     # Weight of the Selective Global Distillation loss (0 disables it), Table III.
-    m.SGD.WEIGHT = 1.0
+    m.SGD.WEIGHT = _DEFAULTS.losses.weights["loss_sgd"]
     # K0 of the top-K schedule, Table XI.
-    m.SGD.K_INIT = 9000
+    m.SGD.K_INIT = _DEFAULTS.losses.sgd.k_init
     # Change of K per iteration.
-    m.SGD.K_STEP = 0.1
+    m.SGD.K_STEP = _DEFAULTS.losses.sgd.k_step
     # K schedule "decrease" (K0 - step*t), "none" (constant) or "increase"; Table X.
-    m.SGD.MODE = "decrease"
+    m.SGD.MODE = _DEFAULTS.losses.sgd.mode
     # Temperature of the Gumbel selection and of the InfoNCE loss.
-    m.SGD.TAU = 0.07
+    m.SGD.TAU = _DEFAULTS.losses.sgd.tau
     # Gather teacher CLS embeddings across processes for the negatives of SGD and SAM.
-    m.SGD.GATHER = True
+    m.SGD.GATHER = _DEFAULTS.losses.gather
 
     m.SAM = CN()
     # lambda_sam, weight of the Semantic Alignment loss (0 disables it), Table XII.
-    m.SAM.WEIGHT = 0.5
+    m.SAM.WEIGHT = _DEFAULTS.losses.weights["loss_sam"]
     # tau_f of the prototype-to-CLS softmax.
-    m.SAM.TAU_F = 0.07
-    # tau_c of the text-to-CLS softmax.
-    m.SAM.TAU_C = 0.01
+    m.SAM.TAU_F = _DEFAULTS.losses.sam.tau_f
+    # tau_c of the text-to-CLS softmax; None = the CLIP's own learnt temperature
+    # 1 / exp(logit_scale) (0.01 for OpenAI's CLIP, the paper's value); a number overrides it.
+    m.SAM.TAU_C = _DEFAULTS.losses.sam.tau_c
 
     m.SEG_LOSS = CN()
+    # Weight of the segmentation loss Lseg in the total loss (0 disables it).
+    m.SEG_LOSS.WEIGHT = _DEFAULTS.losses.weights["loss_seg"]
     # Weight of the cross-entropy term of Lseg.
-    m.SEG_LOSS.CE_WEIGHT = 1.0
+    m.SEG_LOSS.CE_WEIGHT = _DEFAULTS.losses.seg.ce_weight
     # Weight of the softmax focal term of Lseg.
-    m.SEG_LOSS.FOCAL_WEIGHT = 1.0
+    m.SEG_LOSS.FOCAL_WEIGHT = _DEFAULTS.losses.seg.focal_weight
     # Focusing parameter gamma of the focal term.
-    m.SEG_LOSS.FOCAL_GAMMA = 2.0
+    m.SEG_LOSS.FOCAL_GAMMA = _DEFAULTS.losses.seg.focal_gamma
 
 
 def _add_clip_config(cfg: CN) -> None:
@@ -150,21 +158,21 @@ def _add_clip_config(cfg: CN) -> None:
 def _add_test_config(cfg: CN) -> None:
     """Adds the inference keys under ``TEST.*``."""
     # "whole": one forward pass per image; "slide": overlapping crops, logits averaged.
-    cfg.TEST.MODE = "whole"
+    cfg.TEST.MODE = _DEFAULTS.inference.mode
     # Sliding-window crop (h, w) in pixels.
-    cfg.TEST.SLIDE_CROP_SIZE = [512, 512]
+    cfg.TEST.SLIDE_CROP_SIZE = list(_DEFAULTS.inference.slide_crop)
     # Sliding-window stride (h, w) in pixels.
-    cfg.TEST.SLIDE_STRIDE = [341, 341]
+    cfg.TEST.SLIDE_STRIDE = list(_DEFAULTS.inference.slide_stride)
     # Bias gamma added to unseen-class logits (inductive calibration; 0.5 on COCO-Stuff).
     cfg.TEST.GAMMA = 0.0
     # Extra gamma values evaluated in the same pass (Fig. 10); [] = only TEST.GAMMA.
     cfg.TEST.GAMMA_SWEEP = []
     # CSH positions per chunk at inference (exact: same logits, cache-sized intermediates and
     # far less memory at large batches); 0 = all positions in one pass. Never used in training.
-    cfg.TEST.CSH_CHUNK_TOKENS = 1024
+    cfg.TEST.CSH_CHUNK_TOKENS = _DEFAULTS.inference.chunk_tokens
     # INEXACT speed option, off by default (1): k > 1 average-pools the decoder output k x k
     # before the CSH (2 = CSH at stride 8, ~4x fewer positions), logits upsampled once.
-    cfg.TEST.CSH_DOWNSAMPLE = 1
+    cfg.TEST.CSH_DOWNSAMPLE = _DEFAULTS.inference.head_downsample
     # Lower-precision inference (evaluation, --eval-only, tools/demo.py), off by default: the
     # student and the CSH run under autocast, the cosine logits stay float32.
     cfg.TEST.AMP = CN()
@@ -222,8 +230,8 @@ def _set_paper_defaults(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
     # The model takes RGB 0..255 and normalises with ImageNet RGB statistics.
     cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.MODEL.PIXEL_MEAN = list(_DEFAULTS.pixel_mean)
+    cfg.MODEL.PIXEL_STD = list(_DEFAULTS.pixel_std)
     # Reference scale of the random rescale (short side, long-side cap), then 512x512 crops.
     cfg.INPUT.MIN_SIZE_TRAIN = (512,)
     cfg.INPUT.MAX_SIZE_TRAIN = 2048

@@ -15,8 +15,8 @@ from chimeraseg.clip.teacher import DENSE_PATHS
 from chimeraseg.d2.amp import AMP_PRECISIONS
 from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
 from chimeraseg.modeling.inference import INFERENCE_MODES
-from chimeraseg.modeling.losses.selective_global_distillation import K_SCHEDULES
 from chimeraseg.modeling.pseudo_masks import SETTINGS
+from chimeraseg.modeling.settings import K_SCHEDULES
 
 __all__ = ["explain_removed_key", "small_batch_warning", "validate_chimeraseg_config"]
 
@@ -49,10 +49,12 @@ def _lookup(cfg: CN, dotted: str) -> object:
 # logits) finite and > 0.
 _NUMBER_RULES: dict[str, str] = {
     **dict.fromkeys(("SGD.WEIGHT", "SAM.WEIGHT", "SGD.K_STEP", "SEG_LOSS.CE_WEIGHT"), ">= 0"),
-    **dict.fromkeys(("SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
+    **dict.fromkeys(("SEG_LOSS.WEIGHT", "SEG_LOSS.FOCAL_WEIGHT", "SEG_LOSS.FOCAL_GAMMA"), ">= 0"),
     **dict.fromkeys(("LOGIT_TAU", "SGD.TAU", "SAM.TAU_F", "SAM.TAU_C"), "> 0"),
     "PSEUDO_MASKS.UNSEEN_TEMPERATURE": "> 0",
 }
+# Keys whose None means "from the CLIP" (checked as numbers otherwise).
+_CLIP_DEFAULTED = ("SAM.TAU_C",)
 # Integer keys: inclusive (low, high) bounds, None = no upper bound.
 _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "MODEL.CHIMERASEG.SGD.K_INIT": (1, None),
@@ -67,6 +69,8 @@ def _validate_numbers(cfg: CN) -> None:
     """Loss weights >= 0, temperatures > 0, integer keys in range (naming key and value)."""
     for name, rule in _NUMBER_RULES.items():
         key, value = f"MODEL.CHIMERASEG.{name}", _lookup(cfg, f"MODEL.CHIMERASEG.{name}")
+        if value is None and name in _CLIP_DEFAULTED:
+            continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value)) or (value < 0 if rule == ">= 0" else value <= 0):
             raise ValueError(f"config key {key} = {value!r} must be a finite number {rule}")

@@ -1,4 +1,4 @@
-"""DistributedDataParallel helpers that also work for CPU models (gloo), without SyncBatchNorm."""
+"""DistributedDataParallel helpers that also work for CPU models (gloo)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ def wrap_ddp(model: nn.Module, cfg: CfgNode) -> nn.Module:
 def broadcast_persistent_buffers(model: nn.Module) -> None:
     """Copies rank 0's persistent buffers (BatchNorm running statistics) to every process.
 
-    CPU DDP has no SyncBatchNorm and :func:`wrap_ddp` does not broadcast buffers, so each process
-    trains its own running statistics, while the checkpoint holds rank 0's. Broadcasting them before
-    evaluation makes every process evaluate the checkpointed model. Collective: every process must
-    call it (a no-op in a single process).
+    :func:`wrap_ddp` does not broadcast buffers. SyncBatchNorm (also on the CPU) keeps the running
+    statistics equal on every process, but a model built without it (a single-process checkpoint
+    evaluated by several, or a custom ``build_model``) trains its own per process, while the
+    checkpoint holds rank 0's. Broadcasting them before evaluation makes every process evaluate the
+    checkpointed model. Collective: every process must call it (a no-op in a single process).
     """
     if comm.get_world_size() == 1:
         return

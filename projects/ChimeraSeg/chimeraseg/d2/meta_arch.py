@@ -24,18 +24,10 @@ from torch import nn
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
 from chimeraseg.clip.text import encode_class_names
-from chimeraseg.d2.amp import amp_precision
 from chimeraseg.d2.config_checks import validate_chimeraseg_config
 from chimeraseg.d2.data.register_common import zero_shot_metadata
-from chimeraseg.modeling import (
-    ChimeraSegCriterion,
-    ChimeraSegModel,
-    InferenceConfig,
-    PseudoMaskConfig,
-    SelectiveGlobalDistillation,
-    build_chimeraseg_model,
-)
-from chimeraseg.modeling.decoder import SegFormerDecoder
+from chimeraseg.d2.settings import inference_config, settings_from_config
+from chimeraseg.modeling import ChimeraSegModel, build_chimeraseg_model
 from chimeraseg.modeling.inference import resize_logits
 
 __all__ = [
@@ -64,74 +56,6 @@ def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[int], list[in
     """``(class names, seen ids, unseen ids)`` from a registered dataset's metadata."""
     meta = zero_shot_metadata(dataset_name)
     return meta["stuff_classes"], meta["seen_classes"], meta["unseen_classes"]
-
-
-def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:
-    p = cfg.MODEL.CHIMERASEG.PSEUDO_MASKS
-    max_regions = None if p.MAX_REGIONS < 0 else p.MAX_REGIONS
-    if not p.ENABLED:
-        max_regions = 0  # no latent regions: ignore pixels stay ignored
-    return PseudoMaskConfig(
-        scales=tuple(p.WINDOW_SCALES),
-        kmeans_iters=p.KMEANS_ITERS,
-        merge_threshold=p.MERGE_THRESHOLD,
-        min_area=p.MIN_AREA,
-        max_regions=max_regions,
-        region_ignore_fraction=p.REGION_IGNORE_FRACTION,
-        seed_region_fraction=p.SEED_REGION_FRACTION,
-        unseen_threshold=p.UNSEEN_THRESHOLD,
-        unseen_temperature=p.UNSEEN_TEMPERATURE,
-    )
-
-
-def _head_options(cfg: CfgNode) -> dict[str, Any]:
-    c = cfg.MODEL.CHIMERASEG.CSH
-    return {
-        "mlp_layers": c.MLP_LAYERS,
-        "vencoder_blocks": c.VENCODER_BLOCKS,
-        "use_value": c.USE_VALUE,
-        "use_ffn": c.USE_FFN,
-        "trainable_value": c.TRAINABLE_VALUE,
-        "trainable_ffn": c.TRAINABLE_FFN,
-        "norm": c.NORM,
-        "residual": c.RESIDUAL,
-        "proj": c.PROJ,
-    }
-
-
-def _criterion(cfg: CfgNode) -> ChimeraSegCriterion:
-    m = cfg.MODEL.CHIMERASEG
-    distillation = SelectiveGlobalDistillation(
-        k_init=m.SGD.K_INIT, k_step=m.SGD.K_STEP, mode=m.SGD.MODE, tau=m.SGD.TAU
-    )
-    return ChimeraSegCriterion(
-        weight_dict={"loss_seg": 1.0, "loss_sgd": m.SGD.WEIGHT, "loss_sam": m.SAM.WEIGHT},
-        global_distillation=distillation if m.SGD.WEIGHT != 0 else None,
-        sam_tau_f=m.SAM.TAU_F,
-        sam_tau_c=m.SAM.TAU_C,
-        ce_weight=m.SEG_LOSS.CE_WEIGHT,
-        focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
-        focal_gamma=m.SEG_LOSS.FOCAL_GAMMA,
-        gather_across_processes=m.SGD.GATHER,
-        seed=cfg.SEED if cfg.SEED >= 0 else None,
-    )
-
-
-def inference_config(cfg: CfgNode) -> InferenceConfig:
-    """The ``TEST.*`` inference options as one :class:`InferenceConfig`."""
-    return InferenceConfig(
-        mode=cfg.TEST.MODE,
-        slide_crop=tuple(cfg.TEST.SLIDE_CROP_SIZE),
-        slide_stride=tuple(cfg.TEST.SLIDE_STRIDE),
-        head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
-        chunk_tokens=cfg.TEST.CSH_CHUNK_TOKENS,
-        precision=inference_precision(cfg),
-    )
-
-
-def inference_precision(cfg: CfgNode) -> torch.dtype | None:
-    """The autocast dtype of ``TEST.AMP`` (None when off); float16 needs a CUDA device."""
-    return amp_precision(cfg, "TEST") if cfg.TEST.AMP.ENABLED else None
 
 
 @META_ARCH_REGISTRY.register()
@@ -185,25 +109,13 @@ class ChimeraSeg(nn.Module):
         cache = cfg.MODEL.CLIP.TEXT_CACHE_DIR or None
         text = encode_class_names(clip_model, names, templates, cache_dir=cache)  # (N, D)
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
-        in_channels = {k: s.channels for k, s in backbone.output_shape().items()}
         model = build_chimeraseg_model(
+            settings_from_config(cfg),
             clip_model=clip_model,
-            backbone=backbone,
             class_text=text,
             seen_ids=seen_ids,
             unseen_ids=unseen_ids,
-            decoder_dim=m.DECODER.EMBED_DIM,
-            decoder=SegFormerDecoder(in_channels, m.DECODER.EMBED_DIM, m.DECODER.DROPOUT),
-            head_options=_head_options(cfg),
-            with_teacher=m.BUILD_TEACHER,
-            teacher_dense_path=m.TEACHER_DENSE_PATH,
-            criterion=_criterion(cfg) if m.BUILD_TEACHER else None,
-            setting=m.SETTING,
-            pseudo_masks=_pseudo_mask_config(cfg),
-            logit_tau=m.LOGIT_TAU,
-            pixel_mean=cfg.MODEL.PIXEL_MEAN,
-            pixel_std=cfg.MODEL.PIXEL_STD,
-            inference=inference_config(cfg),
+            backbone=backbone,
         )
         test_set = (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[0]
         vocabulary, _, test_unseen = dataset_vocabulary(test_set)
@@ -259,6 +171,7 @@ class ChimeraSeg(nn.Module):
         names, _, unseen = dataset_vocabulary(dataset_name)
         self.set_vocabulary(names, unseen)
 
+    # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_metadata(self) -> dict[str, Any]:
         """CLIP reference and training vocabulary stored beside the weights."""
         m = self.model
@@ -298,42 +211,61 @@ class ChimeraSeg(nn.Module):
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """Training losses (``self.training``) or per-image ``{"sem_seg": (N, H, W)}`` logits."""
-        if not self.training:
-            return self.segment(batched_inputs, self.vocabulary_embeddings)
         images = self._images(batched_inputs)
-        labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
-        labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
-        iteration = get_event_storage().iter
-        valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
-        return self.model.forward_train(images.tensor, labels.tensor.long(), iteration, valid=valid)
-
-    def segment(
-        self, batched_inputs: list[dict[str, Any]], vocabulary_embeddings: torch.Tensor
-    ) -> list[dict[str, torch.Tensor]]:
-        """Per-image ``{"sem_seg": (N, H, W)}`` logits over any ``(N, D)`` text embeddings.
-
-        Eval-mode ``forward`` with the model's vocabulary; the web demo passes each session's.
-        """
-        images = self._images(batched_inputs)
-        # (B, N, h, w) at the head's resolution (whole image) or (B, N, Hp, Wp) (slide)
-        logits = self.model.forward_test(images.tensor, vocabulary_embeddings, upsample=False)
-        padded = tuple(images.tensor.shape[-2:])
+        if self.training:
+            labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
+            labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
+            iteration = get_event_storage().iter
+            valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)
+            return self.model.forward_train(
+                images.tensor, labels.tensor.long(), iteration, valid=valid
+            )
         results = []
-        for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
-            out_hw = (inp.get("height", size[0]), inp.get("width", size[1]))
+        for logit, padded, size, out_hw in self.low_resolution_logits(batched_inputs, images):
             if tuple(logit.shape[-2:]) == padded:
                 results.append({"sem_seg": crop_and_resize(logit, size, out_hw)})
             else:  # one resample from the head's logits to the output size
                 results.append({"sem_seg": resize_logits(logit, padded, size, out_hw)})
         return results
 
-    def similarity_map(
-        self, batched_inputs: list[dict], cls_inputs: list[dict] | None = None
-    ) -> list[torch.Tensor]:
-        """Per image the ``(height, width)`` cosine of the teacher's CLS with ``Fc`` (Fig. 8).
+    def low_resolution_logits(
+        self,
+        batched_inputs: list[dict[str, Any]],
+        images: ImageList | None = None,
+        vocabulary_embeddings: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """Per image ``(logits, padded_size, image_size, output_size)`` before the last resample.
 
-        ``cls_inputs``: images whose CLS is used (None = the same); one with all but a class's
-        region blanked gives that class's CLS token. Values lie in ``[-1, 1]``.
+        ``logits`` is ``(N, h, w)`` at the head's resolution (whole image) or ``(N, Hp, Wp)``
+        (slide); the demo turns it into labels band by band (``resize_argmax``) instead of
+        holding ``(N, height, width)`` logits. ``vocabulary_embeddings``: ``(N, D)`` of another
+        vocabulary (None = the model's); the web demo passes each session's.
+        """
+        images = images if images is not None else self._images(batched_inputs)
+        text = (
+            self.vocabulary_embeddings if vocabulary_embeddings is None else vocabulary_embeddings
+        )
+        logits = self.model.forward_test(images.tensor, text, upsample=False)
+        padded = tuple(images.tensor.shape[-2:])
+        return [
+            (logit, padded, tuple(size), (inp.get("height", size[0]), inp.get("width", size[1])))
+            for logit, inp, size in zip(logits, batched_inputs, images.image_sizes)
+        ]
+
+    def similarity_map(
+        self,
+        batched_inputs: list[dict[str, Any]],
+        cls_inputs: list[dict[str, Any]] | None = None,
+    ) -> list[torch.Tensor]:
+        """Cosine similarity of the teacher's CLS embedding with every ``Fc`` position (Fig. 8).
+
+        Args:
+            batched_inputs: The images whose ``Fc`` is compared.
+            cls_inputs: Images whose CLS is used (None = the same); one with all but a class's
+                region blanked gives that class's CLS token.
+
+        Returns:
+            Per image a ``(height, width)`` map in ``[-1, 1]``.
         """
         if self.model.teacher is None:
             raise RuntimeError("similarity_map needs the teacher (MODEL.CHIMERASEG.BUILD_TEACHER)")

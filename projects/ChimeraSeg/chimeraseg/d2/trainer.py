@@ -42,6 +42,7 @@ from chimeraseg.d2.data.register_common import dataset_dicts
 from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
 from chimeraseg.d2.hooks import PerIterationJSONWriter
 from chimeraseg.d2.tta import SemanticSegmentorWithTTA
+from chimeraseg.utils.sync_batchnorm import convert_sync_batchnorm
 
 # The checkpoint names are re-exported: tools/train_net.py and tools/demo.py import them from here.
 __all__ = [
@@ -216,13 +217,11 @@ class ChimeraSegTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
-        """Builds the meta-architecture; converts BatchNorm to SyncBatchNorm under CUDA DDP."""
+        """Builds the meta-architecture; converts BatchNorm to SyncBatchNorm under DDP (on the
+        CPU too: :class:`~chimeraseg.utils.sync_batchnorm.CPUSyncBatchNorm` syncs over gloo)."""
         model = build_model(cfg)
         if comm.get_world_size() > 1:
-            if cfg.MODEL.DEVICE.startswith("cuda"):
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:
-                logger.warning("SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
+            model = convert_sync_batchnorm(model, torch.device(cfg.MODEL.DEVICE).type)
         return model
 
     @classmethod

@@ -26,7 +26,7 @@ from torch import nn
 
 from chimeraseg.d2.ddp import unwrap_model
 
-__all__ = ["SemanticSegmentorWithTTA"]
+__all__ = ["SemanticSegmentorWithTTA", "same_size_chunks"]
 
 
 class SemanticSegmentorWithTTA(nn.Module):
@@ -38,7 +38,9 @@ class SemanticSegmentorWithTTA(nn.Module):
         tta_mapper: Callable turning one mapped input into its augmented versions, each with a
             ``"transforms"`` list; default ``DatasetMapperTTA(cfg)``.
         cfg: Config for the default mapper (``TEST.AUG.*``).
-        batch_size: Augmented views per forward pass.
+        batch_size: At most this many augmented views per forward pass; a pass holds only
+            consecutive views of the same image size (a scale and its mirror), so no view is
+            padded to a larger one and every batch size gives the result of batch size 1.
     """
 
     def __init__(
@@ -64,8 +66,7 @@ class SemanticSegmentorWithTTA(nn.Module):
     def _one(self, inp: dict[str, Any]) -> dict[str, torch.Tensor]:
         views = self.tta_mapper(inp)
         total = None
-        for start in range(0, len(views), self.batch_size):
-            chunk = views[start : start + self.batch_size]
+        for chunk in same_size_chunks(views, self.batch_size):
             with torch.no_grad():
                 outputs = self.model(chunk)
             for view, output in zip(chunk, outputs):
@@ -74,3 +75,25 @@ class SemanticSegmentorWithTTA(nn.Module):
                     logits = logits.flip(dims=[-1])  # undo the mirror
                 total = logits.clone() if total is None else total.add_(logits)
         return {"sem_seg": total / len(views)}
+
+
+def same_size_chunks(views: list[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
+    """Splits ``views`` in order into runs of at most ``batch_size`` views of one image size.
+
+    Batching views of different scales would pad the smaller ones to the largest (the model pads
+    a batch to one size), which changes their logits; consecutive same-size views keep the order
+    of summation, so the average equals one view per pass.
+
+    Args:
+        views: mapped inputs, each with an ``"image"`` ``(3, H, W)``.
+        batch_size: the most views per chunk (>= 1).
+    """
+    chunks: list[list[dict[str, Any]]] = []
+    for view in views:
+        size = tuple(view["image"].shape[-2:])
+        last = chunks[-1] if chunks else None
+        if last and len(last) < batch_size and tuple(last[0]["image"].shape[-2:]) == size:
+            last.append(view)
+        else:
+            chunks.append([view])
+    return chunks

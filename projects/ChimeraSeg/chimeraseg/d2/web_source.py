@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, demo_metadata, draw_overlay
+from chimeraseg.d2.predictor import ChimeraSegDemo, VisualizerDrawer, build_demo
 
 __all__ = ["D2Source", "build_d2_source"]
 
@@ -37,10 +37,12 @@ class D2Source:
         with torch.inference_mode():
             return self.demo.model.encode_vocabulary(names)
 
-    def logits(self, image_rgb: np.ndarray, text: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W)`` unbiased logits at the image's size."""
+    def predict(
+        self, image_rgb: np.ndarray, text: torch.Tensor, unseen: torch.Tensor, gamma: float
+    ) -> np.ndarray:
+        """``(H, W)`` class ids (the evaluator's γ rule, computed band by band)."""
         with torch.inference_mode():
-            return self.demo.model.segment(self.demo.inputs(image_rgb), text)[0]["sem_seg"]
+            return self.demo.predict_with(image_rgb, text, unseen, gamma).numpy()
 
     def class_similarity(self, image_rgb: np.ndarray, region: np.ndarray) -> np.ndarray | None:
         """``(H, W)`` cosine of the region's CLS token with ``Fc``; None without the teacher.
@@ -60,14 +62,17 @@ class D2Source:
         """The dataset's colours for its own vocabulary, else detectron2's colormap."""
         if list(names) == self.default_vocabulary:
             return [list(c) for c in self._default_colors]
-        return [list(c) for c in demo_metadata(names, [False] * len(names)).stuff_colors]
+        return [
+            list(c) for c in VisualizerDrawer(names, [False] * len(names)).metadata.stuff_colors
+        ]
 
     def overlay(
         self, image_rgb: np.ndarray, prediction: np.ndarray, labels: list[str], colors: list
     ) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB: detectron2's Visualizer overlay with region names."""
-        metadata = demo_metadata(labels, [False] * len(labels), colors)
-        return draw_overlay(image_rgb, torch.as_tensor(prediction), metadata)
+        return VisualizerDrawer(labels, [False] * len(labels), colors).overlay(
+            image_rgb, prediction
+        )
 
 
 def build_d2_source(config_file: str, opts: list[str], description: str) -> D2Source:

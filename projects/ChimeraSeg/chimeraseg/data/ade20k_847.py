@@ -3,7 +3,9 @@
 An ADE20K_2021_17_01 ``*_seg.png`` encodes the object class index of a pixel as
 ``R // 10 * 256 + G``; the 847 benchmark classes (``class_names/ade20k_847.tsv``) map to labels
 0...846 and every other index to 65535 (ignore). As in CAT-Seg, an image whose short side exceeds
-512 is resized to a 512 short side (image bilinear, labels nearest).
+512 is resized to a 512 short side (long side ``round(long · 512 / short)``) with OpenCV's
+``INTER_LINEAR`` for the image and ``INTER_NEAREST`` for the labels (:func:`resize_like_cat_seg`),
+so the prepared pixels are CAT-Seg's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -65,6 +68,30 @@ def short_side_size(h: int, w: int) -> tuple[int, int] | None:
     return round(h * MAX_SHORT_SIDE / w), MAX_SHORT_SIDE
 
 
+def resize_like_cat_seg(
+    image: np.ndarray, labels: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CAT-Seg's resampling: ``cv2.INTER_LINEAR`` image, ``cv2.INTER_NEAREST`` labels.
+
+    ``INTER_LINEAR`` samples at pixel centres (``src = (dst + 0.5)·scale - 0.5``, two taps per
+    axis, no antialiasing, 11-bit fixed-point weights); ``INTER_NEAREST`` takes
+    ``src = floor(dst·scale)``, *not* the pixel centre. PIL's ``NEAREST`` (pixel centres) and its
+    antialiased ``BILINEAR``, used here before, gave other values: resizing 683 × 1024 to
+    512 × 768, PIL's nearest takes another source pixel in 2 of every 3 rows and columns.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        labels: ``(H, W)`` uint16 labels (nearest, so mapping before or after resizing is equal).
+        size: ``(new_h, new_w)``.
+
+    Returns:
+        ``(new_h, new_w, 3)`` uint8 image and ``(new_h, new_w)`` uint16 labels.
+    """
+    dsize = (size[1], size[0])  # OpenCV takes (width, height)
+    resized = cv2.resize(image, dsize, interpolation=cv2.INTER_LINEAR)
+    return resized, cv2.resize(labels, dsize, interpolation=cv2.INTER_NEAREST)
+
+
 def _save(array: np.ndarray, path: str, image_format: str) -> None:
     """Atomic write (``*.tmp`` then rename)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -97,8 +124,7 @@ def convert_ade847(job: ADE847Job) -> tuple[str, str]:
         return "bad", str(e)
     size = short_side_size(*labels.shape)
     if size is not None:
-        image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
-        labels = np.asarray(Image.fromarray(labels).resize(size[::-1], Image.NEAREST))
+        image, labels = resize_like_cat_seg(image, labels, size)
     _save(labels, job.label_out, "TIFF")
     _save(image, job.image_out, "JPEG")  # PIL's default quality, as CAT-Seg writes them
     remade = damage not in ("missing image", "missing label")

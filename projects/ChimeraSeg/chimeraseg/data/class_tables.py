@@ -2,7 +2,7 @@
 
 Every table lists names in contiguous label order: the name at position ``i`` is the class whose
 prepared label value is ``i``. Names are the datasets' own (no prompt engineering here;
-``chimeraseg.clip.names`` humanises them for CLIP).
+``chimeraseg.clip.names`` holds the spellings COCO-Stuff and PASCAL declare for CLIP prompts).
 """
 
 from __future__ import annotations

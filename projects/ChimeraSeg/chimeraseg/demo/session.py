@@ -26,7 +26,6 @@ from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
 from chimeraseg.demo.render import UNSEEN_MARK, class_shares, heat_overlay, legend_html
 from chimeraseg.demo.source import SegmentationSource, TextEmbeddingCache
 from chimeraseg.demo.vocabulary import parse_vocabulary
-from chimeraseg.evaluation.gamma_sweep import biased_argmax
 
 __all__ = ["DEFAULT_LIMITS", "InputError", "Limits", "Segmentation", "WebDemo"]
 
@@ -183,8 +182,7 @@ class WebDemo:
         mask = torch.zeros(len(names), dtype=torch.bool)
         mask[unseen_ids] = True
         start = time.perf_counter()
-        logits = self.source.logits(image, text)  # (N, H, W)
-        prediction = biased_argmax(logits.cpu(), mask, float(gamma)).numpy()  # (H, W)
+        prediction = self.source.predict(image, text, mask, float(gamma))  # (H, W)
         model_ms = (time.perf_counter() - start) * 1e3
         flags = mask.tolist()
         colors = self.source.colors(names)

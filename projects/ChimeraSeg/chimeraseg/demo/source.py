@@ -37,8 +37,12 @@ class SegmentationSource(Protocol):
         """``(N, D)`` text embeddings of ``N`` class names (commas between synonyms)."""
         ...
 
-    def logits(self, image_rgb: np.ndarray, text: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W)`` unbiased logits of an ``(H, W, 3)`` uint8 RGB image over ``text``."""
+    def predict(
+        self, image_rgb: np.ndarray, text: torch.Tensor, unseen: torch.Tensor, gamma: float
+    ) -> np.ndarray:
+        """``(H, W)`` int64 class ids of an ``(H, W, 3)`` uint8 RGB image over ``(N, D)`` text
+        embeddings: ``argmax_c z_c + γ·[c unseen]`` (the evaluator's rule; ``unseen`` is an
+        ``(N,)`` bool mask)."""
         ...
 
     def class_similarity(self, image_rgb: np.ndarray, region: np.ndarray) -> np.ndarray | None:

@@ -16,19 +16,12 @@ from __future__ import annotations
 from chimeraseg.clip.names import split_synonyms, unseen_indices
 from chimeraseg.data.splits import parse_class_names
 
-__all__ = ["check_vocabulary", "parse_vocabulary", "split_names"]
+__all__ = ["parse_vocabulary", "split_names"]
 
 
 def split_names(text: str | None) -> list[str] | None:
     """Comma-separated names; None when the option is absent ([] when it holds no name)."""
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
-
-def check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) -> None:
-    """Raises for an empty vocabulary or unseen names outside it (before a model is built)."""
-    if vocabulary is not None and not vocabulary:
-        raise ValueError("the vocabulary is empty: give at least one class name")
-    unseen_indices(vocabulary or [], unseen or [])
 
 
 def parse_vocabulary(
@@ -46,15 +39,13 @@ def parse_vocabulary(
         ``(names, unseen ids)``.
 
     Raises:
-        ValueError: An empty vocabulary, more than ``max_classes`` classes, an empty synonym, a
-            class given twice, or an unseen name outside the vocabulary (each message names it).
+        ValueError: An empty vocabulary, more than ``max_classes`` classes, a name given twice
+            (:func:`~chimeraseg.data.splits.check_distinct_class_names`), an empty synonym, or an
+            unseen name outside the vocabulary (each message names it).
     """
     names = parse_class_names(text or "", source)
     if len(names) > max_classes:
         raise ValueError(f"{source} has {len(names)} classes; at most {max_classes} are allowed")
     for name in names:
         split_synonyms(name)  # raises for "a,,b"
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"{source} gives {repeated} more than once")
     return names, unseen_indices(names, split_names(unseen_text) or [])

@@ -7,25 +7,45 @@ from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whol
 from chimeraseg.modeling.losses import (
     ChimeraSegCriterion,
     SelectiveGlobalDistillation,
+    TrainingOutputs,
+    register_loss,
     segmentation_loss,
     semantic_alignment_loss,
 )
 from chimeraseg.modeling.prototypes import ImagePrototypes, class_prototypes, downsample_labels
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, PseudoMasks, generate_pseudo_masks
+from chimeraseg.modeling.settings import (
+    ChimeraSegSettings,
+    HeadSettings,
+    LossSettings,
+    SAMSettings,
+    SegLossSettings,
+    SGDSettings,
+    StudentSettings,
+)
 
 __all__ = [
     "CLIPSemanticHead",
     "ChimeraSegCriterion",
     "ChimeraSegModel",
+    "ChimeraSegSettings",
+    "HeadSettings",
     "ImagePrototypes",
     "InferenceConfig",
+    "LossSettings",
     "PseudoMaskConfig",
     "PseudoMasks",
+    "SAMSettings",
+    "SGDSettings",
+    "SegLossSettings",
     "SelectiveGlobalDistillation",
+    "StudentSettings",
+    "TrainingOutputs",
     "build_chimeraseg_model",
     "class_prototypes",
     "downsample_labels",
     "generate_pseudo_masks",
+    "register_loss",
     "segmentation_loss",
     "semantic_alignment_loss",
     "slide_inference",

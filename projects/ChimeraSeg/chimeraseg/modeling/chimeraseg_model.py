@@ -13,7 +13,6 @@ rebuilt from CLIP), and :meth:`load_state_dict` accepts such state dicts with ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,17 +25,11 @@ from chimeraseg.modeling.csh import CLIPSemanticHead
 from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whole_inference
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
 from chimeraseg.modeling.prototypes import class_prototypes, downsample_labels
-from chimeraseg.modeling.pseudo_masks import (
-    SETTINGS,
-    PseudoMaskConfig,
-    cell_fraction,
-    generate_pseudo_masks,
-)
+from chimeraseg.modeling.pseudo_masks import cell_fraction, generate_pseudo_masks
+from chimeraseg.modeling.settings import ChimeraSegSettings
 
 __all__ = ["ChimeraSegModel"]
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 _UNSEEN_LEAK, _INVALID = -2, -1  # label lookup-table markers
 
 
@@ -53,13 +46,9 @@ class ChimeraSegModel(nn.Module):
         seen_ids: dataset indices of the seen classes.
         unseen_ids: dataset indices of the unseen classes.
         num_classes: ``N`` of the dataset (``<= 255``).
-        setting: ``"inductive"`` or ``"transductive"``.
-        pseudo_masks: pseudo-mask knobs (defaults when None).
         criterion: the losses with their weights and temperatures (training needs one).
-        logit_tau: temperature ``τ`` of the cosine logits (training and inference).
-        pixel_mean: student normalisation mean (on 0..255 RGB).
-        pixel_std: student normalisation std.
-        inference: default inference options of :meth:`forward_test` (defaults when None).
+        settings: the model's settings (``setting``, ``pseudo_masks``, ``logit_tau``,
+            ``pixel_mean``, ``pixel_std`` and the default ``inference`` are read here).
     """
 
     def __init__(
@@ -74,24 +63,14 @@ class ChimeraSegModel(nn.Module):
         seen_ids: Sequence[int],
         unseen_ids: Sequence[int],
         num_classes: int,
-        setting: str = "inductive",
-        pseudo_masks: PseudoMaskConfig | None = None,
-        criterion: ChimeraSegCriterion | None = None,
-        logit_tau: float = 0.07,
-        pixel_mean: Sequence[float] = IMAGENET_MEAN,
-        pixel_std: Sequence[float] = IMAGENET_STD,
-        inference: InferenceConfig | None = None,
+        criterion: ChimeraSegCriterion | None,
+        settings: ChimeraSegSettings,
     ) -> None:
         super().__init__()
-        if setting not in SETTINGS:
-            raise ValueError(f"ChimeraSegModel: setting={setting!r} is not one of {SETTINGS}")
         self.backbone, self.decoder, self.head, self.teacher = backbone, decoder, head, teacher
-        if not math.isfinite(logit_tau) or logit_tau <= 0:
-            raise ValueError(f"ChimeraSegModel: logit_tau={logit_tau!r} must be finite and > 0")
-        self.criterion, self.logit_tau = criterion, float(logit_tau)
-        self.setting = setting
-        self.pseudo_mask_config = pseudo_masks or PseudoMaskConfig()
-        self.inference = inference or InferenceConfig()
+        self.criterion, self.settings = criterion, settings
+        self.logit_tau, self.setting = settings.logit_tau, settings.setting
+        self.pseudo_mask_config, self.inference = settings.pseudo_masks, settings.inference
         self.num_classes = num_classes
         self.seen_ids, self.unseen_ids = [int(i) for i in seen_ids], [int(i) for i in unseen_ids]
         self._check_split(seen_text, unseen_text)
@@ -100,8 +79,8 @@ class ChimeraSegModel(nn.Module):
             "unseen_text", F.normalize(unseen_text.float(), dim=-1), persistent=False
         )
         self.register_buffer("label_lut", self._build_label_lut(), persistent=False)
-        mean = torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(settings.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(settings.pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
         self.register_state_dict_post_hook(_drop_frozen_clip_keys)
@@ -239,7 +218,7 @@ class ChimeraSegModel(nn.Module):
             cls=teacher_out.cls,
             pseudo_labels=pseudo.labels,
             prototypes=protos,
-            fixed_text=fixed,
+            classifier_text=fixed,
             seen_text=self.seen_text,
             logit_tau=self.logit_tau,
             # a position is valid when >= half of its pixels are

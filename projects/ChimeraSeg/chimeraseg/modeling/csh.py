@@ -11,7 +11,7 @@ Per pixel, on channel-last tokens (contiguous GEMMs, no per-layer permutes)::
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -23,11 +23,16 @@ from chimeraseg.clip.partial import (
     keep_frozen_in_eval,
 )
 
+if TYPE_CHECKING:
+    from chimeraseg.modeling.settings import HeadSettings
+
 __all__ = [
     "CLIPSemanticHead",
     "ChannelLastBatchNorm",
     "ChannelLastGroupNorm",
     "DEFAULT_CHUNK_TOKENS",
+    "NORM_TYPES",
+    "PROJ_TYPES",
     "RowFn",
 ]
 
@@ -94,64 +99,38 @@ class CLIPSemanticHead(nn.Module):
     Args:
         in_channels: ``E``, channels of the student feature map.
         clip_visual: ``CLIP.visual`` whose last block(s), ``ln_post`` and ``proj`` are copied.
-        mlp_layers: 1 (Linear E->Dv) or 2 (Linear E->Dv, GELU, Linear Dv->Dv).
-        vencoder_blocks: number of last CLIP blocks in the VEncoder (0 = none, Table VIII).
-        use_value: keep the VEncoder value branch (Table VI).
-        use_ffn: keep the VEncoder FFN branch (Table VI).
-        trainable_value: train the value branch (Table VII).
-        trainable_ffn: train the FFN branch (Table VII).
-        norm: ``"BN" | "GN" | "LN_clip" | "LN" | "none"`` (Table IX).
-        residual: ``Fres = Fp + Fbn`` (else ``Fbn``) (Table IV).
-        proj: ``"frozen"`` CLIP copy, ``"learnable"`` CLIP init, ``"he"`` Kaiming init (Table V).
+        settings: MLP depth, VEncoder blocks and branches, norm, residual and projection
+            (Tables IV-IX; checked when the settings are made).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        clip_visual: nn.Module,
-        *,
-        mlp_layers: int = 1,
-        vencoder_blocks: int = 1,
-        use_value: bool = True,
-        use_ffn: bool = True,
-        trainable_value: bool = False,
-        trainable_ffn: bool = False,
-        norm: str = "BN",
-        residual: bool = True,
-        proj: str = "frozen",
-    ) -> None:
+    def __init__(self, in_channels: int, clip_visual: nn.Module, settings: HeadSettings) -> None:
         super().__init__()
-        if norm not in NORM_TYPES:
-            raise ValueError(f"CLIPSemanticHead: norm={norm!r} is not one of {NORM_TYPES}")
-        if proj not in PROJ_TYPES:
-            raise ValueError(f"CLIPSemanticHead: proj={proj!r} is not one of {PROJ_TYPES}")
-        if mlp_layers not in (1, 2):
-            raise ValueError(f"CLIPSemanticHead: mlp_layers={mlp_layers} must be 1 or 2")
+        s = settings
         self.vencoder = build_vencoder(
             clip_visual,
-            num_blocks=vencoder_blocks,
-            use_value=use_value,
-            use_ffn=use_ffn,
-            trainable_value=trainable_value,
-            trainable_ffn=trainable_ffn,
+            num_blocks=s.vencoder_blocks,
+            use_value=s.use_value,
+            use_ffn=s.use_ffn,
+            trainable_value=s.trainable_value,
+            trainable_ffn=s.trainable_ffn,
         )
         width = self.vencoder.width
-        if norm == "GN" and width % 32 != 0:
+        if s.norm == "GN" and width % 32 != 0:
             raise ValueError(f"CLIPSemanticHead: norm='GN' needs Dv % 32 == 0; Dv = {width}")
         layers: list[nn.Module] = [nn.Linear(in_channels, width)]
-        if mlp_layers == 2:
+        if s.mlp_layers == 2:
             layers += [nn.GELU(), nn.Linear(width, width)]
         self.mlp = nn.Sequential(*layers)
-        self.norm = _build_norm(norm, clip_visual, width)
-        self.proj = build_visual_projection(clip_visual, trainable=proj != "frozen")
-        if proj == "he":
+        self.norm = _build_norm(s.norm, clip_visual, width)
+        self.proj = build_visual_projection(clip_visual, trainable=s.proj != "frozen")
+        if s.proj == "he":
             self.proj.reset_parameters_he()
         self.in_channels = in_channels
         self.width = width
         self.embed_dim = self.proj.embed_dim
-        self.residual = residual
-        self.norm_type = norm
-        self.proj_type = proj
+        self.residual = s.residual
+        self.norm_type = s.norm
+        self.proj_type = s.proj
 
     def frozen_clip_modules(self) -> dict[str, nn.Module]:
         """Submodules holding frozen CLIP copies (name -> module), for checkpoint filtering."""

@@ -10,7 +10,7 @@ crop constraint; this loop keeps random rescale, crop and flip.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,15 +26,24 @@ from chimeraseg.data.zero_shot import mask_unseen
 from chimeraseg.evaluation.gamma_sweep import biased_argmax, unseen_class_mask
 from chimeraseg.evaluation.metrics import confusion_matrix, zero_shot_metrics
 from chimeraseg.modeling import (
-    ChimeraSegCriterion,
     ChimeraSegModel,
+    ChimeraSegSettings,
+    HeadSettings,
+    LossSettings,
     PseudoMaskConfig,
-    SelectiveGlobalDistillation,
+    StudentSettings,
     build_chimeraseg_model,
 )
-from chimeraseg.modeling.backbone.build import build_student_backbone, student_decoder_dim
 
-__all__ = ["QuickRunConfig", "load_split", "build_model", "train", "evaluate", "quick_run"]
+__all__ = [
+    "QuickRunConfig",
+    "build_model",
+    "evaluate",
+    "load_split",
+    "model_settings",
+    "quick_run",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,9 @@ class QuickRunConfig:
         warmup: linear warm-up steps, then poly (power 1) decay.
         k_init: SGD's initial K (decreasing by ``k_step`` per step).
         k_step: SGD's K decrease per step.
-        distillation_weight: weight of the SGD loss (0 disables it).
-        alignment_weight: weight of the SAM loss (0 disables it).
+        sgd_weight: weight of the SGD loss (0 disables it).
+        sam_weight: weight of the SAM loss (0 disables it).
+        sam_tau_c: SAM's text temperature; None = the CLIP's own (``1 / exp(logit_scale)``).
         pseudo_masks: latent pseudo masks on (False: ignore pixels stay ignored).
         vencoder_blocks: CLIP blocks in the CSH's VEncoder (0 = none, Table VIII).
         templates: prompt templates of the text embeddings.
@@ -73,8 +83,9 @@ class QuickRunConfig:
     warmup: int = 20
     k_init: int = 600
     k_step: float = 1.8
-    distillation_weight: float = 1.0
-    alignment_weight: float = 0.5
+    sgd_weight: float = 1.0
+    sam_weight: float = 0.5
+    sam_tau_c: float | None = None
     pseudo_masks: bool = True
     vencoder_blocks: int = 1
     templates: str = "zegclip15"
@@ -96,27 +107,34 @@ def load_split(dataset_dir: str, split: str) -> list[tuple[np.ndarray, np.ndarra
     return samples
 
 
+def model_settings(config: QuickRunConfig) -> ChimeraSegSettings:
+    """The model settings of a quick run: the defaults with the run's own options."""
+    defaults = ChimeraSegSettings()
+    losses = LossSettings(
+        sgd=replace(defaults.losses.sgd, k_init=config.k_init, k_step=config.k_step),
+        sam=replace(defaults.losses.sam, tau_c=config.sam_tau_c),
+        seed=config.seed,
+    ).with_weights(loss_sgd=config.sgd_weight, loss_sam=config.sam_weight)
+    return replace(
+        defaults,
+        student=StudentSettings(backbone=config.backbone),
+        head=HeadSettings(vencoder_blocks=config.vencoder_blocks),
+        losses=losses,
+        pseudo_masks=PseudoMaskConfig() if config.pseudo_masks else PseudoMaskConfig(max_regions=0),
+    )
+
+
 def build_model(clip_model: nn.Module, config: QuickRunConfig) -> ChimeraSegModel:
     """The Chimera-Seg model for the synthetic split, with ``clip_model`` as teacher and text."""
     split = get_split("synthetic")
     text = encode_class_names(clip_model, list(split.class_names), config.templates)  # (N, D)
     torch.manual_seed(config.seed)
-    distillation = SelectiveGlobalDistillation(k_init=config.k_init, k_step=config.k_step)
-    weights = {"loss_sgd": config.distillation_weight, "loss_sam": config.alignment_weight}
     return build_chimeraseg_model(
+        model_settings(config),
         clip_model=clip_model,
-        backbone=build_student_backbone(config.backbone),
         class_text=text,
         seen_ids=split.seen,
         unseen_ids=split.unseen,
-        decoder_dim=student_decoder_dim(config.backbone),
-        head_options={"vencoder_blocks": config.vencoder_blocks},
-        criterion=ChimeraSegCriterion(
-            weight_dict=weights,
-            global_distillation=distillation if config.distillation_weight > 0 else None,
-            seed=config.seed,
-        ),
-        pseudo_masks=None if config.pseudo_masks else PseudoMaskConfig(max_regions=0),
     )
 
 

@@ -15,7 +15,7 @@ BACKBONE_NAMES = tuple(f"mit_{v}" for v in MIT_CONFIGS) + (VIT_B16,)
 VIT_DECODER_DIM = 768
 
 
-def _canonical(name: str) -> str:
+def canonical_backbone_name(name: str) -> str:
     """Maps "b4"/"mit_b4"/"MIT_B4" to "mit_b4" and "vit_b16"/"vit-b/16" to "vit_b16"."""
     key = name.lower().replace("-", "_").replace("/", "")
     key = key if not key.startswith("b") else f"mit_{key}"
@@ -26,7 +26,7 @@ def _canonical(name: str) -> str:
 
 def student_decoder_dim(name: str) -> int:
     """Decoder width E for a backbone name: 256 for MiT-B0/B1, 768 for MiT-B2..B5 and ViT-B/16."""
-    key = _canonical(name)
+    key = canonical_backbone_name(name)
     return VIT_DECODER_DIM if key == VIT_B16 else mit_decoder_dim(key)
 
 
@@ -43,7 +43,7 @@ def build_student_backbone(
     Returns:
         A module with `out_channels`, `out_strides` and `forward((B, 3, H, W)) -> {"res2".."res5"}`.
     """
-    key = _canonical(name)
+    key = canonical_backbone_name(name)
     if key == VIT_B16:
         model = build_vit_b16(drop_path_rate=drop_path_rate)
         if weights:

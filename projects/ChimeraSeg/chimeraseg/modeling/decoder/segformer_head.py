@@ -35,7 +35,7 @@ class SegFormerDecoder(nn.Module):
         dropout: Dropout2d probability applied to the fused map.
     """
 
-    def __init__(self, in_channels: dict[str, int], embed_dim: int, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: dict[str, int], embed_dim: int, dropout: float) -> None:
         super().__init__()
         if not in_channels:
             raise ValueError("SegFormerDecoder: in_channels is empty")

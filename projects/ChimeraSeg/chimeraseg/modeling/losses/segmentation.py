@@ -1,22 +1,36 @@
-"""Segmentation loss of Chimera-Seg: cross-entropy plus softmax focal loss (paper eq. 4)."""
+"""Segmentation loss of Chimera-Seg: cross-entropy plus softmax focal loss (paper eq. 4).
+
+:func:`segmentation_loss` scores logits against labels; :class:`SegLoss` (registered as
+``loss_seg``) builds the per-image classifier ``cat(As, [Au,] Fl^u)`` and its logits first.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from chimeraseg import IGNORE_LABEL
+from chimeraseg.modeling.losses.outputs import TrainingOutputs
+from chimeraseg.modeling.losses.registry import register_loss
 
-__all__ = ["segmentation_loss"]
+if TYPE_CHECKING:
+    from chimeraseg.modeling.settings import LossSettings
+
+__all__ = ["SegLoss", "segmentation_loss"]
+
+_PAD_LOGIT = -1.0e4  # logit of absent latent columns: exp(-1e4) == 0, finite under upsampling
 
 
 def segmentation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
-    ce_weight: float = 1.0,
-    focal_weight: float = 1.0,
-    focal_gamma: float = 2.0,
+    ce_weight: float,
+    focal_weight: float,
+    focal_gamma: float,
 ) -> torch.Tensor:
     """Weighted sum of pixel-wise cross-entropy and softmax focal loss at label resolution.
 
@@ -70,3 +84,53 @@ def segmentation_loss(
         focal = -((1.0 - p_t).clamp_min(0.0) ** focal_gamma) * log_p_t
         loss = loss + focal_weight * focal.mean()
     return loss
+
+
+@register_loss("loss_seg")
+class SegLoss(nn.Module):
+    """``Lseg`` over the per-image classifier ``cat(As, [Au,] Fl^u)``.
+
+    Columns: the classifier's text rows, then the image's latent prototypes in pseudo-label order;
+    latent regions that vanish at feature resolution have no prototype and are ignored.
+
+    Args:
+        settings: the criterion's settings (``settings.seg`` is read).
+    """
+
+    def __init__(self, settings: LossSettings) -> None:
+        super().__init__()
+        self.settings = settings.seg
+
+    def forward(self, outputs: TrainingOutputs, iteration: int) -> torch.Tensor:
+        """The unweighted ``Lseg`` of the batch (``iteration`` is unused)."""
+        features, protos = outputs.features, outputs.prototypes
+        b, device = features.shape[0], features.device
+        fixed = outputs.classifier_text.to(features.dtype)  # (C0, D)
+        c0 = fixed.shape[0]
+        max_latent = max(p.latent.shape[0] for p in protos)
+        classifier = fixed.new_zeros(b, c0 + max_latent, fixed.shape[1])  # (B, C, D)
+        classifier[:, :c0] = fixed
+        present = torch.zeros(b, c0 + max_latent, dtype=torch.bool, device=device)
+        present[:, :c0] = True
+        # Per-image label -> column table; latent labels without a prototype map to ignore.
+        lut = torch.full((b, 256), IGNORE_LABEL, dtype=torch.long, device=device)
+        lut[:, :c0] = torch.arange(c0, device=device)
+        for i, proto in enumerate(protos):
+            n = proto.latent.shape[0]
+            classifier[i, c0 : c0 + n] = F.normalize(proto.latent, dim=-1)
+            present[i, c0 : c0 + n] = True
+            lut[i, proto.latent_ids] = torch.arange(c0, c0 + n, device=device)
+        labels = outputs.pseudo_labels
+        target = lut.gather(1, labels.flatten(1)).view_as(labels)  # (B, H, W)
+        tokens = F.normalize(features.permute(0, 2, 3, 1), dim=-1)  # (B, h, w, D) unit
+        cosine = tokens.flatten(1, 2) @ classifier.transpose(1, 2)  # (B, h·w, C)
+        logits = cosine.view(*tokens.shape[:3], -1).permute(0, 3, 1, 2) / outputs.logit_tau
+        logits = logits.masked_fill(~present[:, :, None, None], _PAD_LOGIT)  # (B, C, h, w)
+        s = self.settings
+        return segmentation_loss(
+            logits,
+            target,
+            ce_weight=s.ce_weight,
+            focal_weight=s.focal_weight,
+            focal_gamma=s.focal_gamma,
+        )

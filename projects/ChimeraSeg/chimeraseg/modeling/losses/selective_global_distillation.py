@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chimeraseg.utils.distributed import all_gather_rows
+from chimeraseg.modeling.losses.outputs import TrainingOutputs
+from chimeraseg.modeling.losses.registry import register_loss
+from chimeraseg.utils.distributed import all_gather_rows, get_rank
 
-__all__ = ["K_SCHEDULES", "SelectiveGlobalDistillation", "round_half_away_from_zero"]
+if TYPE_CHECKING:
+    from chimeraseg.modeling.settings import LossSettings, SGDSettings
 
-K_SCHEDULES = ("decrease", "none", "increase")  # Table X
+__all__ = ["SGDLoss", "SelectiveGlobalDistillation", "round_half_away_from_zero"]
 
 
 def round_half_away_from_zero(value: float | Decimal) -> int:
@@ -40,34 +44,18 @@ class SelectiveGlobalDistillation(nn.Module):
     positions, and an image without any valid position keeps its first (top-left) position.
 
     Args:
-        k_init: K0 of the schedule.
-        k_step: change of K per iteration.
-        mode: ``"decrease"`` (``K_t = round(K0 - k_step·t)``), ``"none"`` (``K0``) or
-            ``"increase"`` (``round(K0 + k_step·t)``); rounding is half away from zero.
-        tau: temperature of the selection softmax and of InfoNCE.
+        settings: ``K0``, its change per iteration, the schedule (``"decrease"``:
+            ``K_t = round(K0 - k_step·t)``, ``"none"``: ``K0``, ``"increase"``:
+            ``round(K0 + k_step·t)``; rounding half away from zero) and the temperature ``τ`` of
+            the selection softmax and of InfoNCE (checked when the settings are made).
     """
 
-    def __init__(
-        self,
-        k_init: int = 9000,
-        k_step: float = 0.1,
-        mode: str = "decrease",
-        tau: float = 0.07,
-    ) -> None:
+    def __init__(self, settings: SGDSettings) -> None:
         super().__init__()
-        if mode not in K_SCHEDULES:
-            raise ValueError(
-                f"SelectiveGlobalDistillation: mode={mode!r} is not one of {K_SCHEDULES}"
-            )
-        if k_init < 1 or k_step < 0 or tau <= 0:
-            raise ValueError(
-                f"SelectiveGlobalDistillation: need k_init >= 1, k_step >= 0, tau > 0; got "
-                f"k_init={k_init}, k_step={k_step}, tau={tau}"
-            )
-        self.k_init = int(k_init)
-        self.k_step = float(k_step)
-        self.mode = mode
-        self.tau = float(tau)
+        self.k_init = int(settings.k_init)
+        self.k_step = float(settings.k_step)
+        self.mode = settings.mode
+        self.tau = float(settings.tau)
 
     def extra_repr(self) -> str:
         return f"k_init={self.k_init}, k_step={self.k_step}, mode={self.mode}, tau={self.tau}"
@@ -174,6 +162,43 @@ class SelectiveGlobalDistillation(nn.Module):
         logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(all_cls.float(), dim=-1).t()
         positives = torch.arange(cls.shape[0], device=cls.device) + offset
         return F.cross_entropy(logits / self.tau, positives)
+
+
+@register_loss("loss_sgd")
+class SGDLoss(nn.Module):
+    """``Lsgd`` of the batch, with its own Gumbel-noise generator.
+
+    Args:
+        settings: the criterion's settings (``settings.sgd``, ``settings.gather`` and
+            ``settings.seed`` are read; the generator is seeded ``seed + rank``, so every
+            process draws different noise; None = the global RNG).
+    """
+
+    def __init__(self, settings: LossSettings) -> None:
+        super().__init__()
+        self.sgd = SelectiveGlobalDistillation(settings.sgd)
+        self.gather, self.seed = settings.gather, settings.seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def forward(self, outputs: TrainingOutputs, iteration: int) -> torch.Tensor:
+        """The unweighted ``Lsgd`` at ``iteration`` (K schedule)."""
+        return self.sgd(
+            outputs.features,
+            outputs.cls,
+            iteration,
+            generator=self._generator(outputs.features.device),
+            valid=outputs.valid,
+            gather=self.gather,
+        )
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if device not in self._generators:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(self.seed + get_rank())  # different noise on every process
+            self._generators[device] = generator
+        return self._generators[device]
 
 
 def _selectable(valid: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -1,21 +1,34 @@
-"""Semantic Alignment Module loss (paper §III-D, eq. 6)."""
+"""Semantic Alignment Module loss (paper §III-D, eq. 6).
+
+:func:`semantic_alignment_loss` is the KL divergence; :class:`SAMLoss` (registered as
+``loss_sam``) applies it to the batch's seen prototypes and the (gathered) CLS tokens.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["semantic_alignment_loss"]
+from chimeraseg.modeling.losses.outputs import TrainingOutputs
+from chimeraseg.modeling.losses.registry import register_loss
+from chimeraseg.utils.distributed import all_gather_rows, is_distributed, mean_count_per_process
+
+if TYPE_CHECKING:
+    from chimeraseg.modeling.settings import LossSettings
+
+__all__ = ["SAMLoss", "semantic_alignment_loss"]
 
 
 def semantic_alignment_loss(
     seen_protos: torch.Tensor,
     seen_text: torch.Tensor,
     cls: torch.Tensor,
-    tau_f: float = 0.07,
-    tau_c: float = 0.01,
+    tau_f: float,
+    tau_c: float,
     normaliser: float | None = None,
 ) -> torch.Tensor:
     """KL(softmax(protos·clsᵀ/τf) ‖ softmax(text·clsᵀ/τc)), averaged over prototypes.
@@ -67,3 +80,41 @@ def semantic_alignment_loss(
     log_q = F.log_softmax(text @ cls_n.t() / tau_c, dim=1)  # (O, B)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)  # (O,) KL(P_o ‖ Q_o)
     return kl.mean() if normaliser is None else kl.sum() / normaliser
+
+
+@register_loss("loss_sam")
+class SAMLoss(nn.Module):
+    """``Lsam`` of the local seen prototypes against the (gathered) CLS tokens ``(B, D)``.
+
+    Args:
+        settings: the criterion's settings (``settings.sam`` and ``settings.gather`` are read).
+    """
+
+    def __init__(self, settings: LossSettings) -> None:
+        super().__init__()
+        self.settings, self.gather = settings.sam, settings.gather
+
+    def forward(self, outputs: TrainingOutputs, iteration: int) -> torch.Tensor:
+        """The unweighted ``Lsam`` of the batch (``iteration`` is unused).
+
+        Normalised by the global prototype count over the world size (every process joins the
+        all-reduce, also one without prototypes), so DDP's average of the processes' losses is the
+        mean over all prototypes; in one process that is the plain mean.
+        """
+        seen_protos = torch.cat([p.seen for p in outputs.prototypes])  # (O, D), local batch
+        seen_ids = torch.cat([p.seen_ids for p in outputs.prototypes])  # (O,)
+        normaliser = None  # one process: the plain mean
+        if is_distributed():
+            normaliser = mean_count_per_process(seen_protos.shape[0], seen_protos.device)
+        if self.gather:
+            all_cls, _ = all_gather_rows(outputs.cls)  # (B_global, D), no gradient
+        else:
+            all_cls = outputs.cls.detach()  # (B, D) local batch only
+        return semantic_alignment_loss(
+            seen_protos,
+            outputs.seen_text[seen_ids],
+            all_cls,
+            tau_f=self.settings.tau_f,
+            tau_c=self.settings.tau_c,
+            normaliser=normaliser,
+        )
