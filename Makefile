@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Options passed through to tools/check_cluster.py, e.g. `make check-gpus CHECK_ARGS="--iterations 40"`.
 CHECK_ARGS ?=
 
-.PHONY: demo detectron2 test lint format clean check-gpus
+.PHONY: demo detectron2 test lint format clean check-gpus mutation
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,17 @@ check-gpus: $(BIN)/.detectron2
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Mutation score of the method's core (docs/MUTATION.md; [tool.mutmut] in pyproject.toml lists
+# the modules and their tests). Slow, so not in CI. mutmut imports the package from ./mutants/, so
+# it runs in a staging copy with chimeraseg/ beside tests/. MUTANTS takes mutant-name patterns to
+# measure one module at a time, e.g. `make mutation MUTANTS="chimeraseg.data.zero_shot*"`.
+MUTATION_DIR ?= output/mutation
+MUTANTS ?=
+mutation: $(BIN)/.installed
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	cp -r projects/ChimeraSeg/chimeraseg tests configs pyproject.toml $(MUTATION_DIR)/
+	cd $(MUTATION_DIR) && $(abspath $(BIN))/mutmut run $(MUTANTS) && $(abspath $(BIN))/mutmut results
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

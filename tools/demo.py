@@ -21,6 +21,9 @@ Examples::
     python tools/demo.py --config-file <cfg> --video-input clip.mp4 --output vis/ ...
     python tools/demo.py --config-file <cfg> --webcam --output vis/ ...  # camera 0; Ctrl-C stops
 
+    # the same demo on an ONNX export (tools/export_onnx.py), with or without detectron2
+    python tools/demo.py --onnx export/ --input photos/ --output out/ --vocabulary "cat,sky"
+
 Images are read by the project's reader (``chimeraseg.data.io.read_image``), which ignores EXIF
 orientation tags like every other part of ChimeraSeg. Files of an input folder that are not images
 are skipped with a one-line note. Without trained weights (``MODEL.WEIGHTS``) the demo stops,
@@ -33,12 +36,17 @@ import argparse
 import glob
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
-from chimeraseg.d2.predictor import ChimeraSegDemo, build_demo, run_on_images
 from chimeraseg.data.splits import read_class_names
+from chimeraseg.utils.demo_images import image_outputs, run_on_images
+from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
+
+# A demo object (chimeraseg.d2.predictor.ChimeraSegDemo, chimeraseg.deploy.demo.OnnxDemo).
+Demo = Any
 
 
 def _image_paths(inputs: list[str]) -> list[str]:
@@ -69,7 +77,7 @@ def _frames(capture: cv2.VideoCapture, source: str) -> Iterator[np.ndarray]:
 
 
 def run_on_stream(
-    demo: ChimeraSegDemo, capture: cv2.VideoCapture, source: str, target: str, max_frames: int = 0
+    demo: Demo, capture: cv2.VideoCapture, source: str, target: str, max_frames: int = 0
 ) -> str:
     """Writes the overlay of every frame of ``capture`` to the video ``target``; returns it.
 
@@ -88,21 +96,24 @@ def run_on_stream(
         if writer is None:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
+            if not writer.isOpened():
+                raise OutputError(f"{target} cannot be written (is the output folder writable?)")
         writer.write(np.ascontiguousarray(vis))
         if count == max_frames:
             break
-    if writer is not None:
-        writer.release()
-    return target
+    if writer is None:
+        raise ValueError(f"{source}: no frame could be decoded; nothing was written")
+    writer.release()
+    return confirm_written(target)
 
 
-def run_on_video(demo: ChimeraSegDemo, path: str, output: str, max_frames: int = 0) -> str:
+def run_on_video(demo: Demo, path: str, output: str, max_frames: int = 0) -> str:
     """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
-    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
-    return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", target, max_frames)
+    (plan,) = plan_outputs([path], output, [".mp4"])  # never over the input video
+    return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", plan[".mp4"], max_frames)
 
 
-def run_on_webcam(demo: ChimeraSegDemo, camera: int, output: str, max_frames: int = 0) -> str:
+def run_on_webcam(demo: Demo, camera: int, output: str, max_frames: int = 0) -> str:
     """Writes ``<output>/webcam<camera>.mp4`` from a camera until Ctrl-C (or ``max_frames``).
 
     The overlays go to a file rather than a window: the pinned OpenCV is the headless build.
@@ -119,7 +130,10 @@ def _split_names(text: str | None) -> list[str] | None:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Chimera-Seg demo (detectron2 Visualizer)")
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--config-file", metavar="FILE", help="the model's config (PyTorch)")
+    parser.add_argument(
+        "--onnx", metavar="DIR", help="run an export of tools/export_onnx.py instead (no config)"
+    )
     parser.add_argument("--input", nargs="+", help="image files, globs or folders")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument(
@@ -163,6 +177,59 @@ def _vocabulary(args: argparse.Namespace) -> list[str] | None:
     return vocabulary
 
 
+def _visualizer_drawer() -> Any:
+    """detectron2's Visualizer drawing when detectron2 is installed, else None (a colour blend)."""
+    try:
+        from chimeraseg.d2.predictor import VisualizerDrawer
+    except ImportError:
+        return None
+    return VisualizerDrawer
+
+
+def build_demo(*args: Any, **kwargs: Any) -> Demo:
+    """The PyTorch demo: :func:`chimeraseg.d2.predictor.build_demo` (imports detectron2)."""
+    from chimeraseg.d2.predictor import build_demo as build
+
+    return build(*args, **kwargs)
+
+
+def _build(
+    args: argparse.Namespace, vocabulary: list[str] | None, unseen: list[str] | None
+) -> Demo:
+    """The PyTorch demo of ``--config-file`` or the ONNX demo of ``--onnx``."""
+    if args.onnx:
+        if args.config_file or args.opts or args.allow_random_weights:
+            raise SystemExit("tools/demo.py: --onnx takes no --config-file, overrides or weights")
+        if args.similarity_map:
+            raise SystemExit("tools/demo.py: --similarity-map needs the PyTorch model, not --onnx")
+        from chimeraseg.deploy.demo import build_onnx_demo
+        from chimeraseg.deploy.metadata import ExportError
+
+        try:
+            return build_onnx_demo(args.onnx, vocabulary, unseen, args.gamma, _visualizer_drawer())
+        except (ExportError, ImportError) as e:
+            raise SystemExit(f"tools/demo.py: --onnx: {e}") from e
+    if not args.config_file:
+        raise SystemExit("tools/demo.py: give --config-file (PyTorch) or --onnx DIR (an export)")
+    opts = list(args.opts)
+    if args.allow_random_weights:
+        opts += ["MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS", "True"]
+    return build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
+
+
+def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
+    """Exits before any work when the inputs name no file or an output would replace an input."""
+    if args.input and not paths:
+        raise SystemExit(f"tools/demo.py: --input {' '.join(args.input)} names no file")
+    try:
+        if paths:
+            image_outputs(paths, args.output, args.similarity_map, args.save_labels)
+        if args.video_input:
+            plan_outputs([args.video_input], args.output, [".mp4"])
+    except OutputError as e:
+        raise SystemExit(f"tools/demo.py: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     if not args.input and not args.video_input and args.webcam is None:
@@ -170,12 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     vocabulary, unseen = _vocabulary(args), _split_names(args.unseen)
     if unseen and not vocabulary:
         raise SystemExit("tools/demo.py: --unseen needs --vocabulary or --vocabulary-file")
-    opts = list(args.opts)
-    if args.allow_random_weights:
-        opts += ["MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS", "True"]
-    demo = build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
+    paths = _image_paths(args.input) if args.input else []
+    _check_outputs(args, paths)  # before the model is built
+    demo = _build(args, vocabulary, unseen)
     if args.input:
-        paths = _image_paths(args.input)
         run_on_images(demo, paths, args.output, args.similarity_map, labels=args.save_labels)
     if args.video_input:
         print("wrote", run_on_video(demo, args.video_input, args.output, args.max_frames))

@@ -31,7 +31,10 @@ def test_exact_option_agrees_everywhere_and_bfloat16_is_measured(
     assert exact["agreement"] == 100.0
     for key in ("sIoU", "uIoU", "hIoU"):
         assert exact[key] == pytest.approx(exact[f"{key}_exact"], nan_ok=True)
-    assert 0.0 < bf16["agreement"] <= 100.0
+    # bfloat16 is lossy but close: measured 98.97% agreement, sIoU 8.498 vs 8.502 in float32.
+    assert 95.0 <= bf16["agreement"] <= 100.0
+    for key in ("sIoU", "uIoU", "hIoU"):
+        assert abs(bf16[key] - bf16[f"{key}_exact"]) <= 1.0, (key, bf16)
     assert bf16["option"] == "TEST.AMP.ENABLED True"
 
 

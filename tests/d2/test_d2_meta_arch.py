@@ -71,7 +71,9 @@ def test_training_passes_the_valid_mask_of_each_input(tiny_opts, synthetic_root,
     assert int(valid[1].sum()) == 48 * 64 and bool(valid[1, :48].all())  # batch padding: False
     images = ImageList.from_tensors([b["image"].float() for b in batch])
     batch[0]["valid_hw"] = (65, 10)
-    with pytest.raises(ValueError, match="valid_hw"):
+    with pytest.raises(
+        ValueError, match=r"valid_hw=\(65, 10\) must be positive and within the image size"
+    ):
         valid_pixel_mask(batch, images)
 
 

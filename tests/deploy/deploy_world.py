@@ -47,6 +47,7 @@ class Trained:
     val: list[tuple[np.ndarray, np.ndarray]]
     folder: Path
     options: ExportOptions
+    dataset: str
 
 
 def train_and_export(root: Path) -> Trained:
@@ -68,4 +69,4 @@ def train_and_export(root: Path) -> Trained:
     )
     folder = root / "export"
     export_model(model, clip, folder, options, BAKED, BAKED_UNSEEN, int8=True)
-    return Trained(model, clip, load_split(dataset, "val"), folder, options)
+    return Trained(model, clip, load_split(dataset, "val"), folder, options, dataset)

@@ -151,11 +151,11 @@ def test_sweep_input_errors_name_the_problem():
         sweep_confusion(logits, gt + 9, mask, [0.0], source="b.png")
     bad = logits.clone()
     bad[0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="logits contain NaN"):
         sweep_confusion(bad, gt, mask, [0.0])
     with pytest.raises(ValueError, match="gamma list is empty"):
         sweep_confusion(logits, gt, mask, [])
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="gamma must be finite, got inf"):
         biased_argmax(logits, mask, float("inf"))
     with pytest.raises(ValueError, match=r"unseen class ids \[7\]"):
         unseen_class_mask(N, [7])

@@ -189,7 +189,7 @@ def test_cli_smoke_on_synthetic_dataset(tmp_path, capsys) -> None:
 
 def test_cli_rejects_bad_options() -> None:
     tool = load_script("tools/pseudo_mask_quality.py")
-    with pytest.raises(ValueError, match="positive integers"):
+    with pytest.raises(ValueError, match=r"scales must be positive integers, got '0,2'"):
         tool.parse_scales("0,2")
     with pytest.raises(ValueError, match="'S' or 'H,W'"):
         tool.parse_crop("1,2,3")

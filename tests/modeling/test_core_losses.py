@@ -18,7 +18,7 @@ from chimeraseg.modeling.losses import (
 from chimeraseg.modeling.settings import SAMSettings, SegLossSettings, SGDSettings
 
 SEG = vars(SegLossSettings())  # the defaults: CE and focal weight 1, gamma 2
-SAM = vars(SAMSettings())
+SAM = vars(SAMSettings(tau_c=0.01))  # the builder fills in a CLIP's own tau_c; no CLIP here
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -74,7 +74,7 @@ def test_sam_normaliser_divides_the_summed_kl_and_rejects_bad_values() -> None:
     halved = semantic_alignment_loss(protos, text, cls, **SAM, normaliser=2.5)
     torch.testing.assert_close(halved, mean * 2)
     for bad in (0.0, -1.0, math.inf, math.nan):
-        with pytest.raises(ValueError, match="normaliser"):
+        with pytest.raises(ValueError, match=rf"normaliser={bad!r} must be finite and > 0"):
             semantic_alignment_loss(protos, text, cls, **SAM, normaliser=bad)
 
 

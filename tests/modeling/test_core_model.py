@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,11 +50,18 @@ def _train_step(model: ChimeraSegModel, images, labels, iteration: int = 0) -> d
 @pytest.mark.parametrize("setting", ["inductive", "transductive"])
 def test_forward_train_and_gradients(tiny_clip: nn.Module, setting: str) -> None:
     model = _model(tiny_clip, setting=setting)
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    head_before = model.head.mlp[0].weight.detach().clone()
     losses = _train_step(model, *_batch())
     assert losses["loss_seg"] > 0 and losses["loss_sgd"] > 0 and losses["loss_sam"] > 0
-    assert model.head.mlp[0].weight.grad is not None
-    assert model.backbone.conv.weight.grad is not None
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.head.mlp[0].weight.grad.abs().sum() > 0
+    assert model.backbone.conv.weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    # A step over every parameter (weight decay included) moves the student, never the teacher.
+    torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5).step()
+    assert not torch.equal(model.head.mlp[0].weight, head_before)
+    after = model.teacher.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in teacher_before.items())
 
 
 def test_weights_zero_skip_losses(tiny_clip: nn.Module) -> None:
@@ -92,12 +101,37 @@ def test_edge_cases_finite(tiny_clip: nn.Module, case: str) -> None:
         assert losses["loss_sam"].item() == 0.0
 
 
+class _Recorder(nn.Module):
+    """Calls the real criterion and keeps what the model handed to it."""
+
+    def __init__(self, criterion: nn.Module) -> None:
+        super().__init__()
+        self.criterion, self.outputs = criterion, []
+
+    def forward(self, outputs, iteration: int) -> dict:
+        self.outputs.append(outputs)
+        return self.criterion(outputs, iteration)
+
+
 def test_latent_region_without_prototype_is_ignored(tiny_clip: nn.Module) -> None:
     model = _model(tiny_clip)
+    recorder = _Recorder(model.criterion)
+    model.criterion = recorder
     labels = torch.zeros(1, 64, 64, dtype=torch.long)
     labels[0, 1, 1] = 255  # only pixel (1,1): never sampled by the nearest downsampling
     model.pseudo_mask_config = PseudoMaskConfig(region_ignore_fraction=0.0, min_area=1)
-    _train_step(model, torch.rand(1, 3, 64, 64) * 255, labels)
+    losses = _train_step(model, torch.rand(1, 3, 64, 64) * 255, labels)
+    (outputs,) = recorder.outputs
+    pseudo = outputs.pseudo_labels
+    latent = (pseudo >= len(SEEN)) & (pseudo != 255)
+    assert latent.nonzero().tolist() == [[0, 1, 1]]  # the pixel did get a latent label
+    assert outputs.prototypes[0].latent.shape[0] == 0  # but its region has no prototype
+    hidden = dataclasses.replace(outputs, pseudo_labels=pseudo.masked_fill(latent, 255))
+    lseg = recorder.criterion.losses["loss_seg"]  # the registered, unweighted Lseg
+    ignored = lseg(hidden, 0)
+    assert torch.equal(lseg(outputs, 0), ignored)
+    seg_weight = recorder.criterion.weight_dict["loss_seg"]
+    torch.testing.assert_close(losses["loss_seg"], seg_weight * ignored)
 
 
 def test_label_errors(tiny_clip: nn.Module) -> None:
@@ -151,7 +185,7 @@ def test_forward_test_whole_and_slide(tiny_clip: nn.Module) -> None:
     ref = torch.einsum("bdhw,nd->bnhw", F.normalize(fc, dim=1), F.normalize(vocab, dim=-1)) / 0.07
     ref = F.interpolate(ref, size=(64, 96), mode="bilinear", align_corners=False)
     torch.testing.assert_close(whole, ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match="teacher"):
+    with pytest.raises(RuntimeError, match="forward_train needs a teacher and a criterion"):
         model.forward_train(*_batch(), 0)
 
 

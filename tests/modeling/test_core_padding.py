@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -79,7 +80,9 @@ def test_pseudo_masks_all_valid_equals_none_and_rejects_bad_mask() -> None:
         ref = generate_pseudo_masks(labels, dense, **kwargs)
         full = generate_pseudo_masks(labels, dense, valid=torch.ones_like(labels).bool(), **kwargs)
         assert torch.equal(ref.labels, full.labels) and torch.equal(ref.num_latent, full.num_latent)
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(
+        ValueError, match=r"valid \(2, 64, 64\) torch.float32 must be a bool tensor shaped like"
+    ):
         generate_pseudo_masks(labels, dense, num_seen=3, valid=torch.ones(2, 64, 64))
 
 
@@ -132,7 +135,9 @@ def test_sgd_all_valid_equals_none_and_empty_image_keeps_one_position() -> None:
     empty[1] = False
     pooled = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(0), empty)
     torch.testing.assert_close(pooled[1], features[1, :, 0, 0])
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(
+        ValueError, match=r"valid \(2, 5, 6\) torch.bool must be a bool tensor of shape"
+    ):
         sgd(features, cls, 0, valid=full[:, :5])
 
 
@@ -170,7 +175,8 @@ def test_model_keeps_padding_out_of_pseudo_masks(tiny_clip: nn.Module, monkeypat
     pseudo = captured[-1]
     assert bool((pseudo.labels[~valid] == 255).all())
     assert bool((pseudo.labels[:, 32:, :32] != 255).any())  # the real ignore region is used
-    with pytest.raises(ValueError, match="valid"):
+    message = f"valid {tuple(valid[:, :32].shape)} torch.bool must be bool shaped like labels"
+    with pytest.raises(ValueError, match=re.escape(message)):
         model.forward_train(images, labels, 0, valid=valid[:, :32])
 
 

@@ -216,17 +216,30 @@ class ChimeraSeg(nn.Module):
             return self.model.forward_train(
                 images.tensor, labels.tensor.long(), iteration, valid=valid
             )
-        # (B, N, h, w) at the head's resolution (whole image) or (B, N, Hp, Wp) (slide)
-        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings, upsample=False)
-        padded = tuple(images.tensor.shape[-2:])
         results = []
-        for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
-            out_hw = (inp.get("height", size[0]), inp.get("width", size[1]))
+        for logit, padded, size, out_hw in self.low_resolution_logits(batched_inputs, images):
             if tuple(logit.shape[-2:]) == padded:
                 results.append({"sem_seg": crop_and_resize(logit, size, out_hw)})
             else:  # one resample from the head's logits to the output size
                 results.append({"sem_seg": resize_logits(logit, padded, size, out_hw)})
         return results
+
+    def low_resolution_logits(
+        self, batched_inputs: list[dict[str, Any]], images: ImageList | None = None
+    ) -> list[tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """Per image ``(logits, padded_size, image_size, output_size)`` before the last resample.
+
+        ``logits`` is ``(N, h, w)`` at the head's resolution (whole image) or ``(N, Hp, Wp)``
+        (slide); the demo turns it into labels band by band (``resize_argmax``) instead of
+        holding ``(N, height, width)`` logits.
+        """
+        images = images if images is not None else self._images(batched_inputs)
+        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings, upsample=False)
+        padded = tuple(images.tensor.shape[-2:])
+        return [
+            (logit, padded, tuple(size), (inp.get("height", size[0]), inp.get("width", size[1])))
+            for logit, inp, size in zip(logits, batched_inputs, images.image_sizes)
+        ]
 
     def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
         """Cosine similarity of the teacher's CLS embedding with every ``Fc`` position (Fig. 8).

@@ -2,12 +2,11 @@
 
 ``tools/demo.py`` (images, folders, videos, any vocabulary) and ``tools/run_demo.py``
 (``make demo``) use it, as Mask2Former's demo uses its ``demo/predictor.py``. Predictions follow
-the evaluator's γ rule (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
+the evaluator's γ rule (``argmax(z + γ·[unseen])``, as
+:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
 """
 
 from __future__ import annotations
-
-import os
 
 import cv2
 import numpy as np
@@ -23,13 +22,47 @@ from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
-from chimeraseg.data.io import DatasetError, read_image
-from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
-from chimeraseg.evaluation.gamma_sweep import biased_argmax
+from chimeraseg.data.splits import check_distinct_class_names
+from chimeraseg.modeling.inference import resize_argmax
+from chimeraseg.utils.demo_images import UNSEEN_SUFFIX, legend_strip, run_on_images
 
-__all__ = ["ChimeraSegDemo", "build_demo", "run_on_images", "unseen_indices"]
+__all__ = [
+    "ChimeraSegDemo",
+    "VisualizerDrawer",
+    "build_demo",
+    "run_on_images",
+    "unseen_indices",
+]
 
-UNSEEN_SUFFIX = " *"
+
+class VisualizerDrawer:
+    """Draws label maps with detectron2's Visualizer (regions outlined and named) and a legend.
+
+    Args:
+        names: the vocabulary.
+        unseen: per class, whether it is unseen (marked ``" *"``).
+        colors: RGB colour per class (None = detectron2's colormap).
+    """
+
+    def __init__(
+        self, names: list[str], unseen: list[bool], colors: list[list[int]] | None = None
+    ) -> None:
+        palette = colormap(rgb=True, maximum=255)
+        self.metadata = Metadata(
+            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
+            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
+        )
+
+    def __call__(self, image_rgb: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(H + legend, W, 3)`` RGB overlay of ``(H, W)`` labels on ``(H, W, 3)`` RGB."""
+        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
+        labels = torch.as_tensor(np.asarray(labels))
+        overlay = vis.draw_sem_seg(labels, area_threshold=None, alpha=0.5).get_image()
+        meta = self.metadata
+        legend = legend_strip(
+            labels.numpy(), meta.stuff_classes, meta.stuff_colors, overlay.shape[1]
+        )
+        return np.concatenate([overlay, legend], axis=0)
 
 
 class ChimeraSegDemo:
@@ -52,12 +85,8 @@ class ChimeraSegDemo:
         self.model = model.eval()
         self.augmentations = T.AugmentationList(augmentations)
         self.gamma = gamma
-        names, unseen = model.vocabulary, model.unseen_mask.tolist()
-        palette = colormap(rgb=True, maximum=255)
-        self.metadata = Metadata(
-            stuff_classes=[n + (UNSEEN_SUFFIX if u else "") for n, u in zip(names, unseen)],
-            stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
-        )
+        self.drawer = VisualizerDrawer(model.vocabulary, model.unseen_mask.tolist(), colors)
+        self.metadata = self.drawer.metadata
 
     def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
         """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
@@ -68,31 +97,33 @@ class ChimeraSegDemo:
 
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule)."""
-        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
-        return biased_argmax(logits, self.model.unseen_mask, self.gamma).cpu()
+        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule).
+
+        Memory is bounded by the image, not by classes x pixels: the labels are computed from
+        the head's logits a band of rows at a time (:func:`resize_argmax`), never holding
+        ``(N, H, W)`` logits.
+        """
+        ((logits, padded, size, out_hw),) = self.model.low_resolution_logits(
+            self._inputs(image_rgb)
+        )
+        if tuple(logits.shape[-2:]) == padded:  # slide: logits on the padded input's grid
+            logits, padded = logits[:, : size[0], : size[1]], size
+        bias = self.model.unseen_mask.to(logits.device).float() * float(self.gamma)  # (N,)
+        return resize_argmax(logits, padded, size, out_hw, bias).cpu()
+
+    @property
+    def names(self) -> list[str]:
+        """The vocabulary."""
+        return list(self.model.vocabulary)
+
+    @property
+    def unseen(self) -> list[bool]:
+        """Per class, whether it receives γ."""
+        return self.model.unseen_mask.tolist()
 
     def draw(self, image_rgb: np.ndarray, prediction: torch.Tensor) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay with region labels and a legend strip."""
-        vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
-        overlay = vis.draw_sem_seg(prediction, area_threshold=None, alpha=0.5).get_image()
-        return np.concatenate([overlay, self._legend(prediction, overlay.shape[1])], axis=0)
-
-    def _legend(self, prediction: torch.Tensor, width: int) -> np.ndarray:
-        """A white strip listing the predicted classes with their colours (``*`` = unseen)."""
-        present = torch.unique(prediction).tolist()
-        rows = max(1, (len(present) + 2) // 3) + 1
-        strip = np.full((rows * 18 + 6, width, 3), 255, dtype=np.uint8)
-        col_w = max(width // 3, 1)
-        for i, c in enumerate(present):
-            y, x = 6 + (i // 3) * 18, 4 + (i % 3) * col_w
-            cv2.rectangle(strip, (x, y), (x + 12, y + 12), self.metadata.stuff_colors[c], -1)
-            label = self.metadata.stuff_classes[c]
-            cv2.putText(strip, label, (x + 16, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
-        cv2.putText(
-            strip, "* = unseen class", (4, rows * 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90)
-        )
-        return strip
+        return self.drawer(image_rgb, prediction)
 
     @torch.no_grad()
     def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
@@ -123,7 +154,8 @@ def build_demo(
         similarity_map: also build the CLIP teacher for the Fig. 8 maps.
 
     Raises:
-        ValueError: an empty ``vocabulary`` or an ``unseen`` name that is not in it.
+        ValueError: an empty ``vocabulary``, a name given twice in it (naming it), or an
+            ``unseen`` name that is not in it.
         chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
             ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
@@ -149,47 +181,6 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
+    if vocabulary is not None:
+        check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     unseen_indices(vocabulary or [], unseen or [])
-
-
-def run_on_images(
-    demo: ChimeraSegDemo, paths: list[str], output: str, similarity: bool, labels: bool = False
-) -> int:
-    """Writes ``<output>/<stem>.png`` (and ``<stem>_similarity.png``) per image.
-
-    With ``labels``, also ``<stem>_labels.png`` (the class index of every pixel, 8 or 16 bits by
-    vocabulary size) and, once, ``vocabulary.json`` naming the indices
-    (:mod:`chimeraseg.data.prediction_io`). Files that are not readable images are skipped with a
-    one-line note.
-
-    Returns:
-        The number of images drawn.
-
-    Raises:
-        ValueError: when none of ``paths`` is a readable image.
-    """
-    os.makedirs(output, exist_ok=True)
-    names = demo.model.vocabulary
-    if labels:
-        unseen = demo.model.unseen_mask.tolist()
-        write_vocabulary_json(os.path.join(output, "vocabulary.json"), names, unseen, demo.gamma)
-    drawn = 0
-    for path in paths:
-        try:
-            image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
-        except DatasetError as e:
-            print(f"[demo] skipped, not a readable image: {e}")
-            continue
-        stem = os.path.splitext(os.path.basename(path))[0]
-        prediction = demo.predict(image)  # (H, W) class indices
-        cv2.imwrite(os.path.join(output, stem + ".png"), demo.draw(image, prediction)[..., ::-1])
-        if labels:
-            label_path = os.path.join(output, stem + "_labels.png")
-            write_label_png(label_path, prediction.numpy(), len(names))
-        if similarity:
-            sim = demo.similarity(image)
-            cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
-        drawn += 1
-    if paths and not drawn:
-        raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
-    return drawn

@@ -114,6 +114,7 @@ class ExportOptions:
         test_resize: ``(short side, max side)`` test-time resize; ``(0, 0)`` = none.
         source: hashes of the source (``config_sha256``, ``weights_sha256``, ...).
         humanize: humanise class names before prompting (as ``encode_class_names``).
+        colors: RGB colour per training class for the demo (None = none).
     """
 
     templates: str | Sequence[str]
@@ -123,6 +124,7 @@ class ExportOptions:
     test_resize: tuple[int, int]
     source: dict[str, Any]
     humanize: bool = True
+    colors: Sequence[Sequence[int]] | None = None
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -328,6 +330,7 @@ def _metadata(
         size_divisibility=int(options.size_divisibility),
         min_input_size=MIN_INPUT_SIZE,
         test_resize=[int(v) for v in options.test_resize],
+        colors=None if options.colors is None else [[int(c) for c in v] for v in options.colors],
         inference={
             "mode": inference.mode,
             "slide_crop": list(inference.slide_crop),

@@ -100,6 +100,7 @@ class ExportMetadata:
         test_resize: ``[short side, max side]`` of the test-time resize (``[0, 0]`` = none).
         inference: ``{"mode", "slide_crop", "slide_stride"}`` of the source config.
         files: graph file name -> SHA-256.
+        colors: RGB colour per training class (the dataset's, for the demo; None = none).
         baked: the vocabulary of ``segmenter.onnx`` (None when not exported).
         format: always :data:`FORMAT`.
         format_version: :data:`FORMAT_VERSION`.
@@ -126,6 +127,7 @@ class ExportMetadata:
     test_resize: list[int]
     inference: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    colors: list[list[int]] | None = None
     baked: BakedVocabulary | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION

@@ -82,6 +82,8 @@ def check_rgb(image: Any, what: str = "image") -> np.ndarray:
         raise ValueError(f"{what}: expected a numpy (H, W, 3) uint8 RGB array, got {type(image)}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{what}: shape {image.shape} is not an RGB image (H, W, 3)")
+    if image.size == 0:
+        raise ValueError(f"{what}: shape {image.shape} is empty")
     if image.dtype != np.uint8:
         raise ValueError(f"{what}: dtype {image.dtype}; expected uint8 RGB values 0..255")
     return image
