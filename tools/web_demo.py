@@ -9,6 +9,7 @@ Examples::
     python tools/web_demo.py --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml \\
         MODEL.WEIGHTS model_final.pth
 
+    python tools/web_demo.py --onnx export/   # an export of tools/export_onnx.py, no detectron2
     python tools/web_demo.py --host 0.0.0.0 --port 8080   # reachable from other machines
 
 The page binds to 127.0.0.1 unless ``--host`` says otherwise and makes no network calls (Gradio
@@ -22,6 +23,10 @@ import argparse
 import glob
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chimeraseg.demo.source import SegmentationSource
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
@@ -33,6 +38,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config-file", metavar="FILE", help="a trained ChimeraSeg's config (default: make demo's)"
+    )
+    parser.add_argument(
+        "--onnx", metavar="DIR", help="an export of tools/export_onnx.py (no detectron2 needed)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
@@ -73,25 +81,46 @@ def example_images(datasets: str, count: int) -> list[str]:
     return sorted(glob.glob(os.path.join(datasets, EXAMPLE_FOLDER, "*.jpg")))[:count]
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
-    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
+def onnx_source(folder: str) -> SegmentationSource:
+    """The ``--onnx`` source (fp32 image graph and the text graph; no detectron2)."""
+    from chimeraseg.demo.onnx_source import OnnxSource
+    from chimeraseg.deploy.metadata import ExportError
+    from chimeraseg.deploy.runtime import OnnxSegmenter
+
+    try:
+        return OnnxSource(OnnxSegmenter(folder, graph="fp32"), f"ONNX export {folder}")
+    except (OSError, ValueError, ExportError, ImportError) as e:
+        raise SystemExit(f"tools/web_demo.py: --onnx {folder}: {e}") from e
+
+
+def d2_source(args: argparse.Namespace) -> SegmentationSource:
+    """The detectron2 source: ``--config-file`` with its weights, or ``make demo``'s model."""
     config_file, opts, description = model_source_args(args)
     try:
         from chimeraseg.d2.web_source import build_d2_source
     except ImportError as e:
         raise SystemExit(f"tools/web_demo.py: {e}; see README.md, 'Install'") from e
-    from chimeraseg.demo.session import DEFAULT_LIMITS, WebDemo
-    from chimeraseg.demo.web import build_app, launch
     from chimeraseg.utils.checkpoint_io import CheckpointError
     from chimeraseg.world.cache import WorldClipCacheError
     from chimeraseg.world.clip_training import WorldClipQualityError
 
     bad_model = (OSError, ValueError, KeyError, CheckpointError)
     try:
-        source = build_d2_source(config_file, opts, description)  # loaded once, before serving
+        return build_d2_source(config_file, opts, description)
     except (*bad_model, WorldClipCacheError, WorldClipQualityError) as e:
         raise SystemExit(f"tools/web_demo.py: cannot load the model: {e}") from e
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_parser().parse_args(argv)
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
+    if args.onnx and (args.config_file or args.opts or args.allow_random_weights):
+        raise SystemExit("tools/web_demo.py: --onnx takes no config, overrides or weights flags")
+    from chimeraseg.demo.session import DEFAULT_LIMITS, WebDemo
+    from chimeraseg.demo.web import build_app, launch
+
+    source = onnx_source(args.onnx) if args.onnx else d2_source(args)  # loaded once
+    description = source.description
     demo = WebDemo(source, DEFAULT_LIMITS)
     examples = example_images(args.datasets, args.examples)
     if not examples:
