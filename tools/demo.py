@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from chimeraseg.data.splits import read_class_names
+from chimeraseg.demo.vocabulary import split_names
 from chimeraseg.utils.demo_images import image_outputs, run_on_images
 from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
@@ -123,11 +124,6 @@ def run_on_webcam(demo: Demo, camera: int, output: str, max_frames: int = 0) -> 
     return run_on_stream(demo, capture, f"camera {camera}", target, max_frames)
 
 
-def _split_names(text: str | None) -> list[str] | None:
-    """Comma-separated names; None when the option is absent ([] when it holds no name)."""
-    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
-
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Chimera-Seg demo (detectron2 Visualizer)")
     parser.add_argument("--config-file", metavar="FILE", help="the model's config (PyTorch)")
@@ -171,7 +167,7 @@ def _vocabulary(args: argparse.Namespace) -> list[str] | None:
             return read_class_names(args.vocabulary_file)
         except (OSError, ValueError) as e:
             raise SystemExit(f"tools/demo.py: --vocabulary-file: {e}") from e
-    vocabulary = _split_names(args.vocabulary)
+    vocabulary = split_names(args.vocabulary)
     if vocabulary is not None and not vocabulary:
         raise SystemExit(f"tools/demo.py: --vocabulary {args.vocabulary!r} holds no class name")
     return vocabulary
@@ -234,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     if not args.input and not args.video_input and args.webcam is None:
         raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER, --video-input or --webcam")
-    vocabulary, unseen = _vocabulary(args), _split_names(args.unseen)
+    vocabulary, unseen = _vocabulary(args), split_names(args.unseen)
     if unseen and not vocabulary:
         raise SystemExit("tools/demo.py: --unseen needs --vocabulary or --vocabulary-file")
     paths = _image_paths(args.input) if args.input else []

@@ -117,7 +117,7 @@ def test_prediction_matches_the_full_logits_without_computing_them(built, monkey
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, size=(150, 230, 3), dtype=np.uint8)
     with torch.no_grad():
-        logits = built.model(built._inputs(image))[0]["sem_seg"]  # (N, H, W)
+        logits = built.model(built.inputs(image))[0]["sem_seg"]  # (N, H, W)
     expected = biased_argmax(logits, built.model.unseen_mask, built.gamma)
 
     def no_full_logits(*args, **kwargs):

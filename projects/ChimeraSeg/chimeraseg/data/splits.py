@@ -258,11 +258,24 @@ def read_class_names(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-name file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
+        return parse_class_names(f.read(), f"class-name file {path}")
+
+
+def parse_class_names(text: str, source: str) -> list[str]:
+    """Class names from the text of a name file (:func:`read_class_names`' syntax).
+
+    Args:
+        text: The file's (or the web demo's vocabulary box's) contents.
+        source: What holds the text, for messages (``"class-name file x.txt"``).
+
+    Raises:
+        ValueError: Naming ``source`` when it holds no name, or a name given twice.
+    """
+    names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
-        raise ValueError(f"class-name file {path} holds no class name")
-    check_distinct_class_names(names, f"class-name file {path}")
+        raise ValueError(f"{source} holds no class name")
+    check_distinct_class_names(names, source)
     return names
 
 
