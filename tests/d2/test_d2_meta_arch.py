@@ -201,3 +201,35 @@ def test_float16_inference_on_the_cpu_is_refused_naming_the_key(tiny_opts, synth
         _model(tiny_opts + ["TEST.AMP.ENABLED", "True", "TEST.AMP.PRECISION", "float16"])
     with pytest.raises(ValueError, match="TEST.AMP.PRECISION"):
         _model(tiny_opts + ["TEST.AMP.PRECISION", "half"])
+
+
+class _HandWrittenPoly:
+    """The schedule's factor as the trainer computed it before fvcore's scheduler was used."""
+
+    def __init__(self, power: float) -> None:
+        self.power = power
+
+    def __call__(self, where: float) -> float:
+        return max((1.0 - where) ** self.power, 0.0)
+
+
+@pytest.mark.parametrize("power", [1.0, 0.9, 2.0])
+def test_poly_schedule_equals_the_hand_written_one(power: float) -> None:
+    from detectron2.solver import LRMultiplier, WarmupParamScheduler
+
+    from chimeraseg.d2.trainer import build_lr_scheduler
+
+    cfg = get_chimeraseg_cfg(opts=["SOLVER.MAX_ITER", "200", "SOLVER.WARMUP_ITERS", "30"])
+    cfg.SOLVER.POLY_LR_POWER = power
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    new_opt, old_opt = torch.optim.SGD(params, lr=1.0), torch.optim.SGD(params, lr=1.0)
+    new = build_lr_scheduler(cfg, new_opt)
+    warmup = WarmupParamScheduler(_HandWrittenPoly(power), 1e-6, 30 / 200, "linear")
+    old = LRMultiplier(old_opt, multiplier=warmup, max_iter=200)
+    for it in range(201):  # t = 0 .. T: the trainer's last step evaluates the schedule at T
+        assert new_opt.param_groups[0]["lr"] == pytest.approx(
+            old_opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15
+        ), it
+        if it < 200:
+            new.step()
+            old.step()

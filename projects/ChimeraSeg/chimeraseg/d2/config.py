@@ -197,8 +197,6 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     # Power of the poly schedule (1 - t/T)^power after warm-up ("WarmupPolyLR").
     cfg.SOLVER.POLY_LR_POWER = 1.0
-    # Floor of the poly LR factor (0 = decay to zero).
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
     # Deterministic kernels where PyTorch has them (slower on GPUs; warns naming the others);
     # SEED alone fixes the random draws only (chimeraseg/d2/determinism.py).
     cfg.DETERMINISTIC = False

@@ -29,6 +29,8 @@ __all__ = [
 _REMOVED_KEYS = {
     "MODEL.CHIMERASEG.IGNORE_VALUE": "the ignore label is fixed at 255 (chimeraseg.IGNORE_LABEL)",
     "MODEL.CHIMERASEG.FOLD_PROJECTION": "the folded-projection inference path was removed",
+    "SOLVER.POLY_LR_CONSTANT_ENDING": "the poly schedule is fvcore's "
+    "PolynomialDecayParamScheduler, which decays to 0 (the floor was never used)",
 }
 
 # Allowed values of the enumerated keys, checked by ``validate_chimeraseg_config``.

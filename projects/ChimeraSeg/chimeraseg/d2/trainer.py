@@ -27,7 +27,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, EventWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
-from fvcore.common.param_scheduler import ParamScheduler
+from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 from torch import nn
 
 from chimeraseg.d2.amp import DeviceAMPTrainer, amp_precision
@@ -51,7 +51,6 @@ __all__ = [
     "ChimeraSegCheckpointer",
     "ChimeraSegTrainer",
     "PerIterationJSONWriter",
-    "PolyLRFactor",
     "WeightsMismatchError",
     "broadcast_persistent_buffers",
     "build_lr_scheduler",
@@ -74,25 +73,16 @@ _NORM_TYPES = (
 )
 
 
-class PolyLRFactor(ParamScheduler):
-    """Poly decay factor ``max((1 - where) ** power, constant_ending)`` for ``where`` in [0, 1]."""
-
-    def __init__(self, power: float, constant_ending: float = 0.0) -> None:
-        self.power = power
-        self.constant_ending = constant_ending
-
-    def __call__(self, where: float) -> float:
-        return max((1.0 - where) ** self.power, self.constant_ending)
-
-
 def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     """``WarmupPolyLR``: linear warm-up over ``SOLVER.WARMUP_ITERS`` then poly decay.
 
-    Other ``SOLVER.LR_SCHEDULER_NAME`` values go to detectron2's builder.
+    Made of detectron2's and fvcore's own pieces: ``LRMultiplier`` and ``WarmupParamScheduler``
+    around ``PolynomialDecayParamScheduler`` (factor ``(1 - t/T) ** power``); other
+    ``SOLVER.LR_SCHEDULER_NAME`` values go to detectron2's builder.
     """
     if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
         return d2_build_lr_scheduler(cfg, optimizer)
-    poly = PolyLRFactor(cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_CONSTANT_ENDING)
+    poly = PolynomialDecayParamScheduler(1.0, cfg.SOLVER.POLY_LR_POWER)
     warmup_length = min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0)
     multiplier = WarmupParamScheduler(
         poly, cfg.SOLVER.WARMUP_FACTOR, warmup_length, cfg.SOLVER.WARMUP_METHOD
