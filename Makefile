@@ -12,10 +12,12 @@ DETECTRON2_BUILD_DEPS ?= -r requirements/detectron2.txt
 # Options passed through to tools/run_demo.py, e.g. `make demo DEMO_ARGS="--allow-random-clip"`.
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Options passed through to tools/web_demo.py, e.g. `make web WEB_ARGS="--port 8080"`.
+WEB_ARGS ?=
 # Options passed through to tools/check_cluster.py, e.g. `make check-gpus CHECK_ARGS="--iterations 40"`.
 CHECK_ARGS ?=
 
-.PHONY: demo detectron2 test lint format clean check-gpus mutation
+.PHONY: demo detectron2 web test lint format clean check-gpus mutation
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,10 @@ demo: $(BIN)/.detectron2
 # two CPU processes with gloo) and writes a PASS/FAIL report (docs/CLUSTER_CHECK.md).
 check-gpus: $(BIN)/.detectron2
 	$(BIN)/python tools/check_cluster.py $(CHECK_ARGS)
+
+# The web demo on http://127.0.0.1:7860 (tools/web_demo.py): `make demo`'s model by default.
+web: $(BIN)/.detectron2
+	$(BIN)/python tools/web_demo.py $(WEB_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

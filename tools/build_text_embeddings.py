@@ -23,14 +23,16 @@ from chimeraseg.clip.templates import TEMPLATE_SETS
 
 
 def read_names_file(path: Path) -> list[str]:
-    """One class name per line (commas separate synonyms); blank lines and ``#`` lines skipped."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--names-file '{path}' does not exist")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [line for line in lines if line and not line.startswith("#")]
-    if not names:
-        raise ValueError(f"--names-file '{path}' lists no class names")
-    return names
+    """``--names-file``: :func:`chimeraseg.data.splits.read_class_names`, the one reader of name
+    files (one class per line, commas separate synonyms, blank and ``#`` lines skipped)."""
+    from chimeraseg.data.splits import read_class_names  # lazy, as split_names
+
+    try:
+        return read_class_names(str(path))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--names-file: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"--names-file: {e}") from None
 
 
 def split_names(split: str, variant: str | None) -> list[str]:

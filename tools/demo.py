@@ -42,7 +42,9 @@ import cv2
 import numpy as np
 
 from chimeraseg.data.splits import read_class_names
-from chimeraseg.utils.demo_images import run_on_images
+from chimeraseg.demo.vocabulary import split_names
+from chimeraseg.utils.demo_images import image_outputs, run_on_images
+from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
 # A demo object (chimeraseg.d2.predictor.ChimeraSegDemo, chimeraseg.deploy.demo.OnnxDemo).
 Demo = Any
@@ -95,18 +97,21 @@ def run_on_stream(
         if writer is None:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
+            if not writer.isOpened():
+                raise OutputError(f"{target} cannot be written (is the output folder writable?)")
         writer.write(np.ascontiguousarray(vis))
         if count == max_frames:
             break
-    if writer is not None:
-        writer.release()
-    return target
+    if writer is None:
+        raise ValueError(f"{source}: no frame could be decoded; nothing was written")
+    writer.release()
+    return confirm_written(target)
 
 
 def run_on_video(demo: Demo, path: str, output: str, max_frames: int = 0) -> str:
     """Writes ``<output>/<stem>.mp4`` with the overlay of every frame; returns its path."""
-    target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
-    return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", target, max_frames)
+    (plan,) = plan_outputs([path], output, [".mp4"])  # never over the input video
+    return run_on_stream(demo, cv2.VideoCapture(path), f"video '{path}'", plan[".mp4"], max_frames)
 
 
 def run_on_webcam(demo: Demo, camera: int, output: str, max_frames: int = 0) -> str:
@@ -117,11 +122,6 @@ def run_on_webcam(demo: Demo, camera: int, output: str, max_frames: int = 0) -> 
     target = os.path.join(output, f"webcam{camera}.mp4")
     capture = cv2.VideoCapture(camera)
     return run_on_stream(demo, capture, f"camera {camera}", target, max_frames)
-
-
-def _split_names(text: str | None) -> list[str] | None:
-    """Comma-separated names; None when the option is absent ([] when it holds no name)."""
-    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -167,7 +167,7 @@ def _vocabulary(args: argparse.Namespace) -> list[str] | None:
             return read_class_names(args.vocabulary_file)
         except (OSError, ValueError) as e:
             raise SystemExit(f"tools/demo.py: --vocabulary-file: {e}") from e
-    vocabulary = _split_names(args.vocabulary)
+    vocabulary = split_names(args.vocabulary)
     if vocabulary is not None and not vocabulary:
         raise SystemExit(f"tools/demo.py: --vocabulary {args.vocabulary!r} holds no class name")
     return vocabulary
@@ -213,16 +213,30 @@ def _build(
     return build_demo(args.config_file, opts, vocabulary, unseen, args.gamma, args.similarity_map)
 
 
+def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
+    """Exits before any work when the inputs name no file or an output would replace an input."""
+    if args.input and not paths:
+        raise SystemExit(f"tools/demo.py: --input {' '.join(args.input)} names no file")
+    try:
+        if paths:
+            image_outputs(paths, args.output, args.similarity_map, args.save_labels)
+        if args.video_input:
+            plan_outputs([args.video_input], args.output, [".mp4"])
+    except OutputError as e:
+        raise SystemExit(f"tools/demo.py: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     if not args.input and not args.video_input and args.webcam is None:
         raise SystemExit("tools/demo.py: give --input IMAGES|FOLDER, --video-input or --webcam")
-    vocabulary, unseen = _vocabulary(args), _split_names(args.unseen)
+    vocabulary, unseen = _vocabulary(args), split_names(args.unseen)
     if unseen and not vocabulary:
         raise SystemExit("tools/demo.py: --unseen needs --vocabulary or --vocabulary-file")
+    paths = _image_paths(args.input) if args.input else []
+    _check_outputs(args, paths)  # before the model is built
     demo = _build(args, vocabulary, unseen)
     if args.input:
-        paths = _image_paths(args.input)
         run_on_images(demo, paths, args.output, args.similarity_map, labels=args.save_labels)
     if args.video_input:
         print("wrote", run_on_video(demo, args.video_input, args.output, args.max_frames))

@@ -56,12 +56,12 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
 
         split = get_split(args.split, args.split_variant)
         return list(split.class_names), list(split.seen), list(split.unseen)
-    if not os.path.isfile(args.class_names_file):
-        raise SystemExit(f"--class-names-file not found: {args.class_names_file}")
-    with open(args.class_names_file) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if not names:
-        raise SystemExit(f"--class-names-file {args.class_names_file} lists no class")
+    from chimeraseg.data.splits import read_class_names  # the project's one name-file reader
+
+    try:
+        names = read_class_names(args.class_names_file)  # skips blank and '# comment' lines
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--class-names-file: {e}") from None
     try:
         unseen = [int(v) for v in args.unseen.split(",") if v.strip()] if args.unseen else []
     except ValueError as e:
@@ -73,6 +73,17 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
     return names, seen, unseen
 
 
+def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: list[str | None]) -> None:
+    """Exits naming the file when an output would replace an input (a PNG or the names file)."""
+    inputs = {os.path.realpath(p) for p in (args.class_names_file,) if p}
+    for folder in (args.pred_dir, args.gt_dir):
+        if os.path.isdir(folder):
+            inputs |= {os.path.realpath(os.path.join(folder, f)) for f in os.listdir(folder)}
+    for output in outputs:
+        if output and os.path.realpath(output) in inputs:
+            raise SystemExit(f"evaluate_predictions: error: output {output} is one of the inputs")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     names, seen, unseen = _class_table(args)
@@ -81,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(format_table(metrics, names, seen, unseen))
     print(f"images: {num_images}")
     output = args.output or os.path.join(args.pred_dir, "metrics.json")
+    _refuse_overwriting_inputs(args, [output, args.plot])
     write_json(
         output,
         {

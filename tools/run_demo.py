@@ -81,13 +81,6 @@ def check_clip(cfg: CfgNode, world: bool = False) -> None:  # noqa: F821 -- lazy
         ) from None
 
 
-def is_world_clip(name: str) -> bool:
-    """Whether ``MODEL.CLIP.NAME`` is the synthetic world's CLIP model config."""
-    from chimeraseg.world.clip_training import WORLD_CLIP_MODEL_CONFIG
-
-    return os.path.basename(name) == os.path.basename(WORLD_CLIP_MODEL_CONFIG)
-
-
 def resolve_clip(cfg: CfgNode, args: argparse.Namespace) -> str:  # noqa: F821
     """Fills in the world CLIP's weights when the config needs them; says which CLIP and why.
 
@@ -101,15 +94,15 @@ def resolve_clip(cfg: CfgNode, args: argparse.Namespace) -> str:  # noqa: F821
         )
     if args.clip_weights:
         return f"CLIP: {c.NAME} with weights {args.clip_weights} (--clip-weights)"
-    if not (is_world_clip(c.NAME) and not c.PRETRAINED):
-        return f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
-    from chimeraseg.world.cache import WorldClipCacheError, ensure_world_clip
-    from chimeraseg.world.clip_training import WorldClipConfig, WorldClipQualityError
+    from chimeraseg.world.cache import WorldClipCacheError, world_clip_for
+    from chimeraseg.world.clip_training import WorldClipQualityError
 
     try:
-        world = ensure_world_clip(WorldClipConfig(model_config=c.NAME))
+        world = world_clip_for(c.NAME, c.PRETRAINED)
     except (WorldClipQualityError, WorldClipCacheError) as e:
         raise SystemExit(f"tools/run_demo.py: {e}") from e
+    if world is None:
+        return f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
     cfg.defrost()
     c.PRETRAINED = str(world.checkpoint)
     cfg.freeze()

@@ -132,7 +132,7 @@ def test_cross_dataset_configs_keep_coco_training_and_set_each_target() -> None:
         cfg = get_chimeraseg_cfg(str(path))
         assert cfg.DATASETS.TRAIN == ("coco_stuff_164k_zs_train",)  # the checkpoint's vocabulary
         assert list(cfg.DATASETS.TEST) == [dataset]
-        assert cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT == "b4"
+        assert cfg.MODEL.BACKBONE.NAME == "mit_b4"
 
 
 def test_voc_20_transfer_set_lists_the_val_ids(tmp_path) -> None:

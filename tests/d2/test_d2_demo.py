@@ -33,7 +33,7 @@ def test_demo_writes_images_for_a_custom_vocabulary(tiny_opts, synthetic_root, t
 def test_demo_rejects_unseen_names_outside_the_vocabulary(tiny_opts, synthetic_root, tmp_path):
     demo = _demo_module()
     with pytest.raises(
-        ValueError, match=r"--unseen names \['dog'\] are not in --vocabulary \['cat', 'sky'\]"
+        ValueError, match=r"unseen names \['dog'\] are not in the vocabulary \['cat', 'sky'\]"
     ):
         demo.build_demo(SYNTHETIC_CONFIG, tiny_opts, ["cat", "sky"], ["dog"])
 

@@ -54,7 +54,7 @@ def test_plain_config_with_bases_still_merges(tmp_path) -> None:
     child = tmp_path / "child.yaml"
     child.write_text(f"_BASE_: {SYNTHETIC_CONFIG}\nSOLVER:\n  MAX_ITER: 7\n")
     cfg = get_chimeraseg_cfg(str(child))
-    assert cfg.SOLVER.MAX_ITER == 7 and cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT == "b0"
+    assert cfg.SOLVER.MAX_ITER == 7 and cfg.MODEL.BACKBONE.NAME == "mit_b0"
 
 
 def test_train_net_demo_and_run_demo_refuse_the_tag(tmp_path) -> None:

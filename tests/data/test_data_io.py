@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from chimeraseg.data.io import DatasetError, list_sem_seg_pairs, read_image, read_label
-from chimeraseg.data.zero_shot import mask_unseen
+from chimeraseg.data.zero_shot import mask_unseen, unseen_to_ignore_lut
 
 
 def _write(path, array) -> str:
@@ -88,6 +88,20 @@ def test_mask_unseen() -> None:
     label = np.array([[0, 1, 2], [3, 255, 1]], dtype=np.uint8)
     out = mask_unseen(label, [1, 3])
     assert np.array_equal(out, [[0, 255, 2], [255, 255, 255]])
-    assert np.array_equal(label, [[0, 1, 2], [3, 255, 1]])  # input untouched
-    with pytest.raises(ValueError, match="255"):
+    assert out.dtype == np.uint8 and np.array_equal(label, [[0, 1, 2], [3, 255, 1]])  # a copy
+    with pytest.raises(ValueError, match=r"unseen class id 255 is not in \[0, 255\)"):
         mask_unseen(label, [255])
+    with pytest.raises(ValueError, match=r"unseen class id -1 is not in \[0, 255\)"):
+        mask_unseen(label, [-1])
+    with pytest.raises(ValueError, match="label must be uint8, got int64"):
+        mask_unseen(label.astype(np.int64), [1])
+    # Class 0 may be unseen; another ignore value is used as given.
+    assert np.array_equal(mask_unseen(label, [0], ignore_label=200), [[200, 1, 2], [3, 255, 1]])
+
+
+def test_unseen_to_ignore_lut_is_the_identity_but_for_unseen_ids() -> None:
+    lut = unseen_to_ignore_lut([0, 7, 254])
+    assert lut.dtype == np.uint8 and lut.shape == (256,)
+    expected = np.arange(256)
+    expected[[0, 7, 254]] = 255
+    assert np.array_equal(lut, expected)

@@ -18,7 +18,7 @@ from chimeraseg.modeling.losses import (
 from chimeraseg.modeling.settings import SAMSettings, SegLossSettings, SGDSettings
 
 SEG = vars(SegLossSettings())  # the defaults: CE and focal weight 1, gamma 2
-SAM = vars(SAMSettings())
+SAM = vars(SAMSettings(tau_c=0.01))  # the builder fills in a CLIP's own tau_c; no CLIP here
 
 
 # ----------------------------------------------------------------------------- segmentation

@@ -106,5 +106,5 @@ def unseen_indices(vocabulary: list[str], unseen: list[str]) -> list[int]:
             lookup.setdefault(name.strip(), i)
     missing = [u for u in unseen if u.strip() not in lookup]
     if missing:
-        raise ValueError(f"--unseen names {missing} are not in --vocabulary {vocabulary}")
+        raise ValueError(f"unseen names {missing} are not in the vocabulary {vocabulary}")
     return sorted({lookup[u.strip()] for u in unseen})

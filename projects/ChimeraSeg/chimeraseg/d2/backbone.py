@@ -1,9 +1,14 @@
 """detectron2 ``Backbone`` adapters for the plain-PyTorch student backbones.
 
-Registered names (``cfg.MODEL.BACKBONE.NAME``): ``D2MixTransformer`` (MiT-B0...B5) and ``D2ViTB16``.
-Config keys read, all under ``cfg.MODEL.CHIMERASEG.BACKBONE``:
+One name per backbone: ``cfg.MODEL.BACKBONE.NAME`` is a registered student name (``"mit_b0"`` ...
+``"mit_b5"``, ``"vit_b16"``, each registered in detectron2's ``BACKBONE_REGISTRY``); the MiT
+variant and the decoder width follow from it (:func:`student_from_config`). Older configs name a
+family (``D2MixTransformer``, ``D2ViTB16``) plus ``CHIMERASEG.BACKBONE.VARIANT`` and
+``CHIMERASEG.DECODER.EMBED_DIM``; they keep loading when those keys agree with the name, and stop
+with an error naming both keys when they do not.
 
-- ``VARIANT``: "b0".."b5" for ``D2MixTransformer``; must be "vit_b16" for ``D2ViTB16``.
+Other keys read, all under ``cfg.MODEL.CHIMERASEG.BACKBONE``:
+
 - ``DROP_PATH_RATE``: largest stochastic-depth rate (float, 0.1 in the paper's setting).
 - ``OUT_FEATURES``: subset of ["res2", "res3", "res4", "res5"] returned by ``forward``.
 - ``PRETRAINED``: path of ImageNet weights loaded strictly at construction
@@ -17,42 +22,72 @@ from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from chimeraseg.modeling.backbone import MIT_CONFIGS, build_student_backbone
-from chimeraseg.modeling.backbone.build import VIT_B16
+from chimeraseg.modeling.backbone import (
+    build_student_backbone,
+    canonical_backbone_name,
+    student_backbone_names,
+    student_decoder_dim,
+)
+
+__all__ = ["D2MixTransformer", "D2ViTB16", "register_d2_student", "student_from_config"]
 
 # Both backbones accept any input size; padding the batch to a multiple of 32 makes every
 # stride-s output exactly (H/s, W/s) instead of ceil(H/s, W/s).
 SIZE_DIVISIBILITY = 32
 
-
-# MODEL.BACKBONE.NAME -> the student names (CHIMERASEG.BACKBONE.VARIANT) it can build.
-_STUDENTS: dict[str, tuple[str, ...]] = {
-    "D2MixTransformer": tuple(f"mit_{v}" for v in MIT_CONFIGS),
-    "D2ViTB16": (VIT_B16,),
+# Family names of earlier configs -> the registered students each can build.
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "D2MixTransformer": tuple(n for n in student_backbone_names() if n.startswith("mit_")),
+    "D2ViTB16": ("vit_b16",),
 }
 
 
-def student_name(cfg: CfgNode, registered_name: str) -> str:
-    """The student of ``VARIANT``; the one check that it fits ``MODEL.BACKBONE.NAME``.
+def student_from_config(cfg: CfgNode) -> str:
+    """The registered student of ``MODEL.BACKBONE.NAME``; the one check of the older keys.
 
     Raises:
-        ValueError: naming both keys and the name that would fit.
+        ValueError: naming both keys when ``CHIMERASEG.BACKBONE.VARIANT`` or
+            ``CHIMERASEG.DECODER.EMBED_DIM`` (when set) disagree with the name, or the registered
+            names when the name is unknown.
     """
-    variant = str(cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT)
-    key = variant.lower()
-    name = key if key == VIT_B16 else f"mit_{key.removeprefix('mit_')}"
-    if name in _STUDENTS[registered_name]:
-        return name
-    fitting = [n for n, students in _STUDENTS.items() if name in students]
-    advice = f"set MODEL.BACKBONE.NAME to {fitting[0]!r}" if fitting else "no backbone builds it"
+    name, variant = str(cfg.MODEL.BACKBONE.NAME), str(cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT)
+    if name in _FAMILIES:
+        student = _family_member(name, variant)
+    else:
+        student = canonical_backbone_name(name)
+        if variant and canonical_backbone_name(variant) != student:
+            raise ValueError(
+                f"cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT={variant!r} does not fit "
+                f"MODEL.BACKBONE.NAME={name!r}; leave VARIANT unset (the name decides)"
+            )
+    width, dim = cfg.MODEL.CHIMERASEG.DECODER.EMBED_DIM, student_decoder_dim(student)
+    if width and width != dim:
+        raise ValueError(
+            f"cfg.MODEL.CHIMERASEG.DECODER.EMBED_DIM={width} does not fit MODEL.BACKBONE.NAME="
+            f"{name!r} (its decoder width is {dim}); leave EMBED_DIM unset (the name decides)"
+        )
+    return student
+
+
+def _family_member(family: str, variant: str) -> str:
+    """The student that ``VARIANT`` names inside an older family name."""
+    if not variant:
+        raise ValueError(
+            f"MODEL.BACKBONE.NAME={family!r} names a family; set it to one backbone of "
+            f"{list(_FAMILIES[family])}"
+        )
+    student = canonical_backbone_name(variant)
+    if student in _FAMILIES[family]:
+        return student
     raise ValueError(
         f"cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT={variant!r} does not fit MODEL.BACKBONE.NAME="
-        f"{registered_name!r} (variants {list(_STUDENTS[registered_name])}); {advice}"
+        f"{family!r} (variants {list(_FAMILIES[family])}); set MODEL.BACKBONE.NAME to "
+        f"{student!r} and leave VARIANT unset"
     )
 
 
 class _StudentBackboneAdapter(Backbone):
-    """Wraps the plain student backbone that ``VARIANT`` names (dict forward, detectron2 shapes)."""
+    """Wraps the plain student backbone the config names (dict forward, detectron2 shapes)."""
 
     def __init__(self, cfg: CfgNode, input_shape: ShapeSpec) -> None:
         super().__init__()
@@ -62,7 +97,7 @@ class _StudentBackboneAdapter(Backbone):
             )
         bcfg = cfg.MODEL.CHIMERASEG.BACKBONE
         body = build_student_backbone(
-            student_name(cfg, type(self).__name__),
+            student_from_config(cfg),
             drop_path_rate=bcfg.DROP_PATH_RATE,
             weights=bcfg.PRETRAINED or None,
         )
@@ -102,11 +137,20 @@ class _StudentBackboneAdapter(Backbone):
         return SIZE_DIVISIBILITY
 
 
-@BACKBONE_REGISTRY.register()
 class D2MixTransformer(_StudentBackboneAdapter):
-    """MiT-B0...B5 (``cfg.MODEL.CHIMERASEG.BACKBONE.VARIANT``) as a detectron2 backbone."""
+    """Older family name: MiT-B0...B5 chosen by ``CHIMERASEG.BACKBONE.VARIANT``."""
 
 
-@BACKBONE_REGISTRY.register()
 class D2ViTB16(_StudentBackboneAdapter):
-    """ViT-B/16 with a simple feature pyramid as a detectron2 backbone."""
+    """Older family name: ViT-B/16 with a simple feature pyramid."""
+
+
+def register_d2_student(name: str) -> None:
+    """Makes a registered student (``register_student_backbone``) a ``MODEL.BACKBONE.NAME``."""
+    BACKBONE_REGISTRY._do_register(canonical_backbone_name(name), _StudentBackboneAdapter)
+
+
+for _family in (D2MixTransformer, D2ViTB16):
+    BACKBONE_REGISTRY.register(_family)
+for _name in student_backbone_names():  # one detectron2 name per registered student
+    register_d2_student(_name)

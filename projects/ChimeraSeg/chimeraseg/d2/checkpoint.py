@@ -200,3 +200,26 @@ def load_trained_weights(model: nn.Module, cfg: CfgNode, resume: bool = False) -
         "MODEL.WEIGHTS is empty and MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS is True: the student "
         "has RANDOM weights; its results are meaningless"
     )
+
+
+def check_start_iteration(start_iter: int, max_iter: int, output_dir: str) -> None:
+    """Refuses a resumed run whose checkpoint lies past ``SOLVER.MAX_ITER``.
+
+    detectron2 would run no iteration, evaluate and exit 0, as if a training of ``max_iter``
+    iterations had just finished; the checkpoint comes from a longer run.
+
+    Args:
+        start_iter: the first iteration to run (the checkpoint's iteration + 1).
+        max_iter: ``SOLVER.MAX_ITER``.
+        output_dir: ``OUTPUT_DIR`` (named in the message).
+
+    Raises:
+        CheckpointError: naming both iterations and what to do.
+    """
+    if start_iter > max_iter:
+        raise CheckpointError(
+            f"--resume: the checkpoint in {output_dir} is at iteration {start_iter - 1}, past "
+            f"SOLVER.MAX_ITER = {max_iter}, so nothing would be trained. Raise SOLVER.MAX_ITER "
+            "to continue that run, use another OUTPUT_DIR for a new one, or evaluate it with "
+            "--eval-only"
+        )

@@ -11,7 +11,6 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
-from chimeraseg.modeling.backbone.build import student_decoder_dim
 from chimeraseg.modeling.settings import ChimeraSegSettings
 from chimeraseg.utils.config_yaml import load_config_yaml
 
@@ -42,8 +41,9 @@ def _add_model_config(cfg: CN) -> None:
     m.ALLOW_RANDOM_WEIGHTS = False
 
     m.BACKBONE = CN()
-    # Student backbone: "b0" ... "b5" (MiT) or "vit_b16".
-    m.BACKBONE.VARIANT = _DEFAULTS.student.backbone.removeprefix("mit_")
+    # Older configs only (MODEL.BACKBONE.NAME names the student): "" = follow the name; a MiT
+    # variant "b0" ... "b5" or "vit_b16" must agree with it (chimeraseg/d2/backbone.py).
+    m.BACKBONE.VARIANT = ""
     # Stochastic depth rate of the backbone's blocks.
     m.BACKBONE.DROP_PATH_RATE = _DEFAULTS.student.drop_path_rate
     # Feature maps handed to the decoder (strides 4, 8, 16, 32).
@@ -52,8 +52,9 @@ def _add_model_config(cfg: CN) -> None:
     m.BACKBONE.PRETRAINED = _DEFAULTS.student.weights
 
     m.DECODER = CN()
-    # SegFormer all-MLP decoder width E (256 for B0/B1, 768 for B2-B5 and ViT-B).
-    m.DECODER.EMBED_DIM = student_decoder_dim(_DEFAULTS.student.backbone)
+    # Older configs only: the SegFormer decoder width E follows from MODEL.BACKBONE.NAME (256 for
+    # MiT-B0/B1, 768 for B2-B5 and ViT-B); 0 = that width, any other value must equal it.
+    m.DECODER.EMBED_DIM = 0
     # Dropout before the decoder output.
     m.DECODER.DROPOUT = _DEFAULTS.student.decoder_dropout
 
@@ -228,9 +229,10 @@ def add_chimeraseg_config(cfg: CN) -> None:
 
 def _set_paper_defaults(cfg: CN) -> None:
     """Sets detectron2's own keys to the paper's values (§IV-B); the YAMLs do not repeat them."""
-    # The meta-architecture and the student backbone adapter (MiT; "D2ViTB16" for ViT-B/16).
+    # The meta-architecture and the student backbone: one registered name ("mit_b0" ... "mit_b5",
+    # "vit_b16"); its MiT variant and decoder width follow from it.
     cfg.MODEL.META_ARCHITECTURE = "ChimeraSeg"
-    cfg.MODEL.BACKBONE.NAME = "D2MixTransformer"
+    cfg.MODEL.BACKBONE.NAME = _DEFAULTS.student.backbone
     # The model takes RGB 0..255 and normalises with ImageNet RGB statistics.
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = list(_DEFAULTS.pixel_mean)

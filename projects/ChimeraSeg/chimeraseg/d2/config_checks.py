@@ -18,7 +18,12 @@ from chimeraseg.modeling.inference import INFERENCE_MODES
 from chimeraseg.modeling.pseudo_masks import SETTINGS
 from chimeraseg.modeling.settings import K_SCHEDULES
 
-__all__ = ["explain_removed_key", "small_batch_warning", "validate_chimeraseg_config"]
+__all__ = [
+    "explain_removed_key",
+    "small_batch_warning",
+    "validate_chimeraseg_config",
+    "validate_ranges",
+]
 
 # Keys of earlier versions, with the reason they are gone (named when an old YAML sets one).
 _REMOVED_KEYS = {
@@ -116,6 +121,7 @@ def validate_chimeraseg_config(cfg: CN) -> None:
         if value not in choices:
             raise ValueError(f"config key {key} = {value!r} is not one of {list(choices)}")
     _validate_numbers(cfg)
+    validate_ranges(cfg)
     if cfg.MODEL.CHIMERASEG.SETTING == "transductive" and cfg.TEST.GAMMA != 0.0:
         # Paper §III-D: the unseen-logit bias calibrates the inductive setting only.
         raise ValueError(
@@ -131,3 +137,64 @@ def explain_removed_key(message: str) -> str:
         if message.rstrip().endswith(key):
             return f"{message} ({key} was removed: {reason})"
     return message
+
+
+# Start-up ranges of keys whose bad values otherwise fail late or silently: the pseudo-mask
+# generator (a threshold of 5.0 never labels an unseen pixel), the schedule (MAX_ITER 0 divides
+# by zero in the LR schedule) and the test-time bias (nan surfaces only at the first evaluation).
+# (low, high, kind): kind "int", "float" (finite) or "float>" (finite, strictly above low).
+_RANGES: dict[str, tuple[float, float | None, str]] = {
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.KMEANS_ITERS": (0, None, "int"),
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.MIN_AREA": (0, None, "int"),
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.MAX_REGIONS": (-1, 254, "int"),  # -1 = no cap besides 255
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.MERGE_THRESHOLD": (-1.0, 1.0, "float"),  # a cosine
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.REGION_IGNORE_FRACTION": (0.0, 1.0, "float"),
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.SEED_REGION_FRACTION": (0.0, 1.0, "float"),
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.UNSEEN_THRESHOLD": (0.0, 1.0, "float"),  # a softmax score
+    "MODEL.CHIMERASEG.PSEUDO_MASKS.UNSEEN_TEMPERATURE": (0.0, None, "float>"),
+    "SOLVER.MAX_ITER": (1, None, "int"),
+    "SOLVER.IMS_PER_BATCH": (1, None, "int"),
+    "SOLVER.CHECKPOINT_PERIOD": (1, None, "int"),
+    "SOLVER.WARMUP_ITERS": (0, None, "int"),
+    "SOLVER.BASE_LR": (0.0, None, "float>"),
+    "SOLVER.POLY_LR_POWER": (0.0, None, "float"),
+    "TEST.EVAL_PERIOD": (0, None, "int"),
+    "TEST.GAMMA": (-math.inf, None, "float"),
+}
+
+
+def _range_error(key: str, value: object, rule: tuple[float, float | None, str]) -> str | None:
+    """Why ``value`` breaks ``rule``, or None."""
+    low, high, kind = rule
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, not {type(value).__name__}"
+    if kind == "int" and not isinstance(value, int):
+        return "must be an int"
+    if kind != "int" and not math.isfinite(value):
+        return "must be a finite number"
+    too_low = value <= low if kind == "float>" else value < low
+    if too_low or (high is not None and value > high):
+        bound = f"> {low}" if kind == "float>" else f">= {low}" if low > -math.inf else ""
+        return "must be " + (f"in [{low}, {high}]" if high is not None else bound)
+    return None
+
+
+def validate_ranges(cfg: CN) -> None:
+    """Range-checks the pseudo-mask, schedule and test-time keys of :data:`_RANGES` at start-up.
+
+    Raises:
+        ValueError: naming the key, its value and the range.
+    """
+    for key, rule in _RANGES.items():
+        reason = _range_error(key, _lookup(cfg, key), rule)
+        if reason:
+            raise ValueError(f"config key {key} = {_lookup(cfg, key)!r} {reason}")
+    scales = list(cfg.MODEL.CHIMERASEG.PSEUDO_MASKS.WINDOW_SCALES)
+    if not scales or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in scales):
+        raise ValueError(
+            f"config key MODEL.CHIMERASEG.PSEUDO_MASKS.WINDOW_SCALES = {scales!r} must list "
+            "positive ints"
+        )
+    bad = [g for g in cfg.TEST.GAMMA_SWEEP if _range_error("", g, (-math.inf, None, "float"))]
+    if bad:
+        raise ValueError(f"config key TEST.GAMMA_SWEEP holds {bad}: every value must be finite")

@@ -153,14 +153,18 @@ class ChimeraSeg(nn.Module):
         if bad:
             raise ValueError(f"unseen ids {bad} are outside the vocabulary of {len(names)} names")
         if list(names) != self.vocabulary:
-            text = encode_class_names(
-                self.clip_model, list(names), self.text_templates, cache_dir=self.text_cache_dir
-            )
-            self.vocabulary_embeddings = text.to(self.device)  # (N, D)
+            self.vocabulary_embeddings = self.encode_vocabulary(names)  # (N, D)
             self.vocabulary = list(names)
         mask = torch.zeros(len(names), dtype=torch.bool, device=self.device)
         mask[unseen_ids] = True
         self.unseen_mask = mask  # (N,)
+
+    def encode_vocabulary(self, names: list[str]) -> torch.Tensor:
+        """``(N, D)`` text embeddings of ``names`` on the model's device (on-disk cache used)."""
+        cache = self.text_cache_dir
+        return encode_class_names(
+            self.clip_model, list(names), self.text_templates, cache_dir=cache
+        ).to(self.device)
 
     def set_vocabulary_from_dataset(self, dataset_name: str) -> None:
         """Uses a registered dataset's classes and unseen split as the vocabulary."""
@@ -216,20 +220,49 @@ class ChimeraSeg(nn.Module):
             return self.model.forward_train(
                 images.tensor, labels.tensor.long(), iteration, valid=valid
             )
-        # (B, N, h, w) at the head's resolution (whole image) or (B, N, Hp, Wp) (slide)
-        logits = self.model.forward_test(images.tensor, self.vocabulary_embeddings, upsample=False)
-        padded = tuple(images.tensor.shape[-2:])
         results = []
-        for logit, inp, size in zip(logits, batched_inputs, images.image_sizes):
-            out_hw = (inp.get("height", size[0]), inp.get("width", size[1]))
+        for logit, padded, size, out_hw in self.low_resolution_logits(batched_inputs, images):
             if tuple(logit.shape[-2:]) == padded:
                 results.append({"sem_seg": crop_and_resize(logit, size, out_hw)})
             else:  # one resample from the head's logits to the output size
                 results.append({"sem_seg": resize_logits(logit, padded, size, out_hw)})
         return results
 
-    def similarity_map(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
+    def low_resolution_logits(
+        self,
+        batched_inputs: list[dict[str, Any]],
+        images: ImageList | None = None,
+        vocabulary_embeddings: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """Per image ``(logits, padded_size, image_size, output_size)`` before the last resample.
+
+        ``logits`` is ``(N, h, w)`` at the head's resolution (whole image) or ``(N, Hp, Wp)``
+        (slide); the demo turns it into labels band by band (``resize_argmax``) instead of
+        holding ``(N, height, width)`` logits. ``vocabulary_embeddings``: ``(N, D)`` of another
+        vocabulary (None = the model's); the web demo passes each session's.
+        """
+        images = images if images is not None else self._images(batched_inputs)
+        text = (
+            self.vocabulary_embeddings if vocabulary_embeddings is None else vocabulary_embeddings
+        )
+        logits = self.model.forward_test(images.tensor, text, upsample=False)
+        padded = tuple(images.tensor.shape[-2:])
+        return [
+            (logit, padded, tuple(size), (inp.get("height", size[0]), inp.get("width", size[1])))
+            for logit, inp, size in zip(logits, batched_inputs, images.image_sizes)
+        ]
+
+    def similarity_map(
+        self,
+        batched_inputs: list[dict[str, Any]],
+        cls_inputs: list[dict[str, Any]] | None = None,
+    ) -> list[torch.Tensor]:
         """Cosine similarity of the teacher's CLS embedding with every ``Fc`` position (Fig. 8).
+
+        Args:
+            batched_inputs: The images whose ``Fc`` is compared.
+            cls_inputs: Images whose CLS is used (None = the same); one with all but a class's
+                region blanked gives that class's CLS token.
 
         Returns:
             Per image a ``(height, width)`` map in ``[-1, 1]``.
@@ -237,7 +270,8 @@ class ChimeraSeg(nn.Module):
         if self.model.teacher is None:
             raise RuntimeError("similarity_map needs the teacher (MODEL.CHIMERASEG.BUILD_TEACHER)")
         images = self._images(batched_inputs)
-        cls = self.model.teacher(images.tensor).cls  # (B, D) unit
+        cls_images = images if cls_inputs is None else self._images(cls_inputs)
+        cls = self.model.teacher(cls_images.tensor).cls  # (B, D) unit
         fc = F.normalize(self.model.clip_features(images.tensor), dim=1)  # (B, D, h, w)
         sim = torch.einsum("bd,bdhw->bhw", cls.to(fc.dtype), fc)[:, None]  # (B, 1, h, w)
         sim = F.interpolate(sim, size=images.tensor.shape[-2:], mode="bilinear")

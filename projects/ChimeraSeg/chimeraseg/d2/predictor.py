@@ -2,14 +2,15 @@
 
 ``tools/demo.py`` (images, folders, videos, any vocabulary) and ``tools/run_demo.py``
 (``make demo``) use it, as Mask2Former's demo uses its ``demo/predictor.py``. Predictions follow
-the evaluator's γ rule (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
+the evaluator's γ rule (``argmax(z + γ·[unseen])``, as
+:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
@@ -21,8 +22,11 @@ from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
-from chimeraseg.evaluation.gamma_sweep import biased_argmax
+from chimeraseg.data.splits import check_distinct_class_names
+from chimeraseg.demo.render import heat_overlay
+from chimeraseg.modeling.inference import resize_argmax
 from chimeraseg.utils.demo_images import UNSEEN_SUFFIX, legend_strip, run_on_images
+from chimeraseg.world.cache import world_clip_for
 
 __all__ = [
     "ChimeraSegDemo",
@@ -51,11 +55,16 @@ class VisualizerDrawer:
             stuff_colors=colors or [palette[i % len(palette)].tolist() for i in range(len(names))],
         )
 
-    def __call__(self, image_rgb: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``(H + legend, W, 3)`` RGB overlay of ``(H, W)`` labels on ``(H, W, 3)`` RGB."""
+    def overlay(self, image_rgb: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(H, W, 3)`` RGB: ``(H, W)`` labels drawn on the image, regions named (no legend)."""
         vis = Visualizer(image_rgb, self.metadata, instance_mode=ColorMode.IMAGE)
         labels = torch.as_tensor(np.asarray(labels))
-        overlay = vis.draw_sem_seg(labels, area_threshold=None, alpha=0.5).get_image()
+        return vis.draw_sem_seg(labels, area_threshold=None, alpha=0.5).get_image()
+
+    def __call__(self, image_rgb: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(H + legend, W, 3)`` RGB overlay of ``(H, W)`` labels on ``(H, W, 3)`` RGB."""
+        overlay = self.overlay(image_rgb, labels)
+        labels = torch.as_tensor(np.asarray(labels))
         meta = self.metadata
         legend = legend_strip(
             labels.numpy(), meta.stuff_classes, meta.stuff_colors, overlay.shape[1]
@@ -86,7 +95,7 @@ class ChimeraSegDemo:
         self.drawer = VisualizerDrawer(model.vocabulary, model.unseen_mask.tolist(), colors)
         self.metadata = self.drawer.metadata
 
-    def _inputs(self, image_rgb: np.ndarray) -> list[dict]:
+    def inputs(self, image_rgb: np.ndarray) -> list[dict]:
         """One detectron2 input dict: resized ``(3, H', W')`` image and the original size."""
         aug = T.AugInput(image_rgb)
         self.augmentations(aug)
@@ -95,9 +104,31 @@ class ChimeraSegDemo:
 
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule)."""
-        logits = self.model(self._inputs(image_rgb))[0]["sem_seg"]  # (N, H, W) unbiased
-        return biased_argmax(logits, self.model.unseen_mask, self.gamma).cpu()
+        """``(H, W)`` class ids of an ``(H, W, 3)`` uint8 RGB image (the evaluator's γ rule).
+
+        Memory is bounded by the image, not by classes x pixels: the labels are computed from
+        the head's logits a band of rows at a time (:func:`resize_argmax`), never holding
+        ``(N, H, W)`` logits.
+        """
+        return self.predict_with(image_rgb, None, self.model.unseen_mask, self.gamma)
+
+    @torch.no_grad()
+    def predict_with(
+        self,
+        image_rgb: np.ndarray,
+        text: torch.Tensor | None,
+        unseen_mask: torch.Tensor,
+        gamma: float,
+    ) -> torch.Tensor:
+        """:meth:`predict` over ``(N, D)`` text embeddings of any vocabulary (None = the
+        model's), its ``(N,)`` bool unseen mask and γ; the model itself is not changed."""
+        ((logits, padded, size, out_hw),) = self.model.low_resolution_logits(
+            self.inputs(image_rgb), vocabulary_embeddings=text
+        )
+        if tuple(logits.shape[-2:]) == padded:  # slide: logits on the padded input's grid
+            logits, padded = logits[:, : size[0], : size[1]], size
+        bias = unseen_mask.to(logits.device).float() * float(gamma)  # (N,)
+        return resize_argmax(logits, padded, size, out_hw, bias).cpu()
 
     @property
     def names(self) -> list[str]:
@@ -116,11 +147,8 @@ class ChimeraSegDemo:
     @torch.no_grad()
     def similarity(self, image_rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` RGB overlay of the teacher-CLS-to-``Fc`` cosine heat map (Fig. 8)."""
-        sim = self.model.similarity_map(self._inputs(image_rgb))[0].float().cpu().numpy()
-        lo, hi = float(sim.min()), float(sim.max())
-        scaled = ((sim - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)  # (H, W)
-        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
-        return (0.5 * image_rgb + 0.5 * heat).astype(np.uint8)
+        sim = self.model.similarity_map(self.inputs(image_rgb))[0].float().cpu().numpy()
+        return heat_overlay(image_rgb, sim)  # (H, W, 3)
 
 
 def build_demo(
@@ -142,13 +170,15 @@ def build_demo(
         similarity_map: also build the CLIP teacher for the Fig. 8 maps.
 
     Raises:
-        ValueError: an empty ``vocabulary`` or an ``unseen`` name that is not in it.
+        ValueError: an empty ``vocabulary``, a name given twice in it (naming it), or an
+            ``unseen`` name that is not in it.
         chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
             ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
     _check_vocabulary(vocabulary, unseen)
     opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
     cfg = get_chimeraseg_cfg(config_file, opts)
+    fill_world_clip(cfg)
     model = build_model(cfg)
     load_trained_weights(model, cfg)
     colors = None
@@ -168,4 +198,17 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     """Raises for an empty vocabulary or unseen names outside it (before the model is built)."""
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
+    if vocabulary is not None:
+        check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     unseen_indices(vocabulary or [], unseen or [])
+
+
+def fill_world_clip(cfg: CfgNode) -> None:
+    """Sets ``MODEL.CLIP.PRETRAINED`` to the cached world CLIP for a world-CLIP config without
+    weights (:func:`~chimeraseg.world.cache.world_clip_for`; random-CLIP smoke runs excepted)."""
+    c = cfg.MODEL.CLIP
+    world = None if c.ALLOW_RANDOM_INIT else world_clip_for(c.NAME, c.PRETRAINED)
+    if world is not None:
+        cfg.defrost()
+        c.PRETRAINED = str(world.checkpoint)
+        cfg.freeze()

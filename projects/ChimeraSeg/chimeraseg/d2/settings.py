@@ -11,7 +11,7 @@ import torch
 from detectron2.config import CfgNode
 
 from chimeraseg.d2.amp import amp_precision
-from chimeraseg.modeling.backbone.build import canonical_backbone_name
+from chimeraseg.d2.backbone import student_from_config
 from chimeraseg.modeling.inference import InferenceConfig
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 from chimeraseg.modeling.settings import (
@@ -52,10 +52,9 @@ def settings_from_config(cfg: CfgNode) -> ChimeraSegSettings:
 def _student_settings(cfg: CfgNode) -> StudentSettings:
     b, d = cfg.MODEL.CHIMERASEG.BACKBONE, cfg.MODEL.CHIMERASEG.DECODER
     return StudentSettings(
-        backbone=canonical_backbone_name(str(b.VARIANT)),
+        backbone=student_from_config(cfg),
         drop_path_rate=b.DROP_PATH_RATE,
         weights=b.PRETRAINED,
-        decoder_dim=d.EMBED_DIM,
         decoder_dropout=d.DROPOUT,
     )
 

@@ -35,6 +35,7 @@ from chimeraseg.d2.checkpoint import (
     CHECKPOINT_METADATA_KEY,
     ChimeraSegCheckpointer,
     WeightsMismatchError,
+    check_start_iteration,
     load_trained_weights,
 )
 from chimeraseg.d2.config_checks import small_batch_warning
@@ -258,6 +259,7 @@ class ChimeraSegTrainer(DefaultTrainer):
 
     def train(self) -> dict[str, Any] | None:
         """Trains; returns the results of the evaluation after the last iteration, if any."""
+        check_start_iteration(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR)
         super().train()
         return getattr(self, "_last_eval_results", None)  # set by DefaultTrainer's EvalHook
 

@@ -83,7 +83,8 @@ def validate_split(split: ZeroShotSplit) -> None:
     label = f"split {split.name!r}" + (f" (variant {split.variant!r})" if split.variant else "")
     n = split.num_classes
     if len(set(split.class_names)) != n:
-        raise ValueError(f"{label}: duplicate class names")
+        twice = sorted({c for c in split.class_names if split.class_names.count(c) > 1})
+        raise ValueError(f"{label}: duplicate class names {twice} (each class once)")
     if len(split.stuff_colors) != n:
         raise ValueError(f"{label}: {len(split.stuff_colors)} colours for {n} classes")
     for kind, ids in (("seen", split.seen), ("unseen", split.unseen)):
@@ -243,21 +244,69 @@ register_split(
 def read_class_names(path: str) -> list[str]:
     """Class names from a text file: one per line, in label order (line ``i`` is label ``i``).
 
-    Blank lines and lines starting with ``#`` are skipped; surrounding spaces are stripped. A line
-    may hold comma-separated synonyms (``"sofa, couch"``); it is one class.
+    The project's one reader of name files (the demo's ``--vocabulary-file``, custom datasets'
+    ``CLASSES_FILE``, ``tools/evaluate_predictions.py --class-names-file``,
+    ``tools/build_text_embeddings.py --names-file``). Blank lines and lines starting with ``#``
+    are skipped; surrounding spaces are stripped. A line may hold comma-separated synonyms
+    (``"sofa, couch"``); it is one class.
 
     Raises:
         FileNotFoundError: Naming ``path`` when it does not exist.
-        ValueError: Naming ``path`` when it holds no name.
+        ValueError: Naming ``path`` when it holds no name, or a name given twice (see
+            :func:`check_distinct_class_names`).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-name file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
+        return parse_class_names(f.read(), f"class-name file {path}")
+
+
+def parse_class_names(text: str, source: str) -> list[str]:
+    """Class names from the text of a name file (:func:`read_class_names`' syntax).
+
+    Args:
+        text: The file's (or the web demo's vocabulary box's) contents.
+        source: What holds the text, for messages (``"class-name file x.txt"``).
+
+    Raises:
+        ValueError: Naming ``source`` when it holds no name, or a name given twice.
+    """
+    names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
-        raise ValueError(f"class-name file {path} holds no class name")
+        raise ValueError(f"{source} holds no class name")
+    check_distinct_class_names(names, source)
     return names
+
+
+def _words(entry: str) -> list[str]:
+    """The comparable words of a class entry: itself and each synonym, case and spaces folded."""
+    return list(dict.fromkeys(" ".join(w.split()).casefold() for w in entry.split(",")))
+
+
+def check_distinct_class_names(names: Sequence[str], source: str) -> None:
+    """Raises when two classes share a name or a synonym (one of them could never be predicted).
+
+    Names compare without case and with spaces collapsed; ``"sofa, couch"`` and ``"couch"``
+    share ``couch``.
+
+    Args:
+        names: the class entries (``"sofa, couch"`` = one class with two synonyms).
+        source: where they come from, for the message (``"--vocabulary"``, a file name).
+
+    Raises:
+        ValueError: naming ``source``, the word and both entries.
+    """
+    first: dict[str, int] = {}
+    for i, entry in enumerate(names):
+        for word in _words(str(entry)):
+            j = first.setdefault(word, i)
+            if j != i:
+                raise ValueError(
+                    f"{source}: the name {word!r} is given twice, as class {j} ({names[j]!r}) "
+                    f"and class {i} ({entry!r}); give each class once (synonyms of one class go "
+                    "into one entry, comma-separated: 'sofa, couch')"
+                )
 
 
 def _indices_of(

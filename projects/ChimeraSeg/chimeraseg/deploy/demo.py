@@ -95,6 +95,10 @@ def build_onnx_demo(
     """
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
+    if vocabulary is not None:
+        from chimeraseg.data.splits import check_distinct_class_names
+
+        check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     if vocabulary is not None and graph is None:
         graph = "fp32"
     segmenter = OnnxSegmenter(folder, graph=graph)

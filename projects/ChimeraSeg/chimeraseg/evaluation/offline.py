@@ -12,7 +12,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chimeraseg.data.io import IGNORE_LABEL, read_label
+from chimeraseg import ignore_label_for
+from chimeraseg.data.io import read_label
 from chimeraseg.evaluation.metrics import check_class_ids, confusion_matrix
 
 __all__ = ["read_prediction", "match_prediction_files", "evaluate_prediction_folder"]
@@ -78,7 +79,8 @@ def evaluate_prediction_folder(
 
     Args:
         pred_dir: folder of prediction PNGs named like the ground-truth files.
-        gt_dir: folder of prepared ground-truth PNGs (ids ``0..N-1``, 255 = ignore).
+        gt_dir: folder of prepared ground-truth PNGs (ids ``0..N-1``; ignore 255, or 65535 for
+            more than 255 classes: :func:`chimeraseg.ignore_label_for`).
         num_classes: ``N``.
 
     Returns:
@@ -89,8 +91,9 @@ def evaluate_prediction_folder(
     """
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     pairs = match_prediction_files(pred_dir, gt_dir)
+    ignore = ignore_label_for(num_classes)  # class 255 is a class above 255 classes
     for pred_path, gt_path in pairs:
-        gt = read_label(gt_path, num_classes)
+        gt = read_label(gt_path, num_classes, ignore_label=ignore)
         pred = read_prediction(pred_path, num_classes)
-        conf += confusion_matrix(pred, gt, num_classes, IGNORE_LABEL, source=pred_path)
+        conf += confusion_matrix(pred, gt, num_classes, ignore, source=pred_path)
     return conf, len(pairs)

@@ -68,7 +68,7 @@ def build_chimeraseg_model(
             student.backbone, student.drop_path_rate, weights=student.weights or None
         )
     if decoder is None:
-        width = student.decoder_dim or student_decoder_dim(student.backbone)
+        width = student_decoder_dim(student.backbone)
         decoder = SegFormerDecoder(dict(backbone.out_channels), width, student.decoder_dropout)
     head = CLIPSemanticHead(decoder.embed_dim, clip_model.visual, settings.head)
     teacher, criterion = None, None

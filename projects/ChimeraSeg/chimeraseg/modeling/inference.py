@@ -19,6 +19,7 @@ __all__ = [
     "InferenceConfig",
     "LogitsFn",
     "upsample_logits",
+    "resize_argmax",
     "resize_logits",
     "whole_inference",
     "slide_inference",
@@ -138,6 +139,69 @@ def resize_logits(
     source = logits.contiguous()[None]  # (1, N, h, w) class-major
     out = torch.ops.aten.upsample_bilinear2d(source, [ho, wo], False, scale_h, scale_w)
     return out[0]  # (N, H, W)
+
+
+# Elements of one band of full-resolution logits in resize_argmax (64 MiB of float32).
+BAND_ELEMENTS = 1 << 24
+
+
+def _source_taps(
+    out_len: int, scale: float, in_len: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps (``align_corners=False``) of ``out_len`` outputs on ``in_len`` inputs.
+
+    Output ``y`` samples input ``max((y + 0.5) / scale - 0.5, 0)`` as PyTorch's bilinear
+    upsampling with an explicit scale does. Returns ``(i0, i1, weight of i1)``, each ``(out_len,)``.
+    """
+    y = torch.arange(out_len, device=device, dtype=torch.float64)
+    source = ((y + 0.5) / scale - 0.5).clamp(min=0)
+    i0 = source.floor().long().clamp(max=in_len - 1)
+    i1 = (i0 + 1).clamp(max=in_len - 1)
+    return i0, i1, (source - i0).float()
+
+
+def resize_argmax(
+    logits: torch.Tensor,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    bias: torch.Tensor | None = None,
+    band_elements: int = BAND_ELEMENTS,
+) -> torch.Tensor:
+    """Class ids at ``output_size`` from low-resolution logits, without all full-size logits.
+
+    The labels of :func:`resize_logits` followed by ``argmax(logits + bias)``, computed for a
+    band of output rows at a time: peak memory is about ``band_elements`` floats plus the
+    ``(H, W)`` labels, whatever the class count (a 6000x6000 image with 12 classes would need
+    1.7 GB of logits at once).
+
+    Args:
+        logits: ``(N, h, w)`` logits over the padded network input.
+        input_size: ``(Hp, Wp)`` padded network input.
+        image_size: ``(H', W')`` image inside it.
+        output_size: ``(H, W)`` requested.
+        bias: ``(N,)`` added to the logits before the argmax (the unseen bias), or None.
+        band_elements: full-resolution logit elements computed at once (>= one row).
+
+    Returns:
+        ``(H, W)`` int64 class ids (first index on ties).
+    """
+    (hp, wp), (hi, wi), (ho, wo) = input_size, image_size, output_size
+    n, h, w = logits.shape
+    rows_y0, rows_y1, rows_fy = _source_taps(ho, ho * hp / (hi * h), h, logits.device)
+    x0, x1, fx = _source_taps(wo, wo * wp / (wi * w), w, logits.device)
+    logits = logits.float()
+    labels = torch.empty(ho, wo, dtype=torch.long, device=logits.device)
+    band = max(1, band_elements // max(n * wo, 1))
+    for start in range(0, ho, band):
+        y0, y1 = rows_y0[start : start + band], rows_y1[start : start + band]
+        fy = rows_fy[start : start + band].view(1, -1, 1)
+        rows = torch.lerp(logits[:, y0], logits[:, y1], fy)  # (N, b, w)
+        full = torch.lerp(rows[:, :, x0], rows[:, :, x1], fx)  # (N, b, W)
+        if bias is not None:
+            full += bias.to(full).view(-1, 1, 1)
+        labels[start : start + band] = full.argmax(dim=0)
+    return labels
 
 
 def whole_inference(logits_fn: LogitsFn, images: torch.Tensor) -> torch.Tensor:

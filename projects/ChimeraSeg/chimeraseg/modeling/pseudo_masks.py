@@ -23,6 +23,7 @@ procedure has no randomness, so it is deterministic.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,24 @@ class PseudoMaskConfig:
             )
         if self.max_regions is not None and self.max_regions < 0:
             raise ValueError(f"PseudoMaskConfig.max_regions={self.max_regions} must be >= 0")
+        for name, low, high in _FRACTION_RANGES:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"PseudoMaskConfig.{name}={value!r} must be in [{low}, {high}]")
+        if not (math.isfinite(self.unseen_temperature) and self.unseen_temperature > 0):
+            raise ValueError(
+                f"PseudoMaskConfig.unseen_temperature={self.unseen_temperature!r} must be > 0"
+            )
+
+
+# Thresholds of PseudoMaskConfig: a cosine in [-1, 1], fractions and a softmax score in [0, 1];
+# outside these ranges the generator silently never merges, seeds or labels.
+_FRACTION_RANGES = (
+    ("merge_threshold", -1.0, 1.0),
+    ("region_ignore_fraction", 0.0, 1.0),
+    ("seed_region_fraction", 0.0, 1.0),
+    ("unseen_threshold", 0.0, 1.0),
+)
 
 
 @dataclass

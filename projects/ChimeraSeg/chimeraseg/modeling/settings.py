@@ -66,17 +66,16 @@ class StudentSettings:
     """The student backbone and its SegFormer decoder.
 
     Attributes:
-        backbone: registered student name (``"mit_b0"`` ... ``"mit_b5"``, ``"vit_b16"``).
+        backbone: registered student name (``"mit_b0"`` ... ``"mit_b5"``, ``"vit_b16"``); the
+            decoder width ``E`` follows from it (``student_decoder_dim``).
         drop_path_rate: largest stochastic-depth rate of the backbone.
         weights: ImageNet checkpoint of the backbone loaded strictly; ``""`` = random init.
-        decoder_dim: decoder width ``E``; None = the backbone's (256 for MiT-B0/B1, else 768).
         decoder_dropout: dropout before the decoder output.
     """
 
     backbone: str = "mit_b0"
     drop_path_rate: float = 0.1
     weights: str = ""
-    decoder_dim: int | None = None
     decoder_dropout: float = 0.1
 
 

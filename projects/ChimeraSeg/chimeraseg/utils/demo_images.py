@@ -17,8 +17,17 @@ import numpy as np
 
 from chimeraseg.data.io import DatasetError, read_image
 from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
+from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
-__all__ = ["UNSEEN_SUFFIX", "blend_overlay", "legend_strip", "palette", "run_on_images"]
+__all__ = [
+    "UNSEEN_SUFFIX",
+    "blend_overlay",
+    "image_outputs",
+    "legend_strip",
+    "palette",
+    "run_on_images",
+    "write_png",
+]
 
 UNSEEN_SUFFIX = " *"
 
@@ -63,6 +72,32 @@ def blend_overlay(
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
+def image_outputs(paths: list[str], output: str, similarity: bool, labels: bool) -> list[dict]:
+    """:func:`~chimeraseg.utils.output_files.plan_outputs` for :func:`run_on_images`' files.
+
+    Raises:
+        OutputError: an output would replace an input or another output of the run.
+    """
+    suffixes = [".png"] + (["_labels.png"] if labels else [])
+    suffixes += ["_similarity.png"] if similarity else []
+    return plan_outputs(paths, output, suffixes)  # no input lies in output (vocabulary.json)
+
+
+def write_png(path: str, image_rgb: np.ndarray) -> str:
+    """Writes an RGB image with OpenCV; returns ``path`` once it is on disk.
+
+    Raises:
+        OutputError: naming ``path`` when OpenCV could not write it.
+    """
+    try:
+        ok = cv2.imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))  # RGB -> BGR
+    except cv2.error as e:
+        raise OutputError(f"{path} was not written: {e}") from None
+    if not ok:
+        raise OutputError(f"{path} was not written (is the output folder writable?)")
+    return confirm_written(path)
+
+
 def run_on_images(
     demo: Any, paths: list[str], output: str, similarity: bool, labels: bool = False
 ) -> int:
@@ -71,36 +106,40 @@ def run_on_images(
     With ``labels``, also ``<stem>_labels.png`` (the class index of every pixel, 8 or 16 bits by
     vocabulary size) and, once, ``vocabulary.json`` naming the indices
     (:mod:`chimeraseg.data.prediction_io`). Files that are not readable images are skipped with a
-    one-line note.
+    one-line note. No output replaces an input or another output of the run (checked before
+    any work), and every file is confirmed on disk.
 
     Returns:
         The number of images drawn.
 
     Raises:
-        ValueError: when none of ``paths`` is a readable image.
+        ValueError: when ``paths`` is empty or none of them is a readable image.
+        OutputError: an output would replace an input or another output, or was not written.
     """
+    if not paths:
+        raise ValueError("no input image: the inputs name no file")
+    plans = image_outputs(paths, output, similarity, labels)
     os.makedirs(output, exist_ok=True)
     names = demo.names
     if labels:
-        write_vocabulary_json(
-            os.path.join(output, "vocabulary.json"), names, demo.unseen, demo.gamma
-        )
+        vocabulary_file = os.path.join(output, "vocabulary.json")
+        write_vocabulary_json(vocabulary_file, names, demo.unseen, demo.gamma)
+        confirm_written(vocabulary_file)
     drawn = 0
-    for path in paths:
+    for path, plan in zip(paths, plans):
         try:
             image = read_image(path)  # (H, W, 3) RGB, stored pixel grid (no EXIF rotation)
         except DatasetError as e:
             print(f"[demo] skipped, not a readable image: {e}")
             continue
-        stem = os.path.splitext(os.path.basename(path))[0]
         prediction = np.asarray(demo.predict(image))  # (H, W) class indices
-        cv2.imwrite(os.path.join(output, stem + ".png"), demo.draw(image, prediction)[..., ::-1])
+        write_png(plan[".png"], demo.draw(image, prediction))
         if labels:
-            write_label_png(os.path.join(output, stem + "_labels.png"), prediction, len(names))
+            write_label_png(plan["_labels.png"], prediction, len(names))
+            confirm_written(plan["_labels.png"])
         if similarity:
-            sim = demo.similarity(image)
-            cv2.imwrite(os.path.join(output, stem + "_similarity.png"), sim[..., ::-1])
+            write_png(plan["_similarity.png"], demo.similarity(image))
         drawn += 1
-    if paths and not drawn:
+    if not drawn:
         raise ValueError(f"none of the {len(paths)} inputs is a readable image: {paths[:5]}")
     return drawn

@@ -31,6 +31,7 @@ from chimeraseg.utils.checkpoint_io import (
     read_weights_file,
 )
 from chimeraseg.world.clip_training import (
+    WORLD_CLIP_MODEL_CONFIG,
     WorldClipConfig,
     WorldClipQualityError,
     gate_message,
@@ -43,7 +44,9 @@ __all__ = [
     "WorldClipCacheError",
     "default_cache_dir",
     "ensure_world_clip",
+    "is_world_clip",
     "retrain_advice",
+    "world_clip_for",
     "world_clip_key",
 ]
 
@@ -202,3 +205,22 @@ def _train_and_save(config: WorldClipConfig, checkpoint: Path, progress: bool) -
     }
     atomic_write_text(checkpoint.parent / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def is_world_clip(name: str) -> bool:
+    """Whether a CLIP model name (``MODEL.CLIP.NAME``) is the synthetic world's model config."""
+    return os.path.basename(name) == os.path.basename(WORLD_CLIP_MODEL_CONFIG)
+
+
+def world_clip_for(name: str, pretrained: str) -> WorldClip | None:
+    """The world CLIP's weights for a config naming the world model without weights, else None.
+
+    Trained on first use and cached (:func:`ensure_world_clip`), so a config whose
+    ``MODEL.CLIP.NAME`` is the world model needs no ``MODEL.CLIP.PRETRAINED``.
+
+    Raises:
+        WorldClipQualityError: a newly trained CLIP missed its gate.
+    """
+    if not is_world_clip(name) or pretrained:
+        return None
+    return ensure_world_clip(WorldClipConfig(model_config=name))

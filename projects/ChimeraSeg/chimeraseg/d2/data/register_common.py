@@ -15,7 +15,7 @@ from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from chimeraseg import IGNORE_LABEL
+from chimeraseg import IGNORE_LABEL, ignore_label_for
 from chimeraseg.data.io import ids_from_split_lists, list_sem_seg_pairs
 from chimeraseg.data.splits import ZeroShotSplit
 
@@ -28,10 +28,12 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def split_metadata(split: ZeroShotSplit, ignore_label: int = IGNORE_LABEL) -> dict:
+def split_metadata(split: ZeroShotSplit, ignore_label: int | None = None) -> dict:
     """The zero-shot metadata fields shared by every dataset of a split.
 
-    ``ignore_label`` is 255, or 65535 for the 16-bit labels of vocabularies above 255 classes.
+    ``ignore_label`` is 255, or 65535 for the 16-bit labels of vocabularies above 255 classes;
+    None derives it from the class count (:func:`chimeraseg.ignore_label_for`), so a custom set
+    of 256+ classes never reads class 255 as ignore.
 
     Returns:
         ``stuff_classes``, ``stuff_colors``, ``seen_classes``, ``unseen_classes`` (index lists),
@@ -44,7 +46,9 @@ def split_metadata(split: ZeroShotSplit, ignore_label: int = IGNORE_LABEL) -> di
         "unseen_classes": list(split.unseen),
         "class_split": split.name,
         "class_split_variant": split.variant,
-        "ignore_label": ignore_label,
+        "ignore_label": ignore_label_for(len(split.class_names))
+        if ignore_label is None
+        else ignore_label,
         "evaluator_type": EVALUATOR_TYPE,
     }
 

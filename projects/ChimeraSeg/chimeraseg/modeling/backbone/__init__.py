@@ -1,8 +1,11 @@
 """Student backbones (plain PyTorch): MiT-B0...B5 and ViT-B/16 with a simple feature pyramid."""
 
 from chimeraseg.modeling.backbone.build import (
-    BACKBONE_NAMES,
+    StudentBackbone,
     build_student_backbone,
+    canonical_backbone_name,
+    register_student_backbone,
+    student_backbone_names,
     student_decoder_dim,
 )
 from chimeraseg.modeling.backbone.checkpoint import (
@@ -21,8 +24,11 @@ from chimeraseg.modeling.backbone.mit import (
 from chimeraseg.modeling.backbone.vit import ViTB16Backbone, build_vit_b16
 
 __all__ = [
-    "BACKBONE_NAMES",
+    "StudentBackbone",
     "build_student_backbone",
+    "canonical_backbone_name",
+    "register_student_backbone",
+    "student_backbone_names",
     "student_decoder_dim",
     "MIT_CONFIGS",
     "CheckpointError",
