@@ -12,7 +12,11 @@ Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
 3. train: one training step (batch 2) split into teacher, pseudo masks, student, losses, backward,
    optimizer;
 4. evaluator: pixels/s of ChimeraSeg's evaluator vs detectron2's SemSegEvaluator;
-5. pseudo: pseudo-mask generation ms per image.
+5. pseudo: pseudo-mask generation ms per image;
+6. deploy: the ONNX export (onnxruntime fp32 and int8) vs PyTorch eager fp32, bf16 and
+   ``torch.compile`` (MiT-B0) in the same rounds, argmax agreement, per-operator profiles.
+
+"x machine GEMM" divides by the faster of two fp32 GEMM probes, torch's and onnxruntime's.
 
 Examples::
 
@@ -34,16 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` i
 
 from benchmarks.clip_setup import build_clip, build_vocabulary  # noqa: E402
 from benchmarks.d2_path import run_d2_path  # noqa: E402
+from benchmarks.deploy import PATHS as DEPLOY_PATHS  # noqa: E402
+from benchmarks.deploy import run_deploy  # noqa: E402
 from benchmarks.evaluator import run_evaluator  # noqa: E402
 from benchmarks.inference import PRECISIONS, rescale_fractions, run_inference  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.markdown import report_markdown  # noqa: E402
-from benchmarks.measure import matmul_gflops  # noqa: E402
+from benchmarks.measure import matmul_gflops, onnxruntime_matmul_gflops  # noqa: E402
 from benchmarks.pseudo import run_pseudo_masks  # noqa: E402
 from benchmarks.report import print_report  # noqa: E402
 from benchmarks.training import run_training  # noqa: E402
 
-SECTIONS = ("inference", "d2", "train", "evaluator", "pseudo")
+SECTIONS = ("inference", "d2", "train", "evaluator", "pseudo", "deploy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,12 +90,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gemm-size", type=int, default=2048, help="side of the fp32 GEMM probe")
     p.add_argument("--eval-images", type=int, default=8, help="predictions for the evaluator")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--deploy-paths",
+        nargs="+",
+        default=list(DEPLOY_PATHS),
+        choices=DEPLOY_PATHS,
+        help="paths of the deploy section (compile_fp32 compiles for minutes on a small CPU)",
+    )
     p.add_argument("--output", metavar="JSON", help="write the full report here")
     p.add_argument("--markdown", metavar="MD", help="write the tables as markdown here")
     args = p.parse_args(argv)
     if args.tiny:
         args.size, args.batches, args.repeats, args.warmup = 64, [1, 2], 1, 0
         args.gemm_size, args.eval_images = 256, 2
+        args.deploy_paths = [p for p in args.deploy_paths if p != "compile_fp32"]
     return args
 
 
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train": lambda: run_training(args, clip_model, vocab, device),
         "evaluator": lambda: run_evaluator(args),
         "pseudo": lambda: run_pseudo_masks(args, clip_model, vocab, device),
+        "deploy": lambda: run_deploy(args, clip_model, vocab, device),
     }
     for name in args.sections:
         print(f"[benchmark] running section '{name}' ...", file=sys.stderr, flush=True)
@@ -129,7 +144,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Shared machines vary: probe again and take the best as "the machine's" GEMM rate. The
     # fractions in the breakdown used the start probe; rescale them if the end probe was faster.
     gemm["end"] = matmul_gflops(device, args.gemm_size, 1, 5)
-    gemm["gflops"] = max(gemm["start"]["gflops"], gemm["end"]["gflops"])
+    if device.type == "cpu":
+        gemm["onnxruntime"] = onnxruntime_matmul_gflops(args.gemm_size, 1, 5)
+    probes = {"torch": max(gemm["start"]["gflops"], gemm["end"]["gflops"])}
+    if gemm.get("onnxruntime"):
+        probes["onnxruntime"] = gemm["onnxruntime"]["gflops"]
+    gemm["kernel"] = max(probes, key=probes.get)
+    gemm["gflops"] = probes[gemm["kernel"]]
     gemm["size"] = args.gemm_size
     if "fp32" in report.get("inference", {}):
         rescale_fractions(report["inference"]["fp32"], args.gemm_gflops / gemm["gflops"])

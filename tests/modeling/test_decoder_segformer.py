@@ -64,3 +64,15 @@ def test_missing_feature_and_bad_names_are_reported():
         decoder(features)
     with pytest.raises(ValueError, match="stage4"):
         SegFormerDecoder({"res2": 4, "stage4": 8}, embed_dim=8, dropout=0.1)
+
+
+def test_inference_folds_the_fuse_conv_into_the_projections_exactly():
+    decoder = SegFormerDecoder(CHANNELS, embed_dim=8, dropout=0.1).eval()
+    _randomise(decoder)
+    features = _features()
+    with torch.no_grad():
+        folded = decoder(features)  # no autograd: the folded path
+    unfolded = decoder(features).detach()  # autograd: concatenation + 1x1 conv
+    assert folded.shape == unfolded.shape == (2, 8, 13, 16)
+    assert torch.allclose(folded, unfolded, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(folded, torch.zeros_like(folded))

@@ -41,7 +41,7 @@ def _positive(value: object) -> bool:
 
 def test_json_report_has_every_section(tiny_report: tuple[dict, dict]) -> None:
     report, written = tiny_report
-    sections = ("inference", "d2", "train", "evaluator", "pseudo")
+    sections = ("inference", "d2", "train", "evaluator", "pseudo", "deploy")
     for key in ("machine", "settings", "clip", "gemm", "gemm_bf16", *sections):
         assert key in written, key
     assert written["num_classes"] == 171
@@ -117,6 +117,24 @@ def test_exactness_checks(tiny_report: tuple[dict, dict]) -> None:
     assert e["chunking"]["max_abs_diff"] <= 1e-5 and e["chunking"]["agreement"] == 1.0
     assert 0.0 <= e["stride8_inexact"]["agreement"] <= 1.0
     assert _positive(e["stride8_inexact"]["speedup"])
+
+
+def test_deploy_section_times_every_path_in_the_same_rounds(tiny_report: tuple[dict, dict]) -> None:
+    deploy = tiny_report[1]["deploy"]
+    paths = {"eager_fp32", "eager_bf16", "onnx_fp32", "onnx_int8"}  # --tiny skips compile
+    assert set(deploy["paths"]) == {"1", "2"}
+    for entries in deploy["paths"].values():
+        assert set(entries) == paths
+        for entry in entries.values():
+            assert _positive(entry["images_per_s"]) and len(entry["times_s"]) == 1
+        assert entries["eager_fp32"]["ratio_vs_eager_fp32"] == 1.0
+    agreement = deploy["argmax_agreement"]
+    assert agreement["eager_fp32"] == 1.0 and agreement["onnx_fp32"] >= 0.99
+    assert all(0 <= v <= 1 for v in agreement.values())
+    assert deploy["profile"]["eager_fp32"] and deploy["profile"]["onnx_fp32"]
+    assert "Deploy: MiT-B0" in tiny_report[1]["_markdown"]
+    gemm = tiny_report[1]["gemm"]
+    assert gemm["kernel"] in ("torch", "onnxruntime") and _positive(gemm["onnxruntime"]["gflops"])
 
 
 def test_training_pseudo_and_evaluator_sections(tiny_report: tuple[dict, dict]) -> None:

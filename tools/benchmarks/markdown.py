@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.deploy_report import deploy_markdown
+
 # Profile columns in pipeline order; unknown stages go before "rest".
 STAGE_ORDER = (
     "patch_embedding",
@@ -200,12 +202,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"torch {m['torch']}, device {m['device']}; load average "
         f"{m.get('load_average_1min', float('nan')):.1f} at start, "
         f"{m.get('load_average_1min_end', float('nan')):.1f} at end. CLIP: {report['clip']}. "
-        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s.",
+        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s "
+        f"({g.get('kernel', 'torch')}'s kernel, the faster of the torch and onnxruntime probes).",
         "",
     ]
     size, n = report["settings"]["size"], report["num_classes"]
     sections = {"inference": lambda r: _inference(r, size, n), "d2": _d2, "train": _training}
-    sections |= {"evaluator": _evaluator, "pseudo": _pseudo}
+    sections |= {"evaluator": _evaluator, "pseudo": _pseudo, "deploy": deploy_markdown}
     for key, fmt in sections.items():
         if key in report:
             lines += fmt(report[key])

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 _STATUS = "/proc/self/status"
@@ -216,3 +217,26 @@ def interleaved(
             if round_index >= warmup:
                 seconds[name].append(m.median_s)
     return seconds
+
+
+def onnxruntime_matmul_gflops(size: int, warmup: int, repeats: int) -> dict[str, float] | None:
+    """The same fp32 GEMM probe through onnxruntime's MatMul kernel (None without onnxruntime).
+
+    onnxruntime's CPU GEMM (MLAS) can beat torch's on the same machine; the machine's GEMM rate
+    is the faster of the two probes, so "x machine GEMM" compares with the fastest kernel here.
+    """
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {k: rng.standard_normal((size, size), dtype=np.float32) for k in ("a", "b")}
+    m = measure(lambda: session.run(None, feeds), torch.device("cpu"), warmup, repeats)
+    return {"size": size, "median_s": m.median_s, "gflops": 2 * size**3 / m.median_s / 1e9}

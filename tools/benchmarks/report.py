@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.deploy_report import deploy_lines
+
 
 def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
@@ -123,7 +125,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"ChimeraSeg benchmark  {m['date']}  {m['cpu']}  {m['device']}  "
         f"threads={m['torch_num_threads']}  torch {m['torch']}",
         f"CLIP: {report['clip']}  classes: {report['num_classes']}",
-        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s",
+        f"Dense fp32 GEMM {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s "
+        f"({g.get('kernel', 'torch')}, the faster probe)",
     ]
     formatters = {
         "inference": _inference,
@@ -131,6 +134,7 @@ def print_report(report: dict[str, Any]) -> None:
         "train": _training,
         "evaluator": _evaluator,
         "pseudo": _pseudo,
+        "deploy": deploy_lines,
     }
     for key, fmt in formatters.items():
         if key in report:

@@ -181,6 +181,9 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.AMP.ENABLED = False
     # "bfloat16" (CPU and recent GPUs) or "float16" (CUDA only, for GPUs without bfloat16).
     cfg.TEST.AMP.PRECISION = "bfloat16"
+    # True = the student and decoder run through torch.compile at inference (compiled on the
+    # first image; the CSH and the cosine stay eager). Measured in tools/benchmark.py, 'deploy'.
+    cfg.TEST.COMPILE = _DEFAULTS.inference.compile
 
 
 def _add_solver_config(cfg: CN) -> None:

@@ -117,6 +117,7 @@ def inference_config(cfg: CfgNode) -> InferenceConfig:
         head_downsample=cfg.TEST.CSH_DOWNSAMPLE,
         chunk_tokens=cfg.TEST.CSH_CHUNK_TOKENS,
         precision=inference_precision(cfg),
+        compile=bool(cfg.TEST.COMPILE),
     )
 
 

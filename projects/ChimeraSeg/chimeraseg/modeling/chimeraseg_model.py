@@ -13,7 +13,7 @@ rebuilt from CLIP), and :meth:`load_state_dict` accepts such state dicts with ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -273,7 +273,7 @@ class ChimeraSegModel(nn.Module):
                 return (F.normalize(tokens.float(), dim=-1) @ text.t()) / tau
 
         def logits_fn(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H', W') -> (B, N, h, w)
-            features = self.head_features(images, options.head_downsample)  # (B, E, h, w)
+            features = self._features_fn(options.compile)(images, options.head_downsample)
             logits = self.head.map_positions(features, row_fn, options.chunk_tokens)
             return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
@@ -284,6 +284,14 @@ class ChimeraSegModel(nn.Module):
             if options.mode == "slide":
                 return slide_inference(logits_fn, images, options.slide_crop, options.slide_stride)
             return whole_inference(logits_fn, images) if upsample else logits_fn(images)
+
+    def _features_fn(self, compiled: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """:meth:`head_features`, or its ``torch.compile`` (made once, kept on the model)."""
+        if not compiled:
+            return self.head_features
+        if "_compiled_features" not in self.__dict__:
+            self.__dict__["_compiled_features"] = torch.compile(self.head_features)
+        return self.__dict__["_compiled_features"]
 
     def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
         """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.

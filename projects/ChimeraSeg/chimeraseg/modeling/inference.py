@@ -44,6 +44,9 @@ class InferenceConfig:
         chunk_tokens: CSH positions per chunk without autograd (exact); 0 = one pass.
         precision: autocast dtype of the student and the CSH (``torch.bfloat16``; float16 on
             GPUs without bfloat16); None = float32. The cosine logits stay float32.
+        compile: run the student and decoder through ``torch.compile`` (compiled once per model
+            on first use; the CSH's chunk loop and the cosine stay eager). Same values up to
+            float reassociation; the first call pays the compilation.
     """
 
     mode: str = "whole"
@@ -52,6 +55,7 @@ class InferenceConfig:
     head_downsample: int = 1
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     precision: torch.dtype | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in INFERENCE_MODES:
