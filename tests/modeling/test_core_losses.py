@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -54,8 +55,26 @@ def test_segmentation_loss_all_ignore_is_zero_with_graph() -> None:
 
 
 def test_segmentation_loss_rejects_out_of_range_target() -> None:
-    with pytest.raises(ValueError, match="target value 7"):
+    message = r"target value {} is outside \[0, 3\) and is not the ignore value 255"
+    with pytest.raises(ValueError, match=message.format(7)):
         segmentation_loss(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 7), **SEG)
+    for value in (3, -1):  # one bad pixel, at the first value past each end of the range
+        target = torch.tensor([[[0, 255], [2, value]]])
+        with pytest.raises(ValueError, match=message.format(value)):
+            segmentation_loss(torch.randn(1, 3, 2, 2), target, **SEG)
+
+
+@pytest.mark.parametrize(
+    ("logits", "target"),
+    [((2, 3, 4, 4), (1, 4, 4)), ((3, 4, 4), (3, 4, 4)), ((1, 3, 4, 4), (1, 1, 4, 4))],
+)
+def test_segmentation_loss_rejects_mismatched_shapes(logits: tuple, target: tuple) -> None:
+    message = (
+        "segmentation_loss expects logits (B, C, h, w) and target (B, H, W); "
+        f"got {logits} and {target}"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        segmentation_loss(torch.randn(logits), torch.zeros(target, dtype=torch.long), **SEG)
 
 
 # ------------------------------------------------------------------------------------- SAM
