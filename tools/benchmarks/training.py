@@ -10,10 +10,10 @@ stage is the time between two stamps of the same step, in the order ``forward_tr
 - ``teacher_forward``: ``model.teacher`` called .. returned;
 - ``pseudo_masks``: ``model.teacher`` returned .. ``model.criterion`` called (pseudo masks and
   prototypes);
-- ``segmentation_loss``: ``model.criterion`` called .. its ``global_distillation`` called;
-- ``distillation_loss``: ``global_distillation`` called .. returned (Selective Global
+- ``segmentation_loss``: ``model.criterion`` called .. its ``losses["loss_sgd"]`` called;
+- ``distillation_loss``: ``losses["loss_sgd"]`` called .. returned (Selective Global
   Distillation);
-- ``alignment_loss``: ``global_distillation`` returned .. ``model.criterion`` returned (SAM);
+- ``alignment_loss``: ``losses["loss_sgd"]`` returned .. ``model.criterion`` returned (SAM);
 - ``other_forward``: the rest of ``forward_train`` (label mapping);
 - ``backward`` and ``optimizer_step``.
 """
@@ -96,7 +96,7 @@ def instrument(model: ChimeraSegModel, timer: StageTimer) -> Iterator[None]:
         "head": model.head,
         "teacher": model.teacher,
         "criterion": model.criterion,
-        "distillation": model.criterion.global_distillation,
+        "distillation": model.criterion.losses["loss_sgd"],
     }
     handles = []
     for name, module in modules.items():

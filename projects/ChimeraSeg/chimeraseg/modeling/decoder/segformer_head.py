@@ -92,7 +92,8 @@ class SegFormerDecoder(nn.Module):
         fused = None
         for k, name in enumerate(self.in_features):
             linear, w_k = self.linear[name], weight[:, k]  # (E, E) slice of the fuse conv
-            bias = w_k @ linear.bias if linear.bias is not None else None
+            # F.linear, not a matrix-vector product: fvcore's FLOP counter takes only 2-D matmuls
+            bias = F.linear(linear.bias, w_k) if linear.bias is not None else None  # (E,)
             x = features[name].permute(0, 2, 3, 1)  # (B, h_i, w_i, C_i)
             x = F.linear(x, w_k @ linear.weight, bias).permute(0, 3, 1, 2)  # (B, E, h_i, w_i)
             if x.shape[-2:] != size:
