@@ -23,6 +23,7 @@ Examples::
 
     # the same demo on an ONNX export (tools/export_onnx.py), with or without detectron2
     python tools/demo.py --onnx export/ --input photos/ --output out/ --vocabulary "cat,sky"
+    python tools/demo.py --onnx export/ --onnx-graph int8 --input photos/ --output out/
 
 Images are read by the project's reader (``chimeraseg.data.io.read_image``), which ignores EXIF
 orientation tags like every other part of ChimeraSeg. Files of an input folder that are not images
@@ -43,6 +44,7 @@ import numpy as np
 
 from chimeraseg.data.splits import read_class_names
 from chimeraseg.demo.vocabulary import split_names
+from chimeraseg.deploy.runtime import GRAPHS
 from chimeraseg.utils.demo_images import image_outputs, run_on_images
 from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
 
@@ -130,6 +132,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--onnx", metavar="DIR", help="run an export of tools/export_onnx.py instead (no config)"
     )
+    parser.add_argument(
+        "--onnx-graph",
+        choices=GRAPHS,
+        help="with --onnx: the image graph (default: baked if exported and no --vocabulary, "
+        "else fp32)",
+    )
     parser.add_argument("--input", nargs="+", help="image files, globs or folders")
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument(
@@ -202,9 +210,13 @@ def _build(
         from chimeraseg.deploy.metadata import ExportError
 
         try:
-            return build_onnx_demo(args.onnx, vocabulary, unseen, args.gamma, _visualizer_drawer())
+            return build_onnx_demo(
+                args.onnx, vocabulary, unseen, args.gamma, _visualizer_drawer(), args.onnx_graph
+            )
         except (ExportError, ImportError) as e:
             raise SystemExit(f"tools/demo.py: --onnx: {e}") from e
+    if args.onnx_graph:
+        raise SystemExit("tools/demo.py: --onnx-graph needs --onnx DIR")
     if not args.config_file:
         raise SystemExit("tools/demo.py: give --config-file (PyTorch) or --onnx DIR (an export)")
     opts = list(args.opts)

@@ -12,6 +12,12 @@ Examples::
         --gt-dir datasets/coco/stuffthingmaps_detectron2/val2017 --split coco_stuff_171
     python tools/evaluate_predictions.py --pred-dir preds --gt-dir labels \\
         --class-names-file names.txt --unseen 3,7 --output metrics.json
+    # the ONNX demo's labels against the PyTorch demo's (tools/demo.py --save-labels)
+    python tools/evaluate_predictions.py --pred-dir out_onnx --reference-dir out_torch \\
+        --pred-suffix _labels --gt-dir labels --split coco_stuff_171
+
+With ``--reference-dir`` the JSON also holds ``agreement``: the share of labelled pixels where
+the predictions and the reference predictions give the same class.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from chimeraseg.evaluation.metrics import zero_shot_metrics
-from chimeraseg.evaluation.offline import evaluate_prediction_folder
+from chimeraseg.evaluation.offline import evaluate_prediction_folder, prediction_agreement
 from chimeraseg.evaluation.plots import plot_per_class_iou
 from chimeraseg.evaluation.report import format_table, write_json
 
@@ -31,6 +37,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pred-dir", required=True, help="folder of prediction PNGs")
     parser.add_argument("--gt-dir", required=True, help="folder of prepared ground-truth PNGs")
+    parser.add_argument(
+        "--pred-suffix",
+        default="",
+        help="what prediction names add to the ground-truth stem (tools/demo.py: _labels)",
+    )
+    parser.add_argument(
+        "--reference-dir",
+        default=None,
+        help="reference predictions named like --pred-dir's: also report the pixel agreement",
+    )
     classes = parser.add_mutually_exclusive_group(required=True)
     classes.add_argument(
         "--split", help="named split of chimeraseg.data.splits, e.g. coco_stuff_171"
@@ -76,7 +92,9 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
 def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: list[str | None]) -> None:
     """Exits naming the file when an output would replace an input (a PNG or the names file)."""
     inputs = {os.path.realpath(p) for p in (args.class_names_file,) if p}
-    for folder in (args.pred_dir, args.gt_dir):
+    for folder in (args.pred_dir, args.gt_dir, args.reference_dir):
+        if folder is None:
+            continue
         if os.path.isdir(folder):
             inputs |= {os.path.realpath(os.path.join(folder, f)) for f in os.listdir(folder)}
     for output in outputs:
@@ -87,12 +105,23 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: list[str | Non
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     names, seen, unseen = _class_table(args)
-    conf, num_images = evaluate_prediction_folder(args.pred_dir, args.gt_dir, len(names))
+    output = args.output or os.path.join(args.pred_dir, "metrics.json")
+    _refuse_overwriting_inputs(args, [output, args.plot])
+    conf, num_images = evaluate_prediction_folder(
+        args.pred_dir, args.gt_dir, len(names), args.pred_suffix
+    )
     metrics = zero_shot_metrics(conf, seen, unseen, names)
     print(format_table(metrics, names, seen, unseen))
     print(f"images: {num_images}")
-    output = args.output or os.path.join(args.pred_dir, "metrics.json")
-    _refuse_overwriting_inputs(args, [output, args.plot])
+    extra = {}
+    if args.reference_dir:
+        agreeing, labelled = prediction_agreement(
+            args.pred_dir, args.reference_dir, args.gt_dir, len(names), args.pred_suffix
+        )
+        extra = {"reference_dir": args.reference_dir, "agreement": agreeing / max(labelled, 1),
+                 "agreeing_pixels": agreeing, "labelled_pixels": labelled}  # fmt: skip
+        print(f"agreement with {args.reference_dir}: {100 * extra['agreement']:.3f}% "
+              f"of {labelled} labelled pixels")  # fmt: skip
     write_json(
         output,
         {
@@ -104,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             "unseen_classes": unseen,
             "metrics": metrics,
             "confusion_matrix": conf.tolist(),
+            **extra,
         },
     )
     print(f"wrote {output}")

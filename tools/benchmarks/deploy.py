@@ -11,8 +11,11 @@ upsampling is the same for all and timed in the inference section):
 - ``onnx_int8``: the same on ``image_encoder_int8.onnx`` (dynamic int8 matrix products).
 
 Each path's argmax agreement is measured against ``eager_fp32`` on the benchmark's model and
-images; a trained model's agreement comes from ``tools/deploy_agreement.py``. The per-operator
-profile (batch 1) shows where each runtime spends its time.
+images (random weights: a smoke check of the graphs, not of a trained model). A trained model's
+agreement comes from its label PNGs: ``tools/demo.py --save-labels`` with ``--config-file`` and
+with ``--onnx [--onnx-graph int8]`` on the validation images, then
+``tools/evaluate_predictions.py --pred-suffix _labels --reference-dir`` (docs/PERFORMANCE.md).
+The per-operator profile (batch 1) shows where each runtime spends its time.
 """
 
 from __future__ import annotations
