@@ -21,7 +21,7 @@ Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
 Examples::
 
     python tools/benchmark.py --allow-random-clip --output bench.json
-    python tools/benchmark.py --clip-pretrained openai --device cuda --precisions bf16
+    python tools/benchmark.py --clip-weights openai --device cuda --precisions bf16
     python tools/benchmark.py --tiny --output /tmp/tiny.json   # seconds; used by the smoke test
 """
 
@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from chimeraseg.clip.cli import add_clip_arguments, clip_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` importable
 
@@ -55,13 +57,12 @@ SECTIONS = ("inference", "d2", "train", "evaluator", "pseudo", "deploy")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--help`` lists them)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    w = p.add_argument_group("CLIP weights (one of them is required)")
-    w.add_argument("--clip-weights", metavar="PATH", help="local open_clip checkpoint file")
-    w.add_argument("--clip-pretrained", metavar="TAG", help="open_clip pretrained tag, e.g. openai")
-    w.add_argument(
-        "--allow-random-clip",
-        action="store_true",
-        help="time a randomly initialised ViT-B/16 CLIP (speed does not depend on the weights)",
+    add_clip_arguments(
+        p,
+        name=False,
+        default_weights=None,
+        random_help="time a randomly initialised ViT-B/16 CLIP (speed does not depend on the "
+        "weights); this or --clip-weights is required",
     )
     p.add_argument(
         "--tiny",
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     clip_model, clip_desc = build_clip(args)
     clip_model = clip_model.to(device)
-    random_weights = args.tiny or not (args.clip_weights or args.clip_pretrained)
+    random_weights = args.tiny or clip_weights(args) is None
     vocab = build_vocabulary(clip_model, random_weights)
     gemm = {"start": matmul_gflops(device, args.gemm_size, max(args.warmup, 1), 5)}
     gemm_bf16 = matmul_gflops(device, args.gemm_size, max(args.warmup, 1), 5, torch.bfloat16)

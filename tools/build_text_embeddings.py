@@ -6,9 +6,9 @@ find the embeddings without running the text encoder again.
 Examples::
 
     python tools/build_text_embeddings.py --split coco_stuff_171 \\
-        --clip-pretrained /path/to/ViT-B-16.pt --cache-dir output/text_cache
+        --clip-weights /path/to/ViT-B-16.pt --cache-dir output/text_cache
     python tools/build_text_embeddings.py --names-file my_classes.txt --templates single \\
-        --clip-pretrained openai --cache-dir output/text_cache
+        --clip-weights openai --cache-dir output/text_cache
     python tools/build_text_embeddings.py --split synthetic --allow-random-clip --cache-dir /tmp/tc
 """
 
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from chimeraseg.clip import encode_class_names, load_clip
+from chimeraseg.clip.cli import add_clip_arguments, clip_weights
 from chimeraseg.clip.templates import TEMPLATE_SETS
 
 
@@ -48,13 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--split", help="zero-shot split name, e.g. coco_stuff_171")
     source.add_argument("--names-file", type=Path, help="text file with one class name per line")
     parser.add_argument("--variant", default=None, help="split variant, e.g. zs3 or cascade")
-    parser.add_argument("--clip-model", default="ViT-B-16-quickgelu", help="open_clip model name")
-    parser.add_argument(
-        "--clip-pretrained", default="openai", help="open_clip tag or local checkpoint path"
-    )
-    parser.add_argument(
-        "--allow-random-clip", action="store_true", help="random CLIP weights (tests only)"
-    )
+    add_clip_arguments(parser, name=True, default_weights="openai")
     parser.add_argument(
         "--templates",
         action="append",
@@ -75,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.names_file
         else split_names(args.split, args.variant)
     )
-    pretrained = None if args.allow_random_clip else args.clip_pretrained
     clip_model = load_clip(
-        args.clip_model, pretrained, allow_random_init=args.allow_random_clip, device=args.device
+        args.clip_name,
+        clip_weights(args),
+        allow_random_init=args.allow_random_clip,
+        device=args.device,
     )
     for templates in args.templates or ["imagenet80+scene"]:
         embeddings = encode_class_names(

@@ -23,6 +23,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from chimeraseg.clip.cli import add_clip_arguments
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
 MEASURE_CONFIG = os.path.join(
@@ -44,8 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=20, help="iterations of train_fp32")
     p.add_argument("--amp-iterations", type=int, default=5, help="iterations of the AMP checks")
     p.add_argument("--images-per-process", type=int, default=2)
-    p.add_argument("--clip-weights", metavar="PATH", help="CLIP weights of --config-file")
-    p.add_argument("--allow-random-clip", action="store_true", help="random CLIP (tool tests)")
+    add_clip_arguments(p, name=False, default_weights=None, random_help="random CLIP (tool tests)")
     p.add_argument("--measure-config", default=MEASURE_CONFIG, help="paper config to measure")
     p.add_argument("--measure-opt", nargs=2, action="append", default=[], metavar=("KEY", "VAL"))
     p.add_argument("--measure-iterations", type=int, default=10)
@@ -61,8 +62,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _clip_opts(args: argparse.Namespace) -> list[str]:
     """CLIP weights of the correctness config: given, random (explicit) or the world CLIP."""
-    if args.clip_weights and args.allow_random_clip:
-        raise SystemExit("tools/check_cluster.py: give --clip-weights or --allow-random-clip")
     if args.allow_random_clip:
         return ["MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.ALLOW_RANDOM_INIT", "True"]
     if args.clip_weights:

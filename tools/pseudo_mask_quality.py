@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chimeraseg.clip.cli import add_clip_arguments, clip_weights
 from chimeraseg.clip.loading import load_clip
 from chimeraseg.clip.teacher import DENSE_PATHS
 from chimeraseg.clip.text import encode_class_names
@@ -58,18 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max-images", type=int, default=None, help="first N images (default all)")
     data.add_argument("--short-side", type=int, default=None, help="resize (default: as stored)")
     data.add_argument("--crop", default=None, help="centre crop 'H,W' or 'S' after resizing")
-    clip = parser.add_argument_group("CLIP")
-    clip.add_argument("--clip-name", default="ViT-B-16-quickgelu", help="open_clip name or JSON")
-    clip.add_argument(
-        "--clip-weights",
-        default=None,
-        help="open_clip tag or checkpoint file (default 'openai'; none with --allow-random-clip)",
-    )
-    clip.add_argument(
-        "--allow-random-clip",
-        action="store_true",
-        help="random CLIP weights when --clip-weights is not given (smoke tests only)",
-    )
+    add_clip_arguments(parser, name=True, default_weights="openai")
+    clip = parser.add_argument_group("text and dense path")
     clip.add_argument("--templates", default="imagenet80+scene", help="text prompt template set")
     clip.add_argument("--dense-path", default="value_ffn", choices=DENSE_PATHS)
     masks = parser.add_argument_group("pseudo masks")
@@ -132,7 +123,7 @@ def data_dirs(args: argparse.Namespace) -> tuple[str, str]:
 
 def _load_clip(args: argparse.Namespace) -> nn.Module:
     """The frozen CLIP of ``--clip-name`` / ``--clip-weights`` (random only if allowed)."""
-    weights = args.clip_weights or (None if args.allow_random_clip else "openai")
+    weights = clip_weights(args)
     return load_clip(args.clip_name, pretrained=weights, allow_random_init=args.allow_random_clip)
 
 

@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from chimeraseg.clip.cli import add_clip_arguments
+
 INSTALL_HINT = (
     "tools/run_demo.py: detectron2 is not installed; `make detectron2` builds the commit pinned "
     f"in the Makefile (DETECTRON2_COMMIT), or: {sys.executable} -m pip install "
@@ -32,10 +34,7 @@ WORLD_CLIP_LINE = "CLIP: the synthetic world's CLIP"  # how resolve_clip's line 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip-weights", metavar="PATH", help="local CLIP checkpoint file")
-    parser.add_argument(
-        "--allow-random-clip", action="store_true", help="random CLIP weights (smoke run only)"
-    )
+    add_clip_arguments(parser, name=False, default_weights=None)
     parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE")
     parser.add_argument("--datasets", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
     parser.add_argument("--output", default="output/demo", help="training and visualisations")
@@ -46,8 +45,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 def clip_opts(args: argparse.Namespace) -> list[str]:
     """Config overrides for ``--clip-weights`` / ``--allow-random-clip``."""
-    if args.clip_weights and args.allow_random_clip:
-        raise SystemExit("tools/run_demo.py: give --clip-weights or --allow-random-clip, not both")
     if args.clip_weights:
         return ["MODEL.CLIP.PRETRAINED", args.clip_weights]
     if args.allow_random_clip:

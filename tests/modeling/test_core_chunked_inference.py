@@ -51,7 +51,7 @@ def test_chunked_head_equals_one_pass(tiny_clip: nn.Module, norm: str) -> None:
         assert calls[0] == 1
         chunked = head(x, chunk_tokens=7)
         assert calls[0] == 1 + 9  # really chunked
-        fres = head.map_positions(x, None, chunk_tokens=7)
+        fres = head.map_residual_rows(x, None, chunk_tokens=7)
     assert chunked.shape == whole.shape == (2, 32, 5, 6)
     assert (chunked - whole).abs().max() <= 1e-5
     assert fres.shape == (2, 5, 6, 64) and fres.is_contiguous()

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLIP_NAME = "ViT-B-16-quickgelu"
+from chimeraseg.clip.cli import DEFAULT_CLIP_NAME as CLIP_NAME
+from chimeraseg.clip.cli import clip_weights
+
 NUM_COCO_STUFF_CLASSES = 171
 
 # Same structure as ViT-B/16 (patch 16, QuickGELU, class token, ln_post, proj) but tiny widths,
@@ -38,7 +40,8 @@ def build_clip(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """Builds the CLIP model the run uses.
 
     Args:
-        args: Parsed CLI (``tiny``, ``clip_weights``, ``clip_pretrained``, ``allow_random_clip``).
+        args: Parsed CLI (``tiny`` and the options of
+            :func:`chimeraseg.clip.cli.add_clip_arguments`).
 
     Returns:
         ``(clip_model, description)``; the model is frozen and in eval mode.
@@ -51,10 +54,10 @@ def build_clip(args: argparse.Namespace) -> tuple[nn.Module, str]:
         from open_clip.model import CLIP
 
         return _freeze(CLIP(**TINY_CLIP_CONFIG)), "tiny random CLIP (TINY_CLIP_CONFIG)"
-    pretrained = args.clip_weights or args.clip_pretrained
+    pretrained = clip_weights(args)
     if pretrained is None and not args.allow_random_clip:
         raise SystemExit(
-            "benchmark: no CLIP weights given; pass --clip-weights PATH or --clip-pretrained TAG, "
+            "benchmark: no CLIP weights given; pass --clip-weights TAG_OR_FILE, "
             "or --allow-random-clip to time a randomly initialised ViT-B/16 (same speed)"
         )
     try:

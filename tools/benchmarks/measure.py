@@ -24,8 +24,8 @@ import gc
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,10 +48,6 @@ class Measurement:
     times_s: list[float] = field(default_factory=list)
     peak_mem_mb: float | None = None
     mem_method: str = "none"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 def _read_status_kb(key: str) -> int | None:

@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ import open_clip
 import torch
 from torch import nn
 
-from chimeraseg.clip.torchscript_archive import read_torchscript_state_dict
+from chimeraseg.clip.cli import DEFAULT_CLIP_NAME
+from chimeraseg.clip.torchscript_archive import is_torchscript_archive, read_torchscript_state_dict
 from chimeraseg.utils.checkpoint_io import describe_load_error, read_weights_file
 
 __all__ = [
@@ -71,14 +71,6 @@ def _looks_like_path(pretrained: str) -> bool:
     )
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    """TorchScript zips hold ``<root>/constants.pkl`` and ``<root>/code/``; state dicts do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
-
-
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     """Reads a checkpoint file; returns ``(state_dict, is_openai_torchscript)``."""
     hint = "re-download or re-export the file (expected a CLIP state dict)"
@@ -87,7 +79,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu"), False
-        if _is_torchscript_archive(path):
+        if is_torchscript_archive(path):
             # OpenAI's archives: tensors only, read without running the archive's code or pickles.
             return read_torchscript_state_dict(path), True
     except Exception as e:  # noqa: BLE001 -- any reader failure means an unreadable file
@@ -268,7 +260,7 @@ def _random_model(name: str, seed: int) -> nn.Module:
 
 
 def load_clip(
-    name: str = "ViT-B-16-quickgelu",
+    name: str = DEFAULT_CLIP_NAME,
     pretrained: str | os.PathLike | None = "openai",
     allow_random_init: bool = False,
     device: str | torch.device = "cpu",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from chimeraseg.clip.cli import DEFAULT_CLIP_NAME
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
 from chimeraseg.modeling.settings import ChimeraSegSettings
 from chimeraseg.utils.config_yaml import load_config_yaml
@@ -136,6 +137,10 @@ def _add_model_config(cfg: CN) -> None:
     m.SEG_LOSS.FOCAL_WEIGHT = _DEFAULTS.losses.seg.focal_weight
     # Focusing parameter gamma of the focal term.
     m.SEG_LOSS.FOCAL_GAMMA = _DEFAULTS.losses.seg.focal_gamma
+    # Weights of losses registered outside the package (chimeraseg.modeling.register_loss), as
+    # [name, weight] pairs, e.g. [["loss_toy", 0.5]]; the module registering them must be
+    # imported before the model is built (docs/EXTENDING.md). Empty = the paper's three losses.
+    m.EXTRA_LOSS_WEIGHTS = []
 
 
 def _add_clip_config(cfg: CN) -> None:
@@ -143,7 +148,7 @@ def _add_clip_config(cfg: CN) -> None:
     cfg.MODEL.CLIP = CN()
     # open_clip model name, or a path to an open_clip model-config JSON (its stem becomes the
     # name; used by the tests for a tiny CLIP). OpenAI ViT-B/16 weights need "-quickgelu".
-    cfg.MODEL.CLIP.NAME = "ViT-B-16-quickgelu"
+    cfg.MODEL.CLIP.NAME = DEFAULT_CLIP_NAME
     # open_clip pretrained tag (e.g. "openai", downloaded once) or a local checkpoint path.
     cfg.MODEL.CLIP.PRETRAINED = "openai"
     # Allow random CLIP weights when PRETRAINED is "" (tests / smoke runs only; never silent).

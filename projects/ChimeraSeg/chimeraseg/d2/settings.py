@@ -26,6 +26,13 @@ from chimeraseg.modeling.settings import (
 
 __all__ = ["inference_config", "inference_precision", "settings_from_config"]
 
+# The built-in losses and the config key of each one's weight.
+_BUILT_IN_WEIGHT_KEYS = {
+    "loss_seg": "MODEL.CHIMERASEG.SEG_LOSS.WEIGHT",
+    "loss_sgd": "MODEL.CHIMERASEG.SGD.WEIGHT",
+    "loss_sam": "MODEL.CHIMERASEG.SAM.WEIGHT",
+}
+
 
 def settings_from_config(cfg: CfgNode) -> ChimeraSegSettings:
     """The model settings of a (validated) ChimeraSeg config.
@@ -77,7 +84,10 @@ def _head_settings(cfg: CfgNode) -> HeadSettings:
 def _loss_settings(cfg: CfgNode) -> LossSettings:
     m = cfg.MODEL.CHIMERASEG
     return LossSettings(
-        weights={"loss_seg": m.SEG_LOSS.WEIGHT, "loss_sgd": m.SGD.WEIGHT, "loss_sam": m.SAM.WEIGHT},
+        weights={
+            **{name: _config_value(cfg, key) for name, key in _BUILT_IN_WEIGHT_KEYS.items()},
+            **_extra_loss_weights(m.EXTRA_LOSS_WEIGHTS),
+        },
         seg=SegLossSettings(
             ce_weight=m.SEG_LOSS.CE_WEIGHT,
             focal_weight=m.SEG_LOSS.FOCAL_WEIGHT,
@@ -88,6 +98,36 @@ def _loss_settings(cfg: CfgNode) -> LossSettings:
         gather=m.SGD.GATHER,
         seed=cfg.SEED if cfg.SEED >= 0 else None,
     )
+
+
+def _config_value(cfg: CfgNode, key: str) -> float:
+    """The value of a dotted key, ``"MODEL.CHIMERASEG.SAM.WEIGHT"``."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _extra_loss_weights(pairs: list) -> dict[str, float]:
+    """``MODEL.CHIMERASEG.EXTRA_LOSS_WEIGHTS`` ``[[name, weight], ...]`` as a dict.
+
+    Raises:
+        ValueError: an entry is not a ``[name, number]`` pair, names a loss twice, or names a
+            built-in loss (which has its own ``*.WEIGHT`` key); the message quotes the entry.
+    """
+    key = "MODEL.CHIMERASEG.EXTRA_LOSS_WEIGHTS"
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+        if not ok or isinstance(pair[1], bool) or not isinstance(pair[1], (int, float)):
+            raise ValueError(f"{key}: {pair!r} is not a [name, weight] pair, e.g. ['loss_x', 0.5]")
+        name, weight = pair
+        if name in _BUILT_IN_WEIGHT_KEYS:
+            raise ValueError(f"{key}: {name!r} has its own key, {_BUILT_IN_WEIGHT_KEYS[name]}")
+        if name in weights:
+            raise ValueError(f"{key}: {name!r} is given twice")
+        weights[name] = float(weight)
+    return weights
 
 
 def _pseudo_mask_config(cfg: CfgNode) -> PseudoMaskConfig:

@@ -3,7 +3,6 @@
 from chimeraseg.data.io import DatasetError, read_image, read_label
 from chimeraseg.data.splits import (
     ZeroShotSplit,
-    available_splits,
     get_split,
     make_zero_shot_split,
     read_class_names,
@@ -15,7 +14,6 @@ from chimeraseg.data.zero_shot import mask_unseen
 __all__ = [
     "DatasetError",
     "ZeroShotSplit",
-    "available_splits",
     "get_split",
     "make_zero_shot_split",
     "make_synthetic_dataset",

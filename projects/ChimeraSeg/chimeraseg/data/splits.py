@@ -372,11 +372,6 @@ def make_zero_shot_split(
     return split
 
 
-def available_splits() -> list[tuple[str, str | None]]:
-    """All ``(name, variant)`` pairs that :func:`get_split` accepts."""
-    return sorted(_SPLITS, key=lambda k: (k[0], k[1] or ""))
-
-
 def get_split(name: str, variant: str | None = None) -> ZeroShotSplit:
     """Returns a named zero-shot split.
 

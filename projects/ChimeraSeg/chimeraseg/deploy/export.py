@@ -68,7 +68,7 @@ class ImageEncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        features = self.model.head_features(image)  # (B, E, h, w)
+        features = self.model.decoder_features(image)  # (B, E, h, w)
         return F.normalize(self.model.head(features, 0), dim=1)  # (B, D, h, w)
 
 

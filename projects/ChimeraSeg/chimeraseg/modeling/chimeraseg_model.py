@@ -157,7 +157,7 @@ class ChimeraSegModel(nn.Module):
 
     def clip_features(self, images: torch.Tensor) -> torch.Tensor:
         """``Fc``: ``(B, 3, H, W)`` 0..255 RGB -> ``(B, D, h, w)`` (student, decoder, CSH)."""
-        return self.head(self.head_features(images))  # (B, D, h, w)
+        return self.head(self.decoder_features(images))  # (B, D, h, w)
 
     # ------------------------------------------------------------------------------------ train
     def forward_train(
@@ -206,19 +206,19 @@ class ChimeraSegModel(nn.Module):
             valid=valid,
         )
         size = tuple(features.shape[-2:])
-        small = downsample_labels(pseudo.labels, size)  # (B, h, w)
+        labels_at_features = downsample_labels(pseudo.labels, size)  # (B, h, w)
         protos = class_prototypes(
-            features, small, num_seen=self.num_seen, latent_start=pseudo.latent_start
+            features, labels_at_features, num_seen=self.num_seen, latent_start=pseudo.latent_start
         )
-        fixed = self.seen_text
+        classifier_text = self.seen_text  # (Ns, D)
         if self.setting == "transductive":
-            fixed = torch.cat([self.seen_text, self.unseen_text])  # (Ns + Nu, D)
+            classifier_text = torch.cat([self.seen_text, self.unseen_text])  # (Ns + Nu, D)
         outputs = TrainingOutputs(
             features=features,
             cls=teacher_out.cls,
             pseudo_labels=pseudo.labels,
             prototypes=protos,
-            classifier_text=fixed,
+            classifier_text=classifier_text,
             seen_text=self.seen_text,
             logit_tau=self.logit_tau,
             # a position is valid when >= half of its pixels are
@@ -238,7 +238,7 @@ class ChimeraSegModel(nn.Module):
 
         Call under ``torch.inference_mode()`` for speed: without autograd the CSH and the cosine
         run over chunks of positions (exact, see
-        :meth:`~chimeraseg.modeling.csh.CLIPSemanticHead.map_positions`) and the logits are
+        :meth:`~chimeraseg.modeling.csh.CLIPSemanticHead.map_residual_rows`) and the logits are
         upsampled image by image. The γ bias of unseen classes is the evaluator's
         (:func:`~chimeraseg.evaluation.gamma_sweep.biased_argmax`).
 
@@ -263,7 +263,9 @@ class ChimeraSegModel(nn.Module):
         options = options or self.inference
         tau = self.logit_tau
 
-        def row_fn(residual: torch.Tensor) -> torch.Tensor:  # Fres (..., Dv) -> (..., N)
+        def residual_to_logits(
+            residual: torch.Tensor,
+        ) -> torch.Tensor:  # Fres (..., Dv) -> (..., N)
             tokens = self.head.proj(residual)  # (..., D)
             # Under a lower-precision autocast the cosine stays float32: unit vectors and their
             # dot products decide the argmax between close classes. LayerNorm and BatchNorm keep
@@ -274,7 +276,7 @@ class ChimeraSegModel(nn.Module):
 
         def logits_fn(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H', W') -> (B, N, h, w)
             features = self._features_fn(options.compile)(images, options.head_downsample)
-            logits = self.head.map_positions(features, row_fn, options.chunk_tokens)
+            logits = self.head.map_residual_rows(features, residual_to_logits, options.chunk_tokens)
             return logits.permute(0, 3, 1, 2)  # (B, N, h, w)
 
         amp = torch.autocast(
@@ -286,15 +288,16 @@ class ChimeraSegModel(nn.Module):
             return whole_inference(logits_fn, images) if upsample else logits_fn(images)
 
     def _features_fn(self, compiled: bool) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """:meth:`head_features`, or its ``torch.compile`` (made once, kept on the model)."""
+        """:meth:`decoder_features`, or its ``torch.compile`` (made once, kept on the model)."""
         if not compiled:
-            return self.head_features
+            return self.decoder_features
         if "_compiled_features" not in self.__dict__:
-            self.__dict__["_compiled_features"] = torch.compile(self.head_features)
+            self.__dict__["_compiled_features"] = torch.compile(self.decoder_features)
         return self.__dict__["_compiled_features"]
 
-    def head_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
-        """Decoder output fed to the CSH: ``(B, 3, H, W)`` 0..255 -> ``(B, E, h/k, w/k)``.
+    def decoder_features(self, images: torch.Tensor, downsample: int = 1) -> torch.Tensor:
+        """Student features ``F`` (the decoder output the CSH takes): ``(B, 3, H, W)`` 0..255 ->
+        ``(B, E, h/k, w/k)``.
 
         ``downsample = k > 1`` average-pools ``k x k`` with ``ceil_mode`` (inexact option).
         """

@@ -33,13 +33,13 @@ __all__ = [
     "DEFAULT_CHUNK_TOKENS",
     "NORM_TYPES",
     "PROJ_TYPES",
-    "RowFn",
+    "RowMap",
 ]
 
 DEFAULT_CHUNK_TOKENS = 1024  # positions per CSH chunk at inference (FFN intermediate ~12 MB)
 
 # Maps ``Fres`` rows ``(..., Dv)`` to per-position outputs ``(..., K)`` (any leading shape).
-RowFn = Callable[[torch.Tensor], torch.Tensor]
+RowMap = Callable[[torch.Tensor], torch.Tensor]
 
 NORM_TYPES = ("BN", "GN", "LN_clip", "LN", "none")
 PROJ_TYPES = ("frozen", "learnable", "he")
@@ -161,20 +161,20 @@ class CLIPSemanticHead(nn.Module):
         fbn = self.norm(self.vencoder(fp))  # (..., Dv)
         return fp + fbn if self.residual else fbn
 
-    def map_positions(
+    def map_residual_rows(
         self,
         features: torch.Tensor,
-        row_fn: RowFn | None = None,
+        row_map: RowMap | None = None,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     ) -> torch.Tensor:
-        """``row_fn(Fres)`` at every position, in chunks of positions when that is exact.
+        """``row_map(Fres)`` at every position, in chunks of positions when that is exact.
 
         Chunks keep the intermediates small (the FFN's ``4·Dv`` one stays cache-sized) and give
         the same per-position maps; they are used only when :meth:`chunking_allowed`.
 
         Args:
             features: ``(B, E, h, w)`` student features ``F``.
-            row_fn: per-position map of ``Fres`` rows ``(L, Dv) -> (L, K)``; it must treat rows
+            row_map: per-position map of ``Fres`` rows ``(L, Dv) -> (L, K)``; it must treat rows
                 independently (projection, cosine vs text, ...). None = identity (``K = Dv``).
             chunk_tokens: positions per chunk; 0 = one pass.
 
@@ -191,19 +191,19 @@ class CLIPSemanticHead(nn.Module):
         positions = tokens.shape[0] * tokens.shape[1] * tokens.shape[2]
         if chunk == 0 or positions <= chunk or not self.chunking_allowed():
             out = self.residual_rows(tokens.contiguous())  # (B, h, w, Dv)
-            return out if row_fn is None else row_fn(out)
+            return out if row_map is None else row_map(out)
         rows = tokens.reshape(positions, -1)  # (L, E), one copy into channel-last rows
         first = self.residual_rows(rows[:chunk])  # (chunk, Dv)
-        first = first if row_fn is None else row_fn(first)  # (chunk, K)
+        first = first if row_map is None else row_map(first)  # (chunk, K)
         out = first.new_empty(positions, first.shape[-1])  # (L, K)
         out[:chunk] = first
         for start in range(chunk, positions, chunk):
             part = self.residual_rows(rows[start : start + chunk])  # (<=chunk, Dv)
-            out[start : start + chunk] = part if row_fn is None else row_fn(part)
+            out[start : start + chunk] = part if row_map is None else row_map(part)
         return out.view(*tokens.shape[:3], -1)  # (B, h, w, K)
 
     def forward(
         self, features: torch.Tensor, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     ) -> torch.Tensor:
         """``Fc`` ``(B, D, h, w)`` (a channels-last view) of student features ``(B, E, h, w)``."""
-        return self.map_positions(features, self.proj, chunk_tokens).permute(0, 3, 1, 2)
+        return self.map_residual_rows(features, self.proj, chunk_tokens).permute(0, 3, 1, 2)

@@ -105,11 +105,11 @@ class SegLoss(nn.Module):
         """The unweighted ``Lseg`` of the batch (``iteration`` is unused)."""
         features, protos = outputs.features, outputs.prototypes
         b, device = features.shape[0], features.device
-        fixed = outputs.classifier_text.to(features.dtype)  # (C0, D)
-        c0 = fixed.shape[0]
+        text = outputs.classifier_text.to(features.dtype)  # (C0, D)
+        c0 = text.shape[0]
         max_latent = max(p.latent.shape[0] for p in protos)
-        classifier = fixed.new_zeros(b, c0 + max_latent, fixed.shape[1])  # (B, C, D)
-        classifier[:, :c0] = fixed
+        classifier = text.new_zeros(b, c0 + max_latent, text.shape[1])  # (B, C, D)
+        classifier[:, :c0] = text
         present = torch.zeros(b, c0 + max_latent, dtype=torch.bool, device=device)
         present[:, :c0] = True
         # Per-image label -> column table; latent labels without a prototype map to ignore.
