@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from chimeraseg_test_utils import load_script
+from chimeraseg_test_utils import DETECTRON2_SKIP_REASON, load_script
 
 from chimeraseg.clip.cli import DEFAULT_CLIP_NAME, add_clip_arguments, clip_weights
 
@@ -17,10 +17,13 @@ TOOLS = {
     "tools/build_text_embeddings.py": ("parse_args", ["--split", "synthetic", "--cache-dir", "c"]),
     "tools/pseudo_mask_quality.py": ("parse_args", ["--split", "synthetic"]),
 }
+D2_TOOLS = {"tools/check_cluster.py"}  # its parser lists the checks of chimeraseg.d2
 
 
 def _parse(tool: str, argv: list[str]) -> argparse.Namespace:
     function, required = TOOLS[tool]
+    if tool in D2_TOOLS:
+        pytest.importorskip("detectron2", reason=DETECTRON2_SKIP_REASON)
     parse = getattr(load_script(tool, f"clip_cli_{tool.split('/')[1][:-3]}"), function)
     if function == "get_parser":
         return parse().parse_args([*required, *argv])
