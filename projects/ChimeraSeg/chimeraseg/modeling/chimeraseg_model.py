@@ -263,9 +263,8 @@ class ChimeraSegModel(nn.Module):
         options = options or self.inference
         tau = self.logit_tau
 
-        def residual_to_logits(
-            residual: torch.Tensor,
-        ) -> torch.Tensor:  # Fres (..., Dv) -> (..., N)
+        def residual_to_logits(residual: torch.Tensor) -> torch.Tensor:
+            """``Fres`` rows ``(..., Dv)`` -> cosine logits ``(..., N)``."""
             tokens = self.head.proj(residual)  # (..., D)
             # Under a lower-precision autocast the cosine stays float32: unit vectors and their
             # dot products decide the argmax between close classes. LayerNorm and BatchNorm keep
