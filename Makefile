@@ -59,12 +59,17 @@ test: $(BIN)/.installed
 # the modules and their tests). Slow, so not in CI. mutmut imports the package from ./mutants/, so
 # it runs in a staging copy with chimeraseg/ beside tests/. MUTANTS takes mutant-name patterns to
 # measure one module at a time, e.g. `make mutation MUTANTS="chimeraseg.data.zero_shot*"`.
+# One torch thread: mutmut forks a child per mutant, and a child that inherits torch's OpenMP pool
+# hangs in its first parallel region (every CSH mutant then "times out", a false kill).
 MUTATION_DIR ?= output/mutation
 MUTANTS ?=
+MUTATION_JOBS ?= $(shell nproc)
 mutation: $(BIN)/.installed
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
 	cp -r projects/ChimeraSeg/chimeraseg tests configs pyproject.toml $(MUTATION_DIR)/
-	cd $(MUTATION_DIR) && $(abspath $(BIN))/mutmut run $(MUTANTS) && $(abspath $(BIN))/mutmut results
+	cd $(MUTATION_DIR) && export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 && \
+		$(abspath $(BIN))/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS) && \
+		$(abspath $(BIN))/mutmut results
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -133,3 +133,11 @@ def test_baked_graph_equals_the_two_graph_path(trained: Trained) -> None:
         assert np.abs(a.scores - b.scores).max() <= 1e-4
         assert np.array_equal(a.labels, b.labels)
         assert a.unseen_mask.tolist() == [False, False, True]
+
+
+def test_sessions_run_without_the_memory_arena(trained: Trained) -> None:
+    """The arena kept every block it grew to (twice the peak at batch 8); both graphs run
+    without it."""
+    segmenter = OnnxSegmenter(trained.folder, graph="fp32")
+    for session in (segmenter._image, segmenter._text):
+        assert session.get_session_options().enable_cpu_mem_arena is False

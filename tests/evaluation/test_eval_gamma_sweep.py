@@ -175,3 +175,31 @@ def test_accumulator_sums_images_and_checks_class_count():
         acc.update(torch.randn(5, 5, 6), images[0][1], source="x.png")
     acc.reset()
     assert acc.conf is None and acc.num_images == 0
+
+
+def test_sweep_is_exact_when_gamma_rounds_subnormal_unseen_logits_together():
+    """float32: 2**-103 + 2**-127 rounds to 2**-103, so unseen 1 (logit 0) ties unseen 2."""
+    logits = torch.full((3, 1, 1), -1.0)  # class 0 (seen) loses to both unseen classes
+    logits[2, 0, 0] = 2.0**-127  # the larger unseen logit, a subnormal; class 1 stays 0
+    logits[1, 0, 0] = 0.0
+    unseen, gammas = [1, 2], [0.0, 2.0**-103]
+    gt = torch.tensor([[1]])
+    _check_sweep(logits, gt, unseen, gammas)
+    conf = sweep_confusion(logits, gt, unseen_class_mask(3, unseen), gammas)
+    assert conf[0, 1, 2] == 1  # γ = 0: the larger unseen logit, class 2
+    assert conf[1, 1, 1] == 1  # γ = 2**-103: tie after rounding, the lower index 1
+
+
+@pytest.mark.parametrize("gammas", [[1e4], [1e4, 0.0], [0.0, 1e4]])
+def test_sweep_is_exact_when_a_large_gamma_rounds_large_unseen_logits_together(gammas):
+    """float32: 100 and its successor both round to 10100 after adding γ = 1e4."""
+    logits = torch.full((3, 1, 1), -1.0)  # class 0 (seen) loses once γ is added
+    logits[1, 0, 0] = 100.0
+    logits[2, 0, 0] = torch.nextafter(torch.tensor(100.0), torch.tensor(200.0))
+    unseen = [1, 2]
+    gt = torch.tensor([[1]])
+    _check_sweep(logits, gt, unseen, gammas)
+    conf = sweep_confusion(logits, gt, unseen_class_mask(3, unseen), gammas)
+    assert conf[gammas.index(1e4), 1, 1] == 1  # tie after rounding: the lower index 1
+    if 0.0 in gammas:
+        assert conf[gammas.index(0.0), 1, 2] == 1  # unbiased: the larger logit, class 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -162,3 +163,95 @@ def test_zero_shot_metrics_rejects_bad_input(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         zero_shot_metrics(**args)
+
+
+def test_class_with_a_single_ground_truth_pixel_is_evaluated():
+    """One ground-truth pixel is enough for a class to get an IoU and an accuracy."""
+    # class 0: TP 3, FN 1, FP 1 -> IoU 3/5; class 1: its one pixel predicted as 0 -> IoU 0
+    iou, acc = per_class_iou(np.array([[3, 1], [1, 0]]))
+    np.testing.assert_allclose(iou, [0.6, 0.0])
+    np.testing.assert_allclose(acc, [0.75, 0.0])
+    # class 1: its one pixel predicted correctly -> IoU 1
+    iou, acc = per_class_iou(np.array([[2, 0], [0, 1]]))
+    np.testing.assert_allclose(iou, [1.0, 1.0])
+    np.testing.assert_allclose(acc, [1.0, 1.0])
+
+
+def test_empty_seen_set_leaves_seen_and_harmonic_iou_nan():
+    """With no seen class (all unseen), sIoU and hIoU are NaN and uIoU is the plain mean."""
+    res = zero_shot_metrics(np.array([[4, 1], [0, 3]]), [], [0, 1], ["a", "b"])
+    assert math.isnan(res["sIoU"]) and math.isnan(res["hIoU"])
+    assert res["uIoU"] == pytest.approx(100 * (4 / 5 + 3 / 4) / 2)
+
+
+def test_empty_split_is_nan_without_numpy_warnings():
+    """An empty unseen set yields NaN quietly: no 'mean of empty slice' RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = zero_shot_metrics(np.array([[4, 1], [0, 3]]), [0, 1], [], ["a", "b"])
+    assert math.isnan(res["uIoU"]) and math.isnan(res["hIoU"])
+    assert res["sIoU"] == pytest.approx(77.5)
+
+
+def test_harmonic_mean_propagates_nan_from_either_side():
+    """A NaN split mean makes hIoU NaN whichever side it is on."""
+    assert math.isnan(harmonic_mean(math.nan, 0.5)) and math.isnan(harmonic_mean(0.0, math.nan))
+    assert harmonic_mean(0.2, 0.6) == pytest.approx(2 * 0.2 * 0.6 / 0.8)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "message"),
+    [
+        (
+            np.zeros((2, 3), np.int64),
+            np.zeros((3, 2), np.uint8),
+            r"^prediction shape \(2, 3\) != ground-truth shape \(3, 2\)$",
+        ),
+        (
+            np.array([[0, 7, 9]]),
+            np.array([[0, 1, 2]]),
+            r"^prediction class ids \[7, 9\] are "
+            r"outside \[0, 6\)$",
+        ),
+        (
+            np.arange(20).reshape(1, 20),
+            np.zeros((1, 20), np.uint8),
+            r"^prediction class ids \[6, 7, 8, 9, 10, 11, 12, 13, 14, 15\] are outside \[0, 6\)$",
+        ),
+    ],
+)
+def test_error_messages_without_a_source_end_at_the_values(pred, gt, message):
+    """Without a file name the message names the values (at most ten) and nothing else."""
+    with pytest.raises(ValueError, match=message):
+        confusion_matrix(pred, gt, N)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seen_ids": [5]}, r"^seen_ids \[5\] are outside \[0, 2\)$"),
+        (
+            {"conf": np.zeros((2, 2), np.int64)},
+            r"^the confusion matrix is empty: no labelled \(non-ignore\) pixel evaluated$",
+        ),
+    ],
+)
+def test_zero_shot_metrics_error_messages_in_full(kwargs, message):
+    """The seen-id range and empty-matrix errors read exactly as documented."""
+    args = {"conf": np.eye(2, dtype=np.int64), "seen_ids": [0], "unseen_ids": [1]}
+    args["class_names"] = ["a", "b"]
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        zero_shot_metrics(**args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_confusion_matrix_of_mixed_gpu_tensor_and_array_stays_on_the_gpu():
+    """A CUDA tensor with a NumPy array on either side: counted on the GPU, brute-force values."""
+    rng = np.random.default_rng(3)
+    pred, gt = _random_maps(rng)
+    expected = _brute_confusion(pred, gt, N)
+    for args in ((torch.from_numpy(pred).cuda(), gt), (pred, torch.from_numpy(gt).cuda())):
+        conf = confusion_matrix(*args, N)
+        assert conf.device.type == "cuda"
+        np.testing.assert_array_equal(conf.cpu().numpy(), expected)

@@ -194,3 +194,19 @@ def test_model_built_inside_inference_mode(tiny_clip: nn.Module) -> None:
         expected = reference.forward_test(images, vocab)
     assert torch.equal(first, second)
     torch.testing.assert_close(first, expected, rtol=0, atol=1e-5)
+
+
+def test_compiled_features_equal_eager_and_compile_once(tiny_clip: nn.Module) -> None:
+    """``InferenceConfig(compile=True)`` (``TEST.COMPILE``): the same logits as eager through
+    ``torch.compile``'s default backend, compiled once and kept on the model."""
+    model = _model(tiny_clip)
+    images, vocab = torch.rand(1, 3, 64, 64) * 255, torch.randn(6, 32)
+    with torch.inference_mode():
+        eager = model.forward_test(images, vocab, InferenceConfig())
+        assert "_compiled_features" not in model.__dict__  # the eager path never compiles
+        compiled = model.forward_test(images, vocab, InferenceConfig(compile=True))
+        first = model.__dict__["_compiled_features"]
+        again = model.forward_test(images, vocab, InferenceConfig(compile=True))
+    assert model.__dict__["_compiled_features"] is first
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-4)
+    assert torch.equal(again, compiled)

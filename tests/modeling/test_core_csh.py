@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import TINY_CLIP_CONFIG
+from open_clip.model import CLIP
 from torch import nn
 
 from chimeraseg.modeling.csh import ChannelLastGroupNorm, CLIPSemanticHead
@@ -133,3 +135,66 @@ def test_bad_options_raise(tiny_clip: nn.Module) -> None:
         CLIPSemanticHead(16, tiny_clip.visual, HeadSettings(proj="x"))
     with pytest.raises(ValueError, match=r"expects features \(B, 16, h, w\); got \(1, 8, 2, 2\)"):
         CLIPSemanticHead(16, tiny_clip.visual, HeadSettings())(torch.randn(1, 8, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("norm", "kind"),
+    [
+        ("BN", "ChannelLastBatchNorm"),
+        ("GN", "ChannelLastGroupNorm"),
+        ("LN_clip", "FrozenAwareLayerNorm"),
+        ("LN", "LayerNorm"),
+        ("none", "Identity"),
+    ],
+)
+def test_each_norm_setting_builds_its_norm(tiny_clip: nn.Module, norm: str, kind: str) -> None:
+    """Table IX's norms by name: GN with 32 groups, LN_clip a frozen copy of CLIP's ln_post,
+    LN a fresh LayerNorm (weight 1, bias 0) over ``Dv``."""
+    head = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings(norm=norm))
+    assert type(head.norm).__name__ == kind and head.width == 64
+    if norm == "GN":
+        assert head.norm.num_groups == 32
+    if norm == "LN_clip":
+        torch.testing.assert_close(head.norm.weight, tiny_clip.visual.ln_post.weight)
+        assert not any(p.requires_grad for p in head.norm.parameters())
+    if norm == "LN":
+        assert torch.equal(head.norm.weight, torch.ones(64))
+        assert torch.equal(head.norm.bias, torch.zeros(64))
+
+
+@pytest.mark.parametrize("branch", ["use_value", "use_ffn"])
+def test_branch_settings_reach_the_vencoder(tiny_clip: nn.Module, branch: str) -> None:
+    """Table VI: dropping a branch leaves only the other one (plus its residual)."""
+    head = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings(**{branch: False}))
+    block = head.vencoder.blocks[0]
+    assert getattr(block, branch) is False
+    other = "use_ffn" if branch == "use_value" else "use_value"
+    assert getattr(block, other) is True
+
+
+def test_group_norm_needs_a_width_divisible_by_32() -> None:
+    """``Dv = 48``: GN (32 groups) is refused with the width named; BN builds."""
+    cfg = {**TINY_CLIP_CONFIG, "vision_cfg": {**TINY_CLIP_CONFIG["vision_cfg"], "width": 48}}
+    cfg["vision_cfg"]["head_width"] = 24
+    visual = CLIP(**cfg).visual
+    with pytest.raises(ValueError, match=r"norm='GN' needs Dv % 32 == 0; Dv = 48"):
+        CLIPSemanticHead(16, visual, HeadSettings(norm="GN"))
+    assert CLIPSemanticHead(16, visual, HeadSettings(norm="BN")).width == 48
+
+
+def test_residual_rows_without_a_row_map_in_one_pass(tiny_clip: nn.Module) -> None:
+    """``map_residual_rows(F, None, 0)`` is ``Fres`` itself: ``(B, h, w, Dv)``."""
+    head = CLIPSemanticHead(16, tiny_clip.visual, HeadSettings()).eval()
+    x = torch.randn(2, 16, 3, 4)
+    with torch.no_grad():
+        fres = head.map_residual_rows(x, None, chunk_tokens=0)
+        expected = head.residual_rows(x.permute(0, 2, 3, 1).contiguous())
+    assert fres.shape == (2, 3, 4, 64)
+    assert torch.equal(fres, expected)
+
+
+def test_channel_last_group_norm_without_affine() -> None:
+    ours = ChannelLastGroupNorm(4, 8, affine=False)
+    x = torch.randn(2, 5, 8)
+    ref = F.group_norm(x.permute(0, 2, 1), 4, eps=ours.eps).permute(0, 2, 1)
+    torch.testing.assert_close(ours(x), ref)

@@ -117,3 +117,19 @@ def test_flop_count_includes_cpu_attention_and_mha_fast_path() -> None:
     projections = 2 * seq * (3 * width * width + width * width)
     attention = 2 * (2 * seq * seq * width)
     assert counted == projections + attention
+
+
+def test_deploy_ratios_without_bf16_leave_its_ratio_out() -> None:
+    """A batch-8 run may leave the emulated bf16 path out: fp32 ratios stay, bf16 ones are absent,
+    and eager fp32 (the reference) cannot be left out."""
+    from types import SimpleNamespace
+
+    from benchmarks.deploy import _rates, run_deploy
+
+    rates = _rates({"eager_fp32": [2.0, 4.0, 3.0], "onnx_fp32": [1.5, 1.5, 1.5]}, batch=8)
+    assert rates["eager_fp32"]["images_per_s"] == pytest.approx(8 / 3.0)
+    assert rates["onnx_fp32"]["ratio_vs_eager_fp32"] == pytest.approx(2.0)
+    assert all("ratio_vs_eager_bf16" not in e for e in rates.values())
+    args = SimpleNamespace(deploy_paths=["eager_bf16", "onnx_fp32"])
+    with pytest.raises(ValueError, match="--deploy-paths must include eager_fp32"):
+        run_deploy(args, None, None, torch.device("cpu"))
