@@ -9,9 +9,11 @@ import importlib.util
 import random
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC_CONFIG = str(REPO / "configs" / "synthetic" / "chimeraseg_mitb0_synthetic.yaml")
@@ -133,3 +135,49 @@ def build_tiny_model(
         seen_ids=TINY_SEEN,
         unseen_ids=TINY_UNSEEN,
     )
+
+
+def reference_lseg(
+    outputs: Any,
+    latent: list[torch.Tensor],
+    columns: list[dict[int, int]],
+    weights: tuple[float, float, float],
+    normalise: bool = True,
+    pad_to: int = 0,
+) -> torch.Tensor:
+    """``Lseg`` written from the method's definition, in float64: CE + focal over every valid
+    pixel of the batch, each image with its own classifier ``cat(text, unit latent rows)`` and
+    cosine logits / ``tau``.
+
+    Args:
+        outputs: ``TrainingOutputs`` (features ``(B, D, h, w)``, pseudo labels ``(B, h, w)``,
+            classifier text ``(C0, D)``, ``logit_tau``).
+        latent: per image, its latent prototypes ``(n_i, D)``.
+        columns: per image, latent label -> classifier column; a latent label without one is
+            ignored.
+        weights: ``(ce_weight, focal_weight, focal_gamma)``.
+        normalise: False = raw latent rows, a mistake the implementation must not make.
+        pad_to: zero classifier rows up to this width, the other such mistake.
+
+    Returns:
+        ``()`` float64.
+    """
+    ce_weight, focal_weight, focal_gamma = weights
+    text = outputs.classifier_text.double()
+    per_pixel = []
+    for i, lat in enumerate(latent):
+        lat = F.normalize(lat.double(), dim=-1) if normalise else lat.double()
+        classifier = torch.cat([text, lat])  # (C_i, D)
+        pad = max(pad_to - classifier.shape[0], 0)
+        classifier = torch.cat([classifier, classifier.new_zeros(pad, classifier.shape[1])])
+        tokens = F.normalize(outputs.features[i].double().flatten(1).t(), dim=-1)  # (h·w, D)
+        logits = tokens @ classifier.t() / outputs.logit_tau  # (h·w, C_i), no padding columns
+        target = outputs.pseudo_labels[i].flatten().clone()
+        for label in target.unique().tolist():
+            if text.shape[0] <= label < 255:
+                target[target == label] = columns[i].get(label, 255)
+        ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+        per_pixel.append(ce[target != 255])
+    ce = torch.cat(per_pixel)  # (V,) -log p_t of the valid pixels of the batch
+    focal = (1.0 - torch.exp(-ce)) ** focal_gamma * ce
+    return ce_weight * ce.mean() + focal_weight * focal.mean()

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import reference_lseg
 
 from chimeraseg.modeling.losses import SelectiveGlobalDistillation
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
@@ -71,31 +72,10 @@ def _lseg_batch() -> tuple[TrainingOutputs, list[torch.Tensor], list[dict[int, i
     return outputs, latent, columns
 
 
-def _reference_lseg(
-    outputs: TrainingOutputs, latent, columns, normalise: bool = True, pad_to: int = 0
-) -> torch.Tensor:
-    """CE + focal over every valid pixel of the batch, each image with its own classifier.
-
-    ``normalise=False`` (raw latent columns) and ``pad_to`` (zero columns up to that width) are
-    the two mistakes the implementation must not make; the test shows they change the value.
-    """
-    per_pixel = []
-    for i, lat in enumerate(latent):
-        lat = F.normalize(lat, dim=-1) if normalise else lat
-        classifier = torch.cat([outputs.classifier_text, lat])  # (C_i, D)
-        pad = max(pad_to - classifier.shape[0], 0)
-        classifier = torch.cat([classifier, classifier.new_zeros(pad, DIM)])
-        tokens = F.normalize(outputs.features[i].flatten(1).t(), dim=-1)  # (h·w, D)
-        logits = tokens @ classifier.t() / outputs.logit_tau  # (h·w, C_i), no padding columns
-        target = outputs.pseudo_labels[i].flatten().clone()
-        for label in target.unique().tolist():
-            if NUM_FIXED <= label < 255:
-                target[target == label] = columns[i].get(label, 255)
-        ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
-        per_pixel.append(ce[target != 255])
-    ce = torch.cat(per_pixel)  # (V,) -log p_t of the valid pixels of both images
-    focal = (1.0 - torch.exp(-ce)) ** FOCAL_GAMMA * ce
-    return CE_WEIGHT * ce.mean() + FOCAL_WEIGHT * focal.mean()
+def _reference_lseg(outputs: TrainingOutputs, latent, columns, **mistakes) -> torch.Tensor:
+    """The float64 reference of ``Lseg`` at this file's weights, as float32 (the loss's dtype)."""
+    weights = (CE_WEIGHT, FOCAL_WEIGHT, FOCAL_GAMMA)
+    return reference_lseg(outputs, latent, columns, weights, **mistakes).float()
 
 
 def test_lseg_is_cross_entropy_plus_focal_on_the_per_image_classifier() -> None:

@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from chimeraseg_test_utils import reference_lseg
 
 from chimeraseg.modeling.losses import segmentation_loss, semantic_alignment_loss
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
@@ -66,18 +67,10 @@ def _outputs(dim: int, latent_counts: list[int], dtype: torch.dtype) -> Training
 
 
 def _reference_lseg(outputs: TrainingOutputs) -> torch.Tensor:
-    """Per-image classifier cat(text, unit latent), cosine logits / tau, CE + focal, float64."""
-    logits, targets = [], []
-    for i, proto in enumerate(outputs.prototypes):
-        classifier = torch.cat(
-            [outputs.classifier_text.double(), F.normalize(proto.latent.double(), dim=-1)]
-        )
-        tokens = F.normalize(outputs.features[i].double().flatten(1).t(), dim=-1)
-        logits.append(tokens @ classifier.t() / outputs.logit_tau)  # (h·w, C_i)
-        targets.append(outputs.pseudo_labels[i].flatten())  # labels 2.. are columns 2..
-    width = max(x.shape[1] for x in logits)
-    logits = [F.pad(x, (0, width - x.shape[1]), value=-math.inf) for x in logits]
-    return _ce_focal(torch.cat(logits), torch.cat(targets))
+    """Float64 ``Lseg`` of :func:`_outputs` (latent label ``2 + j`` is column ``2 + j``)."""
+    latent = [p.latent for p in outputs.prototypes]
+    columns = [{2 + j: 2 + j for j in range(len(lat))} for lat in latent]
+    return reference_lseg(outputs, latent, columns, (1.0, 1.0, GAMMA))
 
 
 # ------------------------------------------------------------------------ segmentation_loss

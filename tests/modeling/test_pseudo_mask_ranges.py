@@ -44,9 +44,10 @@ def test_pseudo_mask_config_refuses_bad_counts_and_temperatures() -> None:
     ):
         PseudoMaskConfig(scales=())
     counts = r"^PseudoMaskConfig: kmeans_iters={} and min_area={} must be >= 0$"
-    with pytest.raises(ValueError, match=counts.format(-1, 4)):
+    default = PseudoMaskConfig()
+    with pytest.raises(ValueError, match=counts.format(-1, default.min_area)):
         PseudoMaskConfig(kmeans_iters=-1)
-    with pytest.raises(ValueError, match=counts.format(10, -1)):
+    with pytest.raises(ValueError, match=counts.format(default.kmeans_iters, -1)):
         PseudoMaskConfig(min_area=-1)
     with pytest.raises(ValueError, match=r"^PseudoMaskConfig\.max_regions=-1 must be >= 0$"):
         PseudoMaskConfig(max_regions=-1)

@@ -39,7 +39,7 @@ from benchmarks.clip_setup import Vocabulary
 from benchmarks.measure import interleaved, measure
 from benchmarks.student import StudentPipeline
 from chimeraseg.deploy.export import ExportOptions, export_model
-from chimeraseg.deploy.runtime import OnnxSegmenter, import_onnxruntime
+from chimeraseg.deploy.runtime import OnnxSegmenter, import_onnxruntime, session_options
 from chimeraseg.modeling import InferenceConfig
 
 PATHS = ("eager_fp32", "eager_bf16", "compile_fp32", "onnx_fp32", "onnx_int8")
@@ -111,9 +111,7 @@ def _torch_profile(fn: Callable[[], Any]) -> list[dict[str, Any]]:
 def _onnx_profile(folder: str, images: np.ndarray, threads: int) -> list[dict[str, Any]]:
     """Top operator types of one image-graph run by summed node time (onnxruntime profiling)."""
     ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_cpu_mem_arena = False  # as the runtime's sessions
+    options = session_options(ort, threads)  # as the runtime's sessions, plus profiling
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(folder, "ort_profile")
     session = ort.InferenceSession(

@@ -38,7 +38,7 @@ from chimeraseg.deploy.resample import (
 from chimeraseg.deploy.text import embed_class_names
 from chimeraseg.utils.windows import window_starts
 
-__all__ = ["GRAPHS", "OnnxSegmenter", "Prediction", "import_onnxruntime"]
+__all__ = ["GRAPHS", "OnnxSegmenter", "Prediction", "import_onnxruntime", "session_options"]
 
 # Which image graph the segmenter runs: fp32 + text graph, int8 + text graph, baked vocabulary.
 GRAPHS = ("fp32", "int8", "baked")
@@ -74,6 +74,16 @@ class Prediction:
     names: list[str]
     unseen_mask: np.ndarray
     gamma: float
+
+
+def session_options(ort: Any, threads: int) -> Any:
+    """The runtime's onnxruntime ``SessionOptions``: ``threads`` intra-op threads (0 = its
+    default) and no CPU memory arena, which keeps every block it grew to and so doubled the peak
+    (MiT-B0, 512x512, batch 8: 10.7 GB with it, 5.0 GB without)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_cpu_mem_arena = False
+    return options
 
 
 def check_rgb(image: Any, what: str = "image") -> np.ndarray:
@@ -139,11 +149,7 @@ class OnnxSegmenter:
 
     def _session(self, ort: Any, name: str, threads: int) -> Any:
         path = os.path.join(self.folder, name)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # No arena: onnxruntime's CPU arena keeps every block it grew to, which doubled the peak
-        # (MiT-B0, 512x512, batch 8: 10.7 GB with it, 5.0 GB without; docs/PERFORMANCE.md).
-        options.enable_cpu_mem_arena = False
+        options = session_options(ort, threads)
         try:
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
