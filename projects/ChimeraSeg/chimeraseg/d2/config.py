@@ -114,7 +114,7 @@ def _add_model_config(cfg: CN) -> None:
     m.SGD.K_STEP = _DEFAULTS.losses.sgd.k_step
     # K schedule "decrease" (K0 - step*t), "none" (constant) or "increase"; Table X.
     m.SGD.MODE = _DEFAULTS.losses.sgd.mode
-    # Temperature of the Gumbel selection and of the InfoNCE loss.
+    # Temperature of the InfoNCE loss and of the Gumbel softmax (its top-K does not depend on it).
     m.SGD.TAU = _DEFAULTS.losses.sgd.tau
     # Gather teacher CLS embeddings across processes for the negatives of SGD and SAM.
     m.SGD.GATHER = _DEFAULTS.losses.gather

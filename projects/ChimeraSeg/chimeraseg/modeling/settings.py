@@ -138,7 +138,8 @@ class SGDSettings:
         k_init: K0 of the top-K schedule.
         k_step: change of K per iteration.
         mode: ``"decrease"`` (``K0 - k_step·t``), ``"none"`` (``K0``) or ``"increase"``.
-        tau: temperature of the Gumbel selection softmax and of InfoNCE.
+        tau: temperature of InfoNCE and of the Gumbel softmax ``W`` (whose top-K does not
+            depend on it).
     """
 
     k_init: int = 9000
