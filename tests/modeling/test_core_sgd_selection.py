@@ -61,14 +61,15 @@ def test_bf16_features_are_ranked_in_float32() -> None:
     sgd = SelectiveGlobalDistillation(SGDSettings(k_init=1, mode="none"))
     pooled = sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(2))
     assert pooled.dtype == torch.bfloat16
-    best = _perturbed_scores(features, cls, seed=2).argmax(dim=1)  # (B,)
+    perturbed = _perturbed_scores(features, cls, seed=2)  # (B, h·w) float32
+    best = perturbed.argmax(dim=1)  # (B,)
     tokens = features.flatten(2).transpose(1, 2)  # (B, h·w, D)
     assert torch.equal(pooled, tokens[torch.arange(64), best])  # K = 1: Fg is that position
-    bf16_best = (_perturbed_scores(features, cls, seed=2).bfloat16()).argmax(dim=1)
+    bf16_best = perturbed.bfloat16().argmax(dim=1)
     assert not torch.equal(bf16_best, best)  # control: a bf16 ranking picks other positions
 
 
-def test_features_on_another_device_draw_noise_there(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_on_another_device_draw_noise_there() -> None:
     """The meta device stands in for a GPU: no CPU round trip and no draw from the CPU RNG."""
     features = torch.empty(2, 4, 3, 3, device="meta")
     cls = torch.empty(2, 4, device="meta")
@@ -110,8 +111,10 @@ def test_infonce_uses_the_gathered_rows_with_this_process_offset(
     options = {} if gather is None else {"gather": gather}  # None: the default, which gathers
     loss = sgd(features, cls, 0, generator=torch.Generator().manual_seed(1), **options)
     pooled = F.normalize(sgd.pooled_features(features, cls, 0, torch.Generator().manual_seed(1)))
-    rows, own = (cls, torch.arange(3)) if gather is False else (torch.cat([others, cls]), None)
-    own = torch.arange(3) + 5 if own is None else own
+    if gather is False:
+        rows, own = cls, torch.arange(3)
+    else:  # this process's rows follow the other process's 5
+        rows, own = torch.cat([others, cls]), torch.arange(3) + 5
     expected = F.cross_entropy(pooled @ rows.t() / sgd.tau, own)
     torch.testing.assert_close(loss, expected)
 

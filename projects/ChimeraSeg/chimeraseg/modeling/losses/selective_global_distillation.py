@@ -108,15 +108,13 @@ class SelectiveGlobalDistillation(nn.Module):
         k = self.k_at(iteration, h * w)
         if mask is not None:
             k = min(k, int(mask.sum(dim=1).max()))  # largest per-image K; smaller ones masked
-        with torch.no_grad():  # selection only: no gradient through W or the Gumbel noise
+        with torch.no_grad():  # selection only: no gradient through S or the Gumbel noise
             # S in float32 whatever the features' dtype: a bf16 S + g would tie most ranks
             scores = torch.einsum("bnd,bd->bn", tokens.float(), cls.float()) * scale  # (B, h·w)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             gumbel = _gumbel_noise(scores.shape, generator, scores.device).to(scores.device)
-            # top-K of W = softmax((S + g)/τ) taken on S + g: the same order (softmax is
-            # monotonic, τ > 0) without W's underflow, where exp leaves most weights exactly 0
-            # and top-K would pick among ties. Padding (-inf) ranks after every valid position.
+            # W's order without its float32 underflow (class docstring); padding (-inf) last
             top = (scores + gumbel).topk(k, dim=1).indices  # (B, K)
         selected = tokens.gather(1, top.unsqueeze(-1).expand(b, k, d))  # (B, K, D) = Fk
         sel_logits = torch.einsum("bkd,bd->bk", selected, cls) * scale  # (B, K)
