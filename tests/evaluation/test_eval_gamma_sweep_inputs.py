@@ -184,7 +184,11 @@ def test_sweep_on_gpu_logits_with_cpu_mask_and_numpy_labels():
         assert torch.equal(conf[i].cpu(), _reference_confusion(logits, gt, unseen, g))
         pred = biased_argmax(logits.cuda(), mask, g)
         assert pred.device.type == "cuda"
-        assert torch.equal(confusion_matrix(pred, gt, N).cpu(), conf[i].cpu())
+        from_gpu_pred = confusion_matrix(pred, gt, N)  # device of the tensor, not the array
+        from_gpu_gt = confusion_matrix(pred.cpu().numpy(), torch.as_tensor(gt).cuda(), N)
+        assert from_gpu_pred.device.type == "cuda" and from_gpu_gt.device.type == "cuda"
+        assert torch.equal(from_gpu_pred.cpu(), conf[i].cpu())
+        assert torch.equal(from_gpu_gt.cpu(), conf[i].cpu())
     acc = GammaSweepAccumulator(N, unseen, gammas, ignore=255)
     acc.update(logits.cuda(), gt)
     acc.update(logits, gt)  # a CPU image added to the GPU sum

@@ -80,6 +80,19 @@ def test_greedy_merge_leaders_and_weighted_group_centroids() -> None:
     assert valid.tolist() == [[True, True]]
 
 
+def test_greedy_merge_validity_is_per_image() -> None:
+    """Group numbers are shared by the batch: image 0 makes two groups, image 1 one, so image 1
+    has no member in group 1, which is therefore invalid there (its centroid is the zero
+    vector, cosine 0 with every cell, and would take cells whose real groups are all negative)."""
+    e0, e1 = _unit(1.0, 0.0), _unit(0.0, 1.0)
+    centroids = torch.stack([torch.stack([e0, e1]), torch.stack([e0, e1])])  # (2, 2, 2)
+    counts = torch.tensor([[3.0, 2.0], [3.0, 0.0]])
+    groups, valid = _greedy_merge(centroids, counts, threshold=0.9)
+    assert valid.tolist() == [[True, True], [True, False]]
+    torch.testing.assert_close(groups[0], torch.stack([e0, e1]))
+    torch.testing.assert_close(groups[1], torch.stack([e0, torch.zeros(2)]))
+
+
 def test_greedy_merge_without_clusters_gives_no_groups() -> None:
     """No non-empty cluster: zero groups, shaped ``(B, 0, D)`` and ``(B, 0)``."""
     groups, valid = _greedy_merge(torch.randn(2, 3, 5), torch.zeros(2, 3), threshold=0.9)

@@ -160,3 +160,26 @@ def test_sgd_loss_passes_the_valid_mask_and_seeds_its_generator_per_rank(
         features, cls, 0, generator=torch.Generator().manual_seed(13), gather=False
     )
     assert (loss - unmasked).abs() > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sgd_loss_draws_its_seeded_noise_on_the_features_gpu() -> None:
+    """On CUDA features the generator is a CUDA one (a CPU generator cannot feed ``torch.rand``
+    on the GPU), seeded like the CPU path."""
+    features, cls = _inputs(2, 8, 4, 4)
+    features, cls = features.cuda(), cls.cuda()
+    valid = torch.ones(2, 4, 4, dtype=torch.bool, device="cuda")
+    settings = LossSettings(sgd=SGDSettings(k_init=16, mode="none"), seed=10, gather=False)
+    criterion_loss = SGDLoss(settings)
+    loss = criterion_loss(_outputs(features, cls, valid), 0)
+    generator = criterion_loss._generators[features.device]
+    assert generator.device.type == "cuda" and generator.initial_seed() == 10
+    direct = criterion_loss.sgd(
+        features,
+        cls,
+        0,
+        valid=valid,
+        generator=torch.Generator(device="cuda").manual_seed(10),
+        gather=False,
+    )
+    torch.testing.assert_close(loss, direct)

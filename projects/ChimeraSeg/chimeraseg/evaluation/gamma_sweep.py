@@ -153,7 +153,7 @@ def _ground_truth(
         gt = gt.astype(np.int32)  # 16-bit labels (459 / 847 classes): torch has few uint16 ops
     elif isinstance(gt, np.ndarray) and not gt.flags.writeable:
         gt = gt.copy()  # e.g. np.asarray(PIL image); torch warns on read-only buffers
-    gt = torch.as_tensor(gt).to(logits.device, non_blocking=True)
+    gt = torch.as_tensor(gt, device=logits.device)  # not the default device
     expected = logits.shape[:-3] + logits.shape[-2:]
     if gt.shape != expected:
         where = f" in {source}" if source else ""
@@ -214,12 +214,9 @@ def sweep_confusion(
     if len(slow_idx):
         base[slow_idx] = dump
     # Sentinel ids (N) occur only for an empty class set, where they are never used (k == 0 or
-    # k == G); clamped so their keys stay inside the pixel's own row.
-    has_sentinel = bool(unseen_mask.all()) or not bool(unseen_mask.any())
+    # k == G); clamped so their keys stay inside the pixel's own row (real ids are < N).
     seen_cum, unseen_cum = (
-        torch.bincount(base + (arg.clamp(max=n - 1) if has_sentinel else arg), minlength=dump + n)[
-            :dump
-        ].view(num_g + 1, n, n)
+        torch.bincount(base + arg.clamp(max=n - 1), minlength=dump + n)[:dump].view(num_g + 1, n, n)
         for arg in (stats.seen_arg, stats.unseen_arg)
     )
     for j in range(1, num_g + 1):  # in place: [j] = pixels with k <= j (faster than cumsum)
