@@ -164,8 +164,8 @@ def test_sgd_loss_passes_the_valid_mask_and_seeds_its_generator_per_rank(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_sgd_loss_draws_its_seeded_noise_on_the_features_gpu() -> None:
-    """On CUDA features the generator is a CUDA one (a CPU generator cannot feed ``torch.rand``
-    on the GPU), seeded like the CPU path."""
+    """On CUDA features the generator is a CUDA one, seeded like the CPU path (a CPU generator
+    would draw the noise on the host and copy it over every step: other numbers, more work)."""
     features, cls = _inputs(2, 8, 4, 4)
     features, cls = features.cuda(), cls.cuda()
     valid = torch.ones(2, 4, 4, dtype=torch.bool, device="cuda")
