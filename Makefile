@@ -17,7 +17,7 @@ WEB_ARGS ?=
 # Options passed through to tools/check_cluster.py, e.g. `make check-gpus CHECK_ARGS="--iterations 40"`.
 CHECK_ARGS ?=
 
-.PHONY: demo detectron2 web test lint format clean check-gpus mutation
+.PHONY: demo detectron2 web test lint format clean check-gpus gpu-suite mutation
 
 $(BIN)/.installed: requirements/ci.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ demo: $(BIN)/.detectron2
 # two CPU processes with gloo) and writes a PASS/FAIL report (docs/CLUSTER_CHECK.md).
 check-gpus: $(BIN)/.detectron2
 	$(BIN)/python tools/check_cluster.py $(CHECK_ARGS)
+
+# On a lent GPU, one command of at most 10 minutes (docs/GPU.md, 'The lent-GPU script'): the
+# CUDA-only tests, check-gpus with the AMP pseudo-mask comparison, sync counts, the benchmark on
+# cuda and TF32; results in one folder. `make gpu-suite GPU_SUITE_ARGS="--device cpu"`: dry run.
+GPU_SUITE_ARGS ?=
+gpu-suite: $(BIN)/.detectron2
+	GPU_SUITE_PYTHON=$(BIN)/python bash tools/gpu_suite.sh $(GPU_SUITE_ARGS)
 
 # The web demo on http://127.0.0.1:7860 (tools/web_demo.py): `make demo`'s model by default.
 web: $(BIN)/.detectron2

@@ -46,9 +46,11 @@ def build_jobs(ade_dir: str, skip_bad: bool) -> list[ADE847Job]:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if the official count is reached, else 1."""
-    parser = prepare_argument_parser(__doc__.split("\n")[0], image_check=False)
+    parser = prepare_argument_parser(
+        __doc__.split("\n")[0], "datasets/prepare_ade20k_847.py", image_check=False
+    )
     args = parser.parse_args(argv)
-    ade_dir = os.path.join(args.root, DATASET_DIRNAME)
+    ade_dir = os.path.join(args.datasets_root, DATASET_DIRNAME)
     jobs = build_jobs(ade_dir, args.skip_bad)
     report = run_label_jobs(jobs, args.workers, args.skip_bad, "ade847", run_one=convert_ade847)
     out_dir = os.path.join(ade_dir, "annotations_detectron2", "validation")

@@ -10,13 +10,18 @@ the sample is skipped and counted).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
-from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
+from chimeraseg.data.conversion import (
+    LabelJob,
+    prepare_argument_parser,
+    print_summary,
+    run_label_jobs,
+    verify_count,
+)
 
 EXPECTED_COUNTS = {"training": 20_210, "validation": 2_000}
 NUM_CLASSES = 150
@@ -55,16 +60,13 @@ def build_jobs(ade_dir: str, split: str, check_images: bool) -> list[LabelJob]:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if every split has its official count, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser = prepare_argument_parser(__doc__.split("\n")[0], "datasets/prepare_ade20k_sem_seg.py")
     parser.add_argument(
-        "--splits", nargs="+", default=list(EXPECTED_COUNTS), choices=list(EXPECTED_COUNTS)
-    )
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    parser.add_argument("--no-image-check", action="store_true")
+        "--splits", nargs="+", default=list(EXPECTED_COUNTS), choices=list(EXPECTED_COUNTS),
+        help="splits to convert (default: all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)  # fmt: skip
-    ade_dir, status = os.path.join(args.root, "ADEChallengeData2016"), 0
+    ade_dir, status = os.path.join(args.datasets_root, "ADEChallengeData2016"), 0
     for split in args.splits:
         jobs = build_jobs(ade_dir, split, check_images=not args.no_image_check)
         report = run_label_jobs(jobs, args.workers, args.skip_bad, desc=f"ade20k {split}")

@@ -17,7 +17,13 @@ import os
 import sys
 
 from chimeraseg.data.coco_stuff import RAW_TO_CONTIGUOUS_LUT, RAW_VALID, RAW_VALID_DESCRIPTION
-from chimeraseg.data.conversion import LabelJob, print_summary, run_label_jobs, verify_count
+from chimeraseg.data.conversion import (
+    LabelJob,
+    prepare_argument_parser,
+    print_summary,
+    run_label_jobs,
+    verify_count,
+)
 
 EXPECTED_COUNTS = {"train2017": 118_287, "val2017": 5_000}
 NUM_CLASSES = 171
@@ -40,33 +46,20 @@ def build_jobs(coco_dir: str, split: str, check_images: bool) -> list[LabelJob]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="datasets root holding coco/ (default: $DETECTRON2_DATASETS)",
+    parser = prepare_argument_parser(
+        __doc__.split("\n")[0], "datasets/prepare_coco_stuff_164k_sem_seg.py"
     )
     parser.add_argument(
-        "--splits", nargs="+", default=list(EXPECTED_COUNTS), choices=list(EXPECTED_COUNTS)
-    )
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip and count bad samples instead of stopping at the first",
-    )
-    parser.add_argument(
-        "--no-image-check",
-        action="store_true",
-        help="do not decode images to check them and their size",
-    )
+        "--splits", nargs="+", default=list(EXPECTED_COUNTS), choices=list(EXPECTED_COUNTS),
+        help="splits to convert (default: all)",
+    )  # fmt: skip
     return parser.parse_args(argv)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if every split has its official count, else 1."""
     args = parse_args(argv)
-    coco_dir = os.path.join(args.root, "coco")
+    coco_dir = os.path.join(args.datasets_root, "coco")
     status = 0
     for split in args.splits:
         jobs = build_jobs(coco_dir, split, check_images=not args.no_image_check)

@@ -82,9 +82,11 @@ def build_jobs(voc_dir: str, lut: np.ndarray, check_images: bool) -> list[LabelJ
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if the official count is reached, else 1."""
-    parser = prepare_argument_parser(__doc__.split("\n")[0])
+    parser = prepare_argument_parser(
+        __doc__.split("\n")[0], "datasets/prepare_pascal_context_459.py"
+    )
     args = parser.parse_args(argv)
-    voc_dir = os.path.join(args.root, "VOCdevkit", "VOC2010")
+    voc_dir = os.path.join(args.datasets_root, "VOCdevkit", "VOC2010")
     labels_txt = os.path.join(voc_dir, "labels.txt")
     lut = context459_lut(read_label_names(labels_txt), labels_txt)
     jobs = build_jobs(voc_dir, lut, check_images=not args.no_image_check)

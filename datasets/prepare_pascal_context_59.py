@@ -15,7 +15,6 @@ used by mmsegmentation and the zero-shot papers; ``main`` reads VOC2010's
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -24,6 +23,7 @@ import numpy as np
 from chimeraseg.data.class_tables import PASCAL_CONTEXT_59_CLASSES
 from chimeraseg.data.conversion import (
     LabelJob,
+    prepare_argument_parser,
     print_summary,
     read_label_names,
     run_label_jobs,
@@ -65,14 +65,15 @@ def build_jobs(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if every split has its official count, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--split-source", choices=list(LIST_DIRS), default="context")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    parser.add_argument("--no-image-check", action="store_true")
+    parser = prepare_argument_parser(
+        __doc__.split("\n")[0], "datasets/prepare_pascal_context_59.py"
+    )
+    parser.add_argument(
+        "--split-source", choices=list(LIST_DIRS), default="context",
+        help="which train/val lists to use (default: %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)  # fmt: skip
-    voc_dir = os.path.join(args.root, "VOCdevkit", "VOC2010")
+    voc_dir = os.path.join(args.datasets_root, "VOCdevkit", "VOC2010")
     lut = context59_lut(read_label_names(os.path.join(voc_dir, "labels.txt")))
     status = 0
     for split, expected in EXPECTED_COUNTS[args.split_source].items():

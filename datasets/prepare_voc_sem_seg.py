@@ -13,7 +13,6 @@ value that VOC does not define (21..254) stops the run naming the file and the v
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from chimeraseg.data.conversion import (
     LabelJob,
+    prepare_argument_parser,
     print_summary,
     run_label_jobs,
     verify_count,
@@ -65,18 +65,14 @@ def build_jobs(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the conversion; returns 0 if every split has its official count, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser = prepare_argument_parser(__doc__.split("\n")[0], "datasets/prepare_voc_sem_seg.py")
     parser.add_argument(
         "--aug",
         action="store_true",
         help="train on SegmentationClassAug + ImageSets/Segmentation/aug.txt",
     )
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
-    parser.add_argument("--no-image-check", action="store_true")
     args = parser.parse_args(argv)  # fmt: skip
-    voc_dir = os.path.join(args.root, "VOCdevkit", "VOC2012")
+    voc_dir = os.path.join(args.datasets_root, "VOCdevkit", "VOC2012")
     sets_dir = os.path.join(voc_dir, "ImageSets", "Segmentation")
     splits = {
         "train": ("aug.txt", "SegmentationClassAug")

@@ -17,6 +17,8 @@ from chimeraseg_test_utils import (
     seed_everything,
 )
 
+CUDA_SKIP_REASON = "needs a CUDA device (bash tools/gpu_suite.sh runs these on a GPU)"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """With ``CHIMERASEG_REQUIRE_DETECTRON2=1`` (CI's second pass) a missing detectron2 is an error.
@@ -28,13 +30,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skips tests marked ``@pytest.mark.detectron2`` with one clear reason when it is missing."""
-    if HAS_DETECTRON2:
-        return
-    skip = pytest.mark.skip(reason=DETECTRON2_SKIP_REASON)
+    """Skips tests marked ``@pytest.mark.detectron2`` with one clear reason when it is missing,
+    and tests marked ``@pytest.mark.cuda`` without a CUDA device (tools/gpu_suite.sh runs them)."""
+    skip_d2 = pytest.mark.skip(reason=DETECTRON2_SKIP_REASON)
+    skip_cuda = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    cuda = torch.cuda.is_available()
     for item in items:
-        if "detectron2" in item.keywords:
-            item.add_marker(skip)
+        if not HAS_DETECTRON2 and "detectron2" in item.keywords:
+            item.add_marker(skip_d2)
+        if not cuda and item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip_cuda)
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 
-# Scanned: these trees and the top-level README.
-SCANNED_DIRS = ("projects", "configs", "tools", "datasets", "tests", "docs")
-SCANNED_FILES = ("README.md",)
+# Scanned: these trees and the top-level pages.
+SCANNED_DIRS = ("projects", "configs", "tools", "datasets", "tests", "docs", "requirements")
+SCANNED_FILES = ("README.md", "INSTALL.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "setup.py")
 TEXT_SUFFIXES = {".py", ".md", ".rst", ".txt", ".yaml", ".yml", ".json", ".toml", ".cfg", ".sh"}
 # Generated or cached trees: build metadata, byte code, the generated synthetic dataset.
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache", "synthetic_zs"}

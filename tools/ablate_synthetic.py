@@ -69,6 +69,8 @@ from ablations.variants import (  # noqa: E402
     select_variants,
 )
 
+from chimeraseg.utils.tool_parser import add_datasets_root, tool_parser  # noqa: E402
+
 # What callers (and the tests) use from this script.
 __all__ = [
     "DEFAULT_CONFIG",
@@ -84,6 +86,10 @@ __all__ = [
 INSTALL_HINT = (
     f"{TOOL}: detectron2 is not installed; install it from source (see README.md, 'Install')"
 )
+EXAMPLES = (
+    "python tools/ablate_synthetic.py --seeds 0 --variants full no_sgd",
+    "python tools/ablate_synthetic.py --seeds 0 1 --output output/ablations -- SOLVER.MAX_ITER 100",
+)
 # Overrides the tool sets itself (per run or per CLIP choice).
 _TOOL_KEYS = ("SEED", "OUTPUT_DIR")
 _WORLD_MODE_CLIP_KEYS = ("MODEL.CLIP.PRETRAINED", "MODEL.CLIP.ALLOW_RANDOM_INIT")
@@ -92,17 +98,30 @@ _WORLD_MODE_CLIP_KEYS = ("MODEL.CLIP.PRETRAINED", "MODEL.CLIP.ALLOW_RANDOM_INIT"
 # ---------------------------------------------------------------------------------- arguments
 def get_parser() -> argparse.ArgumentParser:
     """The command line (config overrides last; after ``--`` when they follow a list option)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="K")
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="K",
+        help="SEED of every run, one run per variant and seed (default: 0 1 2)",
+    )  # fmt: skip
     parser.add_argument(
         "--variants", nargs="+", default=None, metavar="NAME",
         help=f"default: all of {', '.join(VARIANTS_BY_NAME)}",
     )  # fmt: skip
-    parser.add_argument("--output", default="docs", help=f"directory of {PAGE_FILE} and the plot")
-    parser.add_argument("--datasets", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--work-dir", default="output/ablations", help="runs and results.jsonl")
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE")
-    parser.add_argument("--clip-mode", choices=("world", "config"), default="world")
+    parser.add_argument(
+        "--output", default="docs", metavar="DIR", help=f"folder of {PAGE_FILE} and the plot"
+    )
+    add_datasets_root(parser, "--datasets")
+    parser.add_argument(
+        "--work-dir", default="output/ablations", metavar="DIR", help="runs and results.jsonl"
+    )
+    parser.add_argument(
+        "--config-file", default=DEFAULT_CONFIG, metavar="FILE",
+        help="config every variant starts from (default: the synthetic MiT-B0 config)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clip-mode", choices=("world", "config"), default="world",
+        help="world: the world CLIP per variant; config: the CLIP of the config (default world)",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None, metavar="N",
         help="torch threads (default: torch's); 1 can be much faster on a busy machine",
@@ -163,7 +182,7 @@ def setup(args: argparse.Namespace) -> tuple[dict[str, int], Any]:
     except ImportError:
         print(INSTALL_HINT, file=sys.stderr)
         raise SystemExit(2) from None
-    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets_root)  # before registration
     import torch
 
     from chimeraseg.d2 import get_chimeraseg_cfg
@@ -209,4 +228,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/ablate_synthetic.py")

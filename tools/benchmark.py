@@ -18,11 +18,11 @@ Sections (see docs/PERFORMANCE.md for the method and the latest numbers):
 
 "x machine GEMM" divides by the faster of two fp32 GEMM probes, torch's and onnxruntime's.
 
-Examples::
+Examples (also at the end of ``--help``)::
 
-    python tools/benchmark.py --allow-random-clip --output bench.json
+    python tools/benchmark.py --allow-random-clip --output-json bench.json
     python tools/benchmark.py --clip-weights openai --device cuda --precisions bf16
-    python tools/benchmark.py --tiny --output /tmp/tiny.json   # seconds; used by the smoke test
+    python tools/benchmark.py --tiny --output-json /tmp/tiny.json   # seconds; the smoke test's
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 
 from chimeraseg.clip.cli import add_clip_arguments, clip_weights
+from chimeraseg.utils.output_files import atomic_write_text
+from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `benchmarks` importable
 
@@ -52,11 +54,15 @@ from benchmarks.report import print_report  # noqa: E402
 from benchmarks.training import run_training  # noqa: E402
 
 SECTIONS = ("inference", "d2", "train", "evaluator", "pseudo", "deploy")
+EXAMPLES = (
+    "python tools/benchmark.py --allow-random-clip --output-json bench.json",
+    "python tools/benchmark.py --clip-weights openai --device cuda --precisions bf16",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--help`` lists them)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = tool_parser(__doc__.split("Examples (")[0].rstrip(), EXAMPLES)
     add_clip_arguments(
         p,
         name=False,
@@ -85,12 +91,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--models", nargs="+", default=["mit_b0", "mit_b4", "vit_b16"], help="student backbones"
     )
     p.add_argument("--train-model", default="mit_b0", help="student of the training step")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    p.add_argument(
+        "--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
+        help="sections to run (default: all)",
+    )  # fmt: skip
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
     p.add_argument("--gemm-size", type=int, default=2048, help="side of the fp32 GEMM probe")
     p.add_argument("--eval-images", type=int, default=8, help="predictions for the evaluator")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     p.add_argument(
         "--deploy-paths",
         nargs="+",
@@ -98,8 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=DEPLOY_PATHS,
         help="paths of the deploy section (compile_fp32 compiles for minutes on a small CPU)",
     )
-    p.add_argument("--output", metavar="JSON", help="write the full report here")
-    p.add_argument("--markdown", metavar="MD", help="write the tables as markdown here")
+    p.add_argument("--output-json", metavar="FILE", help="write the full report here (JSON)")
+    p.add_argument("--output-markdown", metavar="FILE", help="write the tables here (Markdown)")
+    add_deprecated_alias(p, "--output", "--output-json")
+    add_deprecated_alias(p, "--markdown", "--output-markdown")
     args = p.parse_args(argv)
     if args.tiny:
         args.size, args.batches, args.repeats, args.warmup = 64, [1, 2], 1, 0
@@ -157,12 +168,14 @@ def main(argv: list[str] | None = None) -> dict:
         rescale_fractions(report["inference"]["fp32"], args.gemm_gflops / gemm["gflops"])
     report["machine"]["load_average_1min_end"] = machine_info(device).get("load_average_1min")
     print_report(report)
-    if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2, default=str))
-    if args.markdown:
-        Path(args.markdown).write_text(report_markdown(report))
+    if args.output_json:
+        atomic_write_text(args.output_json, json.dumps(report, indent=2, default=str))
+    if args.output_markdown:
+        atomic_write_text(args.output_markdown, report_markdown(report))
     return report
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/benchmark.py")

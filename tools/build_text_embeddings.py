@@ -7,7 +7,7 @@ Examples::
 
     python tools/build_text_embeddings.py --split coco_stuff_171 \\
         --clip-weights /path/to/ViT-B-16.pt --cache-dir output/text_cache
-    python tools/build_text_embeddings.py --names-file my_classes.txt --templates single \\
+    python tools/build_text_embeddings.py --vocabulary-file my_classes.txt --templates single \\
         --clip-weights openai --cache-dir output/text_cache
     python tools/build_text_embeddings.py --split synthetic --allow-random-clip --cache-dir /tmp/tc
 """
@@ -15,40 +15,51 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from chimeraseg.clip import encode_class_names, load_clip
 from chimeraseg.clip.cli import add_clip_arguments, clip_weights
 from chimeraseg.clip.templates import TEMPLATE_SETS
+from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
+
+EXAMPLES = (
+    "python tools/build_text_embeddings.py --split coco_stuff_171 --clip-weights openai "
+    "--cache-dir output/text_cache",
+    "python tools/build_text_embeddings.py --vocabulary-file my_classes.txt --templates single "
+    "--clip-weights openai --cache-dir output/text_cache",
+)
 
 
 def read_names_file(path: Path) -> list[str]:
-    """``--names-file``: :func:`chimeraseg.data.splits.read_class_names`, the one reader of name
-    files (one class per line, commas separate synonyms, blank and ``#`` lines skipped)."""
+    """``--vocabulary-file``: :func:`chimeraseg.data.splits.read_class_names`, the one reader of
+    name files (one class per line, commas separate synonyms, blank and ``#`` lines skipped)."""
     from chimeraseg.data.splits import read_class_names  # lazy, as split_names
 
     try:
         return read_class_names(str(path))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"--names-file: {e}") from None
+        raise FileNotFoundError(f"--vocabulary-file: {e}") from None
     except ValueError as e:
-        raise ValueError(f"--names-file: {e}") from None
+        raise ValueError(f"--vocabulary-file: {e}") from None
 
 
 def split_names(split: str, variant: str | None) -> list[str]:
     """Class names of a zero-shot split from :func:`chimeraseg.data.splits.get_split`."""
-    from chimeraseg.data.splits import get_split  # lazy: data package is optional for --names-file
+    from chimeraseg.data.splits import get_split  # lazy: optional for --vocabulary-file
 
     return list(get_split(split, variant).class_names)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = tool_parser(__doc__.split("\n")[0], EXAMPLES)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--split", help="zero-shot split name, e.g. coco_stuff_171")
-    source.add_argument("--names-file", type=Path, help="text file with one class name per line")
-    parser.add_argument("--variant", default=None, help="split variant, e.g. zs3 or cascade")
+    source.add_argument(
+        "--vocabulary-file", type=Path, metavar="FILE", help="class names, one a line"
+    )
+    add_deprecated_alias(source, "--names-file", "--vocabulary-file")
+    parser.add_argument("--split-variant", default=None, help="split variant, e.g. zs3 or cascade")
+    add_deprecated_alias(parser, "--variant", "--split-variant")
     add_clip_arguments(parser, name=True, default_weights="openai")
     parser.add_argument(
         "--templates",
@@ -59,16 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", type=Path, required=True, help="cache directory")
     parser.add_argument("--no-humanize", action="store_true", help="use class names verbatim")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="device of the text encoder (default cpu)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = (
-        read_names_file(args.names_file)
-        if args.names_file
-        else split_names(args.split, args.variant)
+        read_names_file(args.vocabulary_file)
+        if args.vocabulary_file
+        else split_names(args.split, args.split_variant)
     )
     clip_model = load_clip(
         args.clip_name,
@@ -90,4 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/build_text_embeddings.py")

@@ -24,11 +24,17 @@ import sys
 from datetime import UTC, datetime
 
 from chimeraseg.clip.cli import add_clip_arguments
+from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
 MEASURE_CONFIG = os.path.join(
     REPO_ROOT, "configs", "coco-stuff-164k-156", "chimeraseg_mitb4_80k.yaml"
+)
+CHECK_DATASETS = os.path.join("output", "cluster_check", "datasets")
+EXAMPLES = (
+    "python tools/check_cluster.py",
+    "python tools/check_cluster.py --device cpu --num-processes 2 --checks train_fp32,eval_only",
 )
 
 
@@ -36,23 +42,40 @@ def get_parser() -> argparse.ArgumentParser:
     from chimeraseg.d2.cluster_check import CHECKS
     from chimeraseg.d2.cluster_check.probes import FAULTS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p = tool_parser(__doc__.splitlines()[1], EXAMPLES)
     p.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated of {CHECKS}")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--num-processes", type=int, help="default: every visible GPU; 2 on the CPU")
-    p.add_argument("--output", help="run directory (default output/cluster_check/<UTC time>)")
-    p.add_argument("--datasets", default=os.path.join("output", "cluster_check", "datasets"))
+    p.add_argument(
+        "--output", metavar="DIR", help="run folder (default output/cluster_check/<UTC time>)"
+    )
+    p.add_argument(
+        "--datasets-root", metavar="DIR", default=CHECK_DATASETS,
+        help="datasets root the synthetic set is written to (default: %(default)s)",
+    )  # fmt: skip
+    add_deprecated_alias(p, "--datasets", "--datasets-root")
     p.add_argument("--config-file", default=CHECK_CONFIG, help="config of the correctness checks")
     p.add_argument("--iterations", type=int, default=20, help="iterations of train_fp32")
     p.add_argument("--amp-iterations", type=int, default=5, help="iterations of the AMP checks")
-    p.add_argument("--images-per-process", type=int, default=2)
+    p.add_argument(
+        "--images-per-process", type=int, default=2, help="training batch per process (default 2)"
+    )
     add_clip_arguments(p, name=False, default_weights=None, random_help="random CLIP (tool tests)")
     p.add_argument("--measure-config", default=MEASURE_CONFIG, help="paper config to measure")
-    p.add_argument("--measure-opt", nargs=2, action="append", default=[], metavar=("KEY", "VAL"))
-    p.add_argument("--measure-iterations", type=int, default=10)
-    p.add_argument("--measure-warmup", type=int, default=3)
-    p.add_argument("--infer-size", type=int, default=512)
-    p.add_argument("--infer-iterations", type=int, default=10)
+    p.add_argument(
+        "--measure-opt", nargs=2, action="append", default=[], metavar=("KEY", "VAL"),
+        help="an override of --measure-config (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--measure-iterations", type=int, default=10, help="timed training iterations (10)"
+    )
+    p.add_argument(
+        "--measure-warmup", type=int, default=3, help="untimed iterations before them (3)"
+    )
+    p.add_argument("--infer-size", type=int, default=512, help="image side of inference (512)")
+    p.add_argument(
+        "--infer-iterations", type=int, default=10, help="timed inference iterations (10)"
+    )
     p.add_argument("--timeout-minutes", type=float, default=20.0, help="collective timeout")
     p.add_argument("--plant-fault", action="append", default=[], choices=FAULTS,
                    help="plant a fault (to test the checker itself)")  # fmt: skip
@@ -108,7 +131,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str]):
     }
     plan = CheckPlan(
         run_dir=output, config_file=args.config_file, opts=tuple(opts),
-        datasets_root=os.path.abspath(args.datasets), phases=(), iterations=args.iterations,
+        datasets_root=os.path.abspath(args.datasets_root), phases=(), iterations=args.iterations,
         amp_iterations=args.amp_iterations, images_per_process=args.images_per_process,
         faults=tuple(args.plant_fault), measure=measure,
     )  # fmt: skip
@@ -135,4 +158,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/check_cluster.py")

@@ -21,19 +21,23 @@ operations (additions, GELU, dropout, padding, pooling, resizing), which mmcv pa
 
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from chimeraseg.modeling.backbone import build_student_backbone, student_decoder_dim
 from chimeraseg.modeling.decoder import SegFormerDecoder
 from chimeraseg.modeling.settings import StudentSettings
+from chimeraseg.utils.tool_parser import quiet_import_warnings, tool_parser
+
+EXAMPLES = (
+    "python tools/count_params_flops.py",
+    "python tools/count_params_flops.py --models b2 --size 640 640",
+)
 
 PUBLISHED = {"mit_b0": (3.8, 8.4), "mit_b4": (64.1, 95.7)}  # (M params, GFLOPs), ADE20K 512x512
 
@@ -64,6 +68,9 @@ def sdpa_flop(inputs: list[Any], outputs: list[Any]) -> int:
 
 def count(name: str, size: tuple[int, int]) -> dict[str, float]:
     """Parameters (M) and GFLOPs with/without attention products for one student."""
+    quiet_import_warnings(("fvcore.nn",))  # its import warns; imported here, quietly, once
+    from fvcore.nn import FlopCountAnalysis
+
     model = Student(name).eval()
     image = torch.zeros(1, 3, *size)
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -85,9 +92,15 @@ def count(name: str, size: tuple[int, int]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["mit_b0", "mit_b4", "vit_b16"])
-    parser.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"))
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
+    parser.add_argument(
+        "--models", nargs="+", default=["mit_b0", "mit_b4", "vit_b16"],
+        help="student backbones, e.g. mit_b2 or b2 (default: mit_b0 mit_b4 vit_b16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"),
+        help="input height and width (default: 512 512)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -112,4 +125,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/count_params_flops.py")

@@ -46,7 +46,15 @@ from chimeraseg.data.splits import read_class_names
 from chimeraseg.demo.vocabulary import split_names
 from chimeraseg.deploy.runtime import GRAPHS
 from chimeraseg.utils.demo_images import image_outputs, run_on_images
-from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
+from chimeraseg.utils.output_files import OutputError, atomic_path, confirm_written, plan_outputs
+from chimeraseg.utils.tool_parser import tool_parser
+
+EXAMPLES = (
+    "python tools/demo.py --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml "
+    "--input photos/ --output vis/ --vocabulary 'cat,grass,sky' --unseen cat "
+    "MODEL.WEIGHTS output/coco-stuff-164k-156/chimeraseg_mitb4_80k/model_final.pth",
+    "python tools/demo.py --onnx export/ --input photos/ --output vis/ --vocabulary 'cat,sky'",
+)
 
 # A demo object (chimeraseg.d2.predictor.ChimeraSegDemo, chimeraseg.deploy.demo.OnnxDemo).
 Demo = Any
@@ -91,22 +99,22 @@ def run_on_stream(
         target: Output ``.mp4`` file.
         max_frames: Stop after this many frames (0 = at the end of the stream).
     """
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer = None
-    for count, frame in enumerate(_frames(capture, source), start=1):
-        vis = demo.draw(frame, demo.predict(frame))[..., ::-1]  # (H', W, 3) BGR with legend
+    with atomic_path(target) as tmp:  # a new file, renamed over ``target`` once complete
+        for count, frame in enumerate(_frames(capture, source), start=1):
+            vis = demo.draw(frame, demo.predict(frame))[..., ::-1]  # (H', W, 3) BGR with legend
+            if writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                writer = cv2.VideoWriter(tmp, fourcc, fps, (vis.shape[1], vis.shape[0]))
+                if not writer.isOpened():
+                    raise OutputError(f"{target} cannot be written (is the folder writable?)")
+            writer.write(np.ascontiguousarray(vis))
+            if count == max_frames:
+                break
         if writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            writer = cv2.VideoWriter(target, fourcc, fps, (vis.shape[1], vis.shape[0]))
-            if not writer.isOpened():
-                raise OutputError(f"{target} cannot be written (is the output folder writable?)")
-        writer.write(np.ascontiguousarray(vis))
-        if count == max_frames:
-            break
-    if writer is None:
-        raise ValueError(f"{source}: no frame could be decoded; nothing was written")
-    writer.release()
+            raise ValueError(f"{source}: no frame could be decoded; nothing was written")
+        writer.release()
     return confirm_written(target)
 
 
@@ -127,7 +135,7 @@ def run_on_webcam(demo: Demo, camera: int, output: str, max_frames: int = 0) -> 
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Chimera-Seg demo (detectron2 Visualizer)")
+    parser = tool_parser("Chimera-Seg demo (detectron2 Visualizer)", EXAMPLES)
     parser.add_argument("--config-file", metavar="FILE", help="the model's config (PyTorch)")
     parser.add_argument(
         "--onnx", metavar="DIR", help="run an export of tools/export_onnx.py instead (no config)"
@@ -257,4 +265,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/demo.py")

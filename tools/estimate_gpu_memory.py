@@ -13,10 +13,8 @@ the machine it runs on and prints it next to this figure.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
-import sys
 
 import chimeraseg.d2  # noqa: F401 -- registers the meta-architecture, backbones and datasets
 from chimeraseg.d2.memory_estimate import (  # noqa: F401 -- re-exported for the tests
@@ -24,6 +22,12 @@ from chimeraseg.d2.memory_estimate import (  # noqa: F401 -- re-exported for the
     MemoryEstimate,
     estimate,
     saved_activation_bytes,
+)
+from chimeraseg.utils.tool_parser import tool_parser
+
+EXAMPLES = (
+    "python tools/estimate_gpu_memory.py configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml",
+    "python tools/estimate_gpu_memory.py --markdown configs/*/chimeraseg_*.yaml",
 )
 
 
@@ -38,10 +42,15 @@ def markdown_row(e: MemoryEstimate) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Prints the estimate of every config given (each computed in its own process)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("configs", nargs="*", help="config files")
-    parser.add_argument("--config-file", action="append", default=[], help="a config file")
-    parser.add_argument("--markdown", action="store_true", help="print a README table")
+    parser = tool_parser(__doc__.split("\n")[0], EXAMPLES)
+    parser.add_argument("configs", nargs="*", metavar="FILE", help="config files")
+    parser.add_argument(
+        "--config-file", action="append", default=[], metavar="FILE",
+        help="a config file (repeatable; same as a positional FILE)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the estimates as a Markdown table"
+    )
     args = parser.parse_args(argv)
     files = [*args.config_file, *args.configs]
     if not files:
@@ -79,4 +88,6 @@ def _print(e: MemoryEstimate, markdown: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/estimate_gpu_memory.py")

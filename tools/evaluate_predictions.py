@@ -3,15 +3,15 @@
 
 Predictions are label maps (class ids ``0..N-1``) named like the ground-truth files, e.g. the
 ``predictions/`` folder written by ``ZeroShotSemSegEvaluator(write_predictions=True)``. The class
-table and the seen/unseen partition come from a named split, or from a names file plus the unseen
-ids. Prints a per-class table and sIoU / uIoU / hIoU, and writes the metrics as JSON.
+table and the seen/unseen partition come from a named split, or from a vocabulary file plus the
+unseen ids. Prints a per-class table and sIoU / uIoU / hIoU, and writes the metrics as JSON.
 
 Examples::
 
     python tools/evaluate_predictions.py --pred-dir output/inference/predictions \\
         --gt-dir datasets/coco/stuffthingmaps_detectron2/val2017 --split coco_stuff_171
     python tools/evaluate_predictions.py --pred-dir preds --gt-dir labels \\
-        --class-names-file names.txt --unseen 3,7 --output metrics.json
+        --vocabulary-file names.txt --unseen 3,7 --output-json metrics.json
     # the ONNX demo's labels against the PyTorch demo's (tools/demo.py --save-labels)
     python tools/evaluate_predictions.py --pred-dir out_onnx --reference-dir out_torch \\
         --pred-suffix _labels --gt-dir labels --split coco_stuff_171
@@ -24,17 +24,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 
 from chimeraseg.evaluation.metrics import zero_shot_metrics
 from chimeraseg.evaluation.offline import evaluate_prediction_folder, prediction_agreement
 from chimeraseg.evaluation.plots import plot_per_class_iou
 from chimeraseg.evaluation.report import format_table, write_json
+from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
+
+EXAMPLES = (
+    "python tools/evaluate_predictions.py --pred-dir output/inference/predictions "
+    "--gt-dir datasets/coco/stuffthingmaps_detectron2/val2017 --split coco_stuff_171",
+    "python tools/evaluate_predictions.py --pred-dir preds --gt-dir labels "
+    "--vocabulary-file names.txt --unseen 3,7 --output-json metrics.json",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser(__doc__.split("\n\n")[0], EXAMPLES)
     parser.add_argument("--pred-dir", required=True, help="folder of prediction PNGs")
     parser.add_argument("--gt-dir", required=True, help="folder of prepared ground-truth PNGs")
     parser.add_argument(
@@ -51,15 +58,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     classes.add_argument(
         "--split", help="named split of chimeraseg.data.splits, e.g. coco_stuff_171"
     )
-    classes.add_argument("--class-names-file", help="text file, one class name per line")
+    classes.add_argument(
+        "--vocabulary-file", metavar="FILE", help="class names, one a line (ids 0..N-1)"
+    )
+    add_deprecated_alias(classes, "--class-names-file", "--vocabulary-file")
     parser.add_argument("--split-variant", default=None, help="variant of --split (e.g. cascade)")
     parser.add_argument(
-        "--unseen", default=None, help="with --class-names-file: comma-separated unseen class ids"
+        "--unseen", default=None, help="with --vocabulary-file: comma-separated unseen class ids"
     )
     parser.add_argument(
-        "--output", default=None, help="metrics JSON (default: <pred-dir>/metrics.json)"
+        "--output-json", default=None, metavar="FILE",
+        help="metrics JSON (default: <pred-dir>/metrics.json)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output-plot", default=None, metavar="FILE", help="optional per-class IoU bar chart PNG"
     )
-    parser.add_argument("--plot", default=None, help="optional per-class IoU bar chart PNG")
+    add_deprecated_alias(parser, "--output", "--output-json")
+    add_deprecated_alias(parser, "--plot", "--output-plot")
     return parser.parse_args(argv)
 
 
@@ -67,7 +82,7 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
     """``(class_names, seen_ids, unseen_ids)`` from ``--split`` or the names file + ``--unseen``."""
     if args.split:
         if args.unseen is not None:
-            raise SystemExit("--unseen is only used with --class-names-file; --split defines it")
+            raise SystemExit("--unseen is only used with --vocabulary-file; --split defines it")
         from chimeraseg.data.splits import get_split  # lazy: the offline path needs no data code
 
         split = get_split(args.split, args.split_variant)
@@ -75,9 +90,9 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
     from chimeraseg.data.splits import read_class_names  # the project's one name-file reader
 
     try:
-        names = read_class_names(args.class_names_file)  # skips blank and '# comment' lines
+        names = read_class_names(args.vocabulary_file)  # skips blank and '# comment' lines
     except (OSError, ValueError) as e:
-        raise SystemExit(f"--class-names-file: {e}") from None
+        raise SystemExit(f"--vocabulary-file: {e}") from None
     try:
         unseen = [int(v) for v in args.unseen.split(",") if v.strip()] if args.unseen else []
     except ValueError as e:
@@ -91,7 +106,7 @@ def _class_table(args: argparse.Namespace) -> tuple[list[str], list[int], list[i
 
 def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: list[str | None]) -> None:
     """Exits naming the file when an output would replace an input (a PNG or the names file)."""
-    inputs = {os.path.realpath(p) for p in (args.class_names_file,) if p}
+    inputs = {os.path.realpath(p) for p in (args.vocabulary_file,) if p}
     for folder in (args.pred_dir, args.gt_dir, args.reference_dir):
         if folder is None:
             continue
@@ -105,8 +120,8 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, outputs: list[str | Non
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     names, seen, unseen = _class_table(args)
-    output = args.output or os.path.join(args.pred_dir, "metrics.json")
-    _refuse_overwriting_inputs(args, [output, args.plot])
+    output = args.output_json or os.path.join(args.pred_dir, "metrics.json")
+    _refuse_overwriting_inputs(args, [output, args.output_plot])
     conf, num_images = evaluate_prediction_folder(
         args.pred_dir, args.gt_dir, len(names), args.pred_suffix
     )
@@ -137,13 +152,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         },
     )
     print(f"wrote {output}")
-    if args.plot:
-        plot_per_class_iou(metrics, names, seen, unseen, args.plot)
+    if args.output_plot:
+        plot_per_class_iou(metrics, names, seen, unseen, args.output_plot)
     return metrics
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError) as e:  # bad input or split name: one clear line
-        sys.exit(f"evaluate_predictions: error: {e}")
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/evaluate_predictions.py")

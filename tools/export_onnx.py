@@ -4,8 +4,7 @@
 Examples::
 
     python tools/export_onnx.py --config-file configs/synthetic/chimeraseg_mitb0_synthetic.yaml \\
-        --output export/ MODEL.WEIGHTS output/synthetic/.../model_final.pth \\
-        MODEL.CLIP.PRETRAINED <world CLIP .pt>
+        --output export/ MODEL.WEIGHTS output/demo/train/model_final.pth
 
     # also an int8 image graph, and one graph with a fixed vocabulary baked in (no tokenizer)
     python tools/export_onnx.py --config-file <cfg> --output export/ --int8 \\
@@ -20,15 +19,28 @@ existing non-empty output folder is refused.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from chimeraseg.data.splits import read_class_names
+from chimeraseg.utils.tool_parser import tool_parser
+
+EXAMPLES = (
+    "python tools/export_onnx.py --config-file configs/synthetic/chimeraseg_mitb0_synthetic.yaml "
+    "--output export/ MODEL.WEIGHTS output/demo/train/model_final.pth",
+    "python tools/export_onnx.py --config-file "
+    "configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml --output export/ --int8 "
+    "--vocabulary 'grass,sky,water' --unseen water "
+    "MODEL.WEIGHTS output/coco-stuff-164k-156/chimeraseg_mitb4_80k/model_final.pth",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export Chimera-Seg to ONNX")
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--output", required=True, help="export folder (new or empty)")
+    parser = tool_parser("Export Chimera-Seg to ONNX", EXAMPLES)
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the trained model's config"
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="export folder (new or empty)"
+    )
     parser.add_argument("--int8", action="store_true", help="also an int8 (dynamic) image graph")
     parser.add_argument("--vocabulary", help='bake these names into segmenter.onnx: "a,b,c"')
     parser.add_argument("--vocabulary-file", metavar="FILE", help="the baked names, one a line")
@@ -77,4 +89,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/export_onnx.py")

@@ -8,7 +8,7 @@ pixel agreement of the biased argmax with float32 and the sIoU / uIoU / hIoU of 
     python tools/inference_agreement.py \\
         --config-file configs/synthetic/chimeraseg_mitb0_synthetic.yaml \\
         --option "TEST.AMP.ENABLED True" --option "TEST.CSH_DOWNSAMPLE 2" \\
-        MODEL.WEIGHTS output/demo/train/model_final.pth MODEL.CLIP.PRETRAINED <world CLIP .pt>
+        MODEL.WEIGHTS output/demo/train/model_final.pth
 
 The option ``sem_seg_postprocess`` replaces the one-pass resize of the logits by detectron2's
 post-processing (upsample to the padded input, crop, resize again), the difference users see when
@@ -20,10 +20,15 @@ The agreement is counted over the pixels with a ground-truth label (255 excluded
 
 from __future__ import annotations
 
+# First, before detectron2: chimeraseg.d2 imports detectron2's modules without their import-time
+# warnings (chimeraseg.utils.tool_parser.quiet_import_warnings).
+import chimeraseg.d2  # noqa: F401, I001
+
+# isort: split
+
 import argparse
 import json
 import shlex
-import sys
 from unittest import mock
 
 import torch
@@ -35,8 +40,16 @@ import chimeraseg.d2.meta_arch as meta_arch
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.evaluator import ZeroShotSemSegEvaluator
 from chimeraseg.d2.trainer import ChimeraSegTrainer, load_trained_weights
+from chimeraseg.d2.world_clip import fill_world_clip
 from chimeraseg.data.io import read_label
 from chimeraseg.evaluation.gamma_sweep import biased_argmax
+from chimeraseg.utils.tool_parser import tool_parser
+
+EXAMPLES = (
+    "python tools/inference_agreement.py --config-file "
+    "configs/synthetic/chimeraseg_mitb0_synthetic.yaml --option 'TEST.AMP.ENABLED True' "
+    "MODEL.WEIGHTS output/demo/train/model_final.pth",
+)
 
 METRICS = ("mIoU", "sIoU", "uIoU", "hIoU")
 D2_POSTPROCESS = "sem_seg_postprocess"  # the option that swaps in detectron2's post-processing
@@ -57,6 +70,7 @@ def two_pass_resize(
 
 def predictions(cfg, dataset: str) -> tuple[list[torch.Tensor], list[str], dict[str, float]]:
     """Biased-argmax label maps ``(H, W)`` per image, their label files, the evaluator's metrics."""
+    fill_world_clip(cfg)  # the world CLIP of a world-CLIP config, as training used it
     model = build_model(cfg).eval()
     load_trained_weights(model, cfg)
     loader = ChimeraSegTrainer.build_test_loader(cfg, dataset)
@@ -109,8 +123,10 @@ def compare(config_file: str, opts: list[str], options: list[str]) -> list[dict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the trained model's config"
+    )
     parser.add_argument(
         "--option",
         action="append",
@@ -131,4 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/inference_agreement.py")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,29 +39,45 @@ from chimeraseg.evaluation.pseudo_mask_quality import (
 )
 from chimeraseg.evaluation.report import write_json
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
+from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
 
 DEFAULT_SWEEP_SCALES = "2,4,8;4,8;2,4;4;8;2"
 MODES = ("inductive", "transductive")
+EXAMPLES = (
+    "python tools/pseudo_mask_quality.py --dataset-dir datasets/synthetic_zs --split synthetic "
+    "--clip-name configs/clip/chimeraseg-world-vit.json --clip-weights world_clip.pt "
+    "--templates zegclip15 --sweep --setting both",
+    "python tools/pseudo_mask_quality.py --image-dir datasets/coco/train2017 "
+    "--label-dir datasets/coco/stuffthingmaps_detectron2/train2017 --split coco_stuff_171 "
+    "--clip-weights ViT-B-16.pt --short-side 512 --crop 512 --max-images 100 "
+    "--output-json pseudo.json",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser(__doc__.split("\n\n")[0], EXAMPLES)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset-dir", help="prepared layout root, e.g. datasets/synthetic_zs")
+    data.add_argument(
+        "--dataset-dir", metavar="DIR",
+        help="one dataset's prepared folder (not the datasets root), e.g. datasets/synthetic_zs",
+    )  # fmt: skip
     data.add_argument("--subset", default="train2017", help="with --dataset-dir: image subfolder")
     data.add_argument("--image-dir", help="image directory (overrides --dataset-dir)")
     data.add_argument("--label-dir", help="full-label directory (overrides --dataset-dir)")
-    data.add_argument("--image-ext", default=".jpg")
+    data.add_argument("--image-ext", default=".jpg", help="image file suffix (default .jpg)")
     data.add_argument("--split", required=True, help="named split, e.g. synthetic, coco_stuff_171")
-    data.add_argument("--split-variant", default=None)
+    data.add_argument("--split-variant", default=None, help="variant of --split (e.g. cascade)")
     data.add_argument("--max-images", type=int, default=None, help="first N images (default all)")
     data.add_argument("--short-side", type=int, default=None, help="resize (default: as stored)")
     data.add_argument("--crop", default=None, help="centre crop 'H,W' or 'S' after resizing")
     add_clip_arguments(parser, name=True, default_weights="openai")
     clip = parser.add_argument_group("text and dense path")
     clip.add_argument("--templates", default="imagenet80+scene", help="text prompt template set")
-    clip.add_argument("--dense-path", default="value_ffn", choices=DENSE_PATHS)
+    clip.add_argument(
+        "--dense-path", default="value_ffn", choices=DENSE_PATHS,
+        help="the teacher's dense features (default value_ffn)",
+    )  # fmt: skip
     masks = parser.add_argument_group("pseudo masks")
     masks.add_argument(
         "--setting", default="inductive", choices=(*MODES, "both"), help="generator mode"
@@ -72,8 +87,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(str(k) for k in PseudoMaskConfig.scales),
         help="window scales, e.g. '2,4,8' (default: the generator's)",
     )
-    masks.add_argument("--min-area", type=int, default=PseudoMaskConfig.min_area)
-    masks.add_argument("--merge-threshold", type=float, default=PseudoMaskConfig.merge_threshold)
+    masks.add_argument(
+        "--min-area", type=int, default=PseudoMaskConfig.min_area,
+        help="smallest region kept, in feature-map positions (default: the generator's)",
+    )  # fmt: skip
+    masks.add_argument(
+        "--merge-threshold", type=float, default=PseudoMaskConfig.merge_threshold,
+        help="cosine similarity above which regions merge (default: the generator's)",
+    )  # fmt: skip
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -83,7 +104,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--sweep-scales", default=DEFAULT_SWEEP_SCALES, help="';'-separated scale sets"
     )
     parser.add_argument("--min-purity", type=float, default=80.0, help="recommendation floor, %%")
-    parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    parser.add_argument(
+        "--output-json", default=None, metavar="FILE", help="write all results to this JSON file"
+    )
+    add_deprecated_alias(parser, "--json", "--output-json")
     return parser.parse_args(argv)
 
 
@@ -186,9 +210,9 @@ def run(args: argparse.Namespace, clip_model: nn.Module | None = None) -> dict[s
             for m, r in best.items()
         },
     }
-    if args.json:
-        write_json(args.json, payload)
-        print(f"wrote {args.json}")
+    if args.output_json:
+        write_json(args.output_json, payload)
+        print(f"wrote {args.output_json}")
     return payload
 
 
@@ -198,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"pseudo_mask_quality: error: {e}")
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/pseudo_mask_quality.py")

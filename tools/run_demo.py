@@ -20,6 +20,7 @@ import sys
 import time
 
 from chimeraseg.clip.cli import add_clip_arguments
+from chimeraseg.utils.tool_parser import add_datasets_root, tool_parser
 
 INSTALL_HINT = (
     "tools/run_demo.py: detectron2 is not installed; `make detectron2` builds the commit pinned "
@@ -29,15 +30,23 @@ INSTALL_HINT = (
 )
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
-WORLD_CLIP_LINE = "CLIP: the synthetic world's CLIP"  # how resolve_clip's line starts for it
+EXAMPLES = (
+    "python tools/run_demo.py",
+    "python tools/run_demo.py --output output/demo SOLVER.MAX_ITER 100",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
     add_clip_arguments(parser, name=False, default_weights=None)
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE")
-    parser.add_argument("--datasets", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--output", default="output/demo", help="training and visualisations")
+    parser.add_argument(
+        "--config-file", default=DEFAULT_CONFIG, metavar="FILE",
+        help="config to train (default: the synthetic MiT-B0 config)",
+    )  # fmt: skip
+    add_datasets_root(parser, "--datasets")
+    parser.add_argument(
+        "--output", default="output/demo", metavar="DIR", help="training and visualisations"
+    )
     parser.add_argument("--num-vis", type=int, default=6, help="validation images to visualise")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
@@ -91,23 +100,15 @@ def resolve_clip(cfg: CfgNode, args: argparse.Namespace) -> str:  # noqa: F821
         )
     if args.clip_weights:
         return f"CLIP: {c.NAME} with weights {args.clip_weights} (--clip-weights)"
-    from chimeraseg.world.cache import WorldClipCacheError, world_clip_for
+    from chimeraseg.d2.world_clip import fill_world_clip
+    from chimeraseg.world.cache import WorldClipCacheError
     from chimeraseg.world.clip_training import WorldClipQualityError
 
     try:
-        world = world_clip_for(c.NAME, c.PRETRAINED)
+        line = fill_world_clip(cfg)
     except (WorldClipQualityError, WorldClipCacheError) as e:
         raise SystemExit(f"tools/run_demo.py: {e}") from e
-    if world is None:
-        return f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
-    cfg.defrost()
-    c.PRETRAINED = str(world.checkpoint)
-    cfg.freeze()
-    origin = "trained now" if world.trained_now else "from the cache"
-    return (
-        f"{WORLD_CLIP_LINE} ({origin}: {world.checkpoint}), because the config's "
-        f"MODEL.CLIP.NAME is the world model and gives no weights; {world.report['message']}"
-    )
+    return line or f"CLIP: {c.NAME} / {c.PRETRAINED or 'random'} (as the config says)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ImportError:
         print(INSTALL_HINT, file=sys.stderr)
         raise SystemExit(2) from None
-    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets_root)  # before registration
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.logger import setup_logger
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     from chimeraseg.d2 import ChimeraSegTrainer, get_chimeraseg_cfg
     from chimeraseg.d2.data import build_zero_shot_augmentations
     from chimeraseg.d2.predictor import ChimeraSegDemo, run_on_images
+    from chimeraseg.d2.world_clip import WORLD_CLIP_LINE
     from chimeraseg.data.synthetic import make_synthetic_dataset
 
     timings: dict[str, float] = {}
@@ -182,4 +184,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/run_demo.py")

@@ -5,8 +5,9 @@ The result is a standard open_clip checkpoint for ``configs/clip/chimeraseg-worl
 
     python tools/train_world_clip.py                 # the world CLIP (all 12 classes)
     python tools/train_world_clip.py --classes seen  # the control that never saw unseen classes
-    python tools/train_net.py --config-file configs/synthetic/chimeraseg_mitb0_synthetic.yaml \\
-        MODEL.CLIP.PRETRAINED <printed path>
+
+tools/train_net.py, tools/run_demo.py and the demos find the cached CLIP themselves (and train it
+on first use), so running this first is optional.
 
 Training takes a few minutes on 2 CPU cores and ends with a quality gate (held-out single-class
 zero-shot accuracy); a CLIP that misses it is not cached and the command fails naming the classes.
@@ -23,17 +24,33 @@ import sys
 import torch
 
 from chimeraseg.utils.checkpoint_io import read_weights_file
+from chimeraseg.utils.tool_parser import tool_parser
 from chimeraseg.world.cache import WorldClipCacheError, default_cache_dir, ensure_world_clip
 from chimeraseg.world.clip_training import WorldClipConfig, WorldClipQualityError
+
+EXAMPLES = (
+    "python tools/train_world_clip.py",
+    "python tools/train_world_clip.py --classes seen --json",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
     defaults = WorldClipConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", choices=("all", "seen"), default=defaults.classes)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--model-config", default=defaults.model_config, metavar="JSON")
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
+    parser.add_argument(
+        "--classes", choices=("all", "seen"), default=defaults.classes,
+        help="captions of all 12 classes, or of the seen ones only (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="training seed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model-config", default=defaults.model_config, metavar="JSON",
+        help="open_clip model-config JSON (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument(
         "--cache-dir", default=None, help=f"cache root (default: {default_cache_dir()})"
     )
@@ -79,4 +96,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/train_world_clip.py")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -32,10 +33,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "chimeraseg_mitb0_synthetic.yaml")
 DEFAULT_WEIGHTS = os.path.join("output", "demo", "train", "model_final.pth")  # make demo's
 EXAMPLE_FOLDER = os.path.join("synthetic_zs", "val2017")
+EXAMPLES = (
+    "python tools/web_demo.py --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml "
+    "MODEL.WEIGHTS output/coco-stuff-164k-156/chimeraseg_mitb4_80k/model_final.pth",
+    "python tools/web_demo.py --onnx export/ --port 8080",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from chimeraseg.utils.tool_parser import add_datasets_root, tool_parser
+
+    parser = tool_parser(__doc__.splitlines()[0], EXAMPLES)
     parser.add_argument(
         "--config-file", metavar="FILE", help="a trained ChimeraSeg's config (default: make demo's)"
     )
@@ -43,8 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
         "--onnx", metavar="DIR", help="an export of tools/export_onnx.py (no detectron2 needed)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--datasets", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (7860)")
+    add_datasets_root(parser, "--datasets")
     parser.add_argument("--examples", type=int, default=4, help="synthetic validation images")
     parser.add_argument(
         "--allow-random-weights",
@@ -113,24 +121,35 @@ def d2_source(args: argparse.Namespace) -> SegmentationSource:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
-    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets)  # before registration
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.datasets_root)  # before registration
     if args.onnx and (args.config_file or args.opts or args.allow_random_weights):
         raise SystemExit("tools/web_demo.py: --onnx takes no config, overrides or weights flags")
     from chimeraseg.demo.session import DEFAULT_LIMITS, WebDemo
-    from chimeraseg.demo.web import build_app, launch
 
     source = onnx_source(args.onnx) if args.onnx else d2_source(args)  # loaded once
     description = source.description
     demo = WebDemo(source, DEFAULT_LIMITS)
-    examples = example_images(args.datasets, args.examples)
-    if not examples:
-        print(f"[web_demo] no example images under {args.datasets} (make demo writes them)")
-    print(f"[web_demo] {description}: http://{args.host}:{args.port}", file=sys.stderr)
     try:
-        launch(build_app(demo, examples), demo, args.host, args.port, examples)
+        demo.claim_gradio_cache()  # before gradio is imported
+        from chimeraseg.demo.web import build_app, launch
+
+        signal.signal(signal.SIGTERM, _interrupt)  # stops like Ctrl-C: the finally cleans up
+        examples = example_images(args.datasets_root, args.examples)
+        if not examples:
+            root = args.datasets_root
+            print(f"[web_demo] no example images under {root} (make demo writes them)")
+        print(f"[web_demo] {description}: http://{args.host}:{args.port}", file=sys.stderr)
+        launch(build_app(demo, examples), demo, args.host, args.port)
     finally:
-        demo.close()
+        demo.close()  # the runs' files, the example copies and Gradio's copies
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: raises KeyboardInterrupt, which stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
-    main()
+    from chimeraseg.utils.cli import run_tool
+
+    run_tool(main, "tools/web_demo.py")

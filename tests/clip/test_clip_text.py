@@ -206,13 +206,13 @@ def test_build_text_embeddings_tool(tmp_path, capsys):
     names_file.write_text("# vocabulary\ncat\nwall-concrete\n\nperson, people\n")
     tool = load_script("tools/build_text_embeddings.py")
     common = [
-        "--clip-model",
+        "--clip-name",
         "chimeraseg-tool-tiny",
         "--allow-random-clip",
         "--templates",
         "single",
     ]
-    args = ["--names-file", str(names_file), *common, "--cache-dir", str(tmp_path / "c")]
+    args = ["--vocabulary-file", str(names_file), *common, "--cache-dir", str(tmp_path / "c")]
     with pytest.warns(UserWarning, match="RANDOM"):
         assert tool.main(args) == 0
     assert "single: (3, 32)" in capsys.readouterr().out
@@ -226,4 +226,6 @@ def test_build_text_embeddings_tool(tmp_path, capsys):
     split = get_split("synthetic")
     assert torch.load(cached, weights_only=True)["names"] == list(split.class_names)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        tool.main(["--names-file", str(tmp_path / "missing.txt"), "--cache-dir", str(tmp_path)])
+        tool.main(
+            ["--vocabulary-file", str(tmp_path / "missing.txt"), "--cache-dir", str(tmp_path)]
+        )

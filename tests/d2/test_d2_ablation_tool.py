@@ -45,7 +45,7 @@ def _tool() -> ModuleType:
 
 def _argv(tmp_path: Path, synthetic_root: str, tiny_opts: list[str], *extra: str) -> list[str]:
     return ["--seeds", "0", "--variants", "full", "no_sgd", "--clip-mode", "config",
-            "--datasets", synthetic_root, "--work-dir", str(tmp_path / "runs"),
+            "--datasets-root", synthetic_root, "--work-dir", str(tmp_path / "runs"),
             "--output", str(tmp_path / "docs"), *extra, "--", *tiny_opts, *FAST_OPTS]  # fmt: skip
 
 

@@ -33,7 +33,7 @@ def _argv(tiny_clip_json: str, root: Path, output: str, *extra: str) -> list[str
     ]  # fmt: skip
     return [
         "--device", "cpu", "--num-processes", "2",
-        "--output", str(root / output), "--datasets", str(root / "datasets"),
+        "--output", str(root / output), "--datasets-root", str(root / "datasets"),
         "--iterations", str(ITERATIONS), "--amp-iterations", "2", "--allow-random-clip",
         *measure, *extra,
         "MODEL.CLIP.NAME", tiny_clip_json,
@@ -78,10 +78,22 @@ def test_smoke_run_passes_and_reports_the_environment(smoke) -> None:
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses == {
         "train_fp32": "PASS", "eval_only": "PASS", "train_bf16": "PASS",
-        "train_fp16": "SKIP", "measure": "PASS",
+        "train_fp16": "SKIP", "amp_pseudo_masks": "PASS", "measure": "PASS",
     }  # fmt: skip
     assert "CUDA" in _checks(report)["train_fp16"]["reason"]
     assert "| train_fp32 | PASS |" in markdown and "## Measurement" in markdown
+
+
+def test_amp_pseudo_masks_compare_bf16_with_float32_on_every_rank(smoke) -> None:
+    _, report, _, _ = smoke
+    check = _checks(report)["amp_pseudo_masks"]
+    ranks = check["record"]["per_rank"]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["batches"] == 2 for r in ranks)
+    for r in ranks:
+        assert list(r["precisions"]) == ["bf16"]  # fp16 autocast needs CUDA
+        assert r["latent_pixels_fp32"] > 0
+        assert r["precisions"]["bf16"]["agreement"] == 1.0
+    assert len(check["assertions"]) == 2
 
 
 @pytest.mark.parametrize("phase", ["train_fp32", "train_bf16"])

@@ -70,7 +70,7 @@ def test_training_never_emits_unseen_labels(synthetic_names) -> None:
             out = mapper(record)
             image, sem_seg = out["image"], out["sem_seg"]
             assert image.shape == (3, CROP, CROP) and str(image.dtype) == "torch.uint8"
-            assert sem_seg.shape == (CROP, CROP) and str(sem_seg.dtype) == "torch.int64"
+            assert sem_seg.shape == (CROP, CROP) and str(sem_seg.dtype) == "torch.uint8"
             assert (out["height"], out["width"]) == (40, 56)
             assert out["file_name"] == record["file_name"]
             emitted.update(sem_seg.unique().tolist())

@@ -71,7 +71,7 @@ def served(tiny_opts, synthetic_root):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    launch(app, web, "127.0.0.1", port, examples, block=False)
+    launch(app, web, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}", examples
     app.close()
     web.close()

@@ -135,7 +135,7 @@ def server(source, images):
     web = WebDemo(source, LIMITS)
     app = build_app(web, images[:2])
     port = free_port()
-    launch(app, web, "127.0.0.1", port, images[:2], block=False)
+    launch(app, web, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
     web.close()

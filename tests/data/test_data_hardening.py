@@ -103,7 +103,7 @@ def test_prepare_script_reads_exif_images_on_the_stored_grid(tmp_path, capsys) -
     _label(coco / "stuffthingmaps" / "val2017" / "1.png", value=0)
     _image(coco / "val2017" / "1.jpg", (6, 10), orientation=ROTATE_90)
     script = load_script("datasets/prepare_coco_stuff_164k_sem_seg.py")
-    script.main(["--root", str(tmp_path), "--splits", "val2017", "--workers", "1"])
+    script.main(["--datasets-root", str(tmp_path), "--splits", "val2017", "--workers", "1"])
     assert "converted 1" in capsys.readouterr().out
     with Image.open(coco / "stuffthingmaps_detectron2" / "val2017" / "1.png") as img:
         assert np.array_equal(np.asarray(img), raw)
@@ -123,7 +123,7 @@ def _coco_with_value(root: Path, value: int) -> None:
 def test_coco_raw_value_that_is_no_coco_id_stops_naming_file_and_value(tmp_path, capsys) -> None:
     _coco_with_value(tmp_path, 200)
     script = load_script("datasets/prepare_coco_stuff_164k_sem_seg.py")
-    argv = ["--root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
     with pytest.raises(DatasetError, match=r"foreign\.png has values \{200\} that are not a COCO"):
         script.main(argv)
     capsys.readouterr()

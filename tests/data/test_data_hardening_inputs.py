@@ -48,7 +48,9 @@ def test_voc_prepare_writes_nothing_outside_the_root(tmp_path) -> None:
     _make_voc(root, {"train": "../../../../x/victim", "val": "2007_000033"}, raw)
     victim_dir = root.parent / "x"
     with pytest.raises(DatasetError, match=r"train\.txt:1: id '\.\./\.\./\.\./\.\./x/victim'"):
-        load_script("datasets/prepare_voc_sem_seg.py").main(["--root", str(root), "--workers", "1"])
+        load_script("datasets/prepare_voc_sem_seg.py").main(
+            ["--datasets-root", str(root), "--workers", "1"]
+        )
     assert not victim_dir.exists() and not list(tmp_path.rglob("victim*"))
 
 
@@ -59,8 +61,8 @@ def test_voc_raw_value_that_is_no_class_stops_naming_file_and_value(tmp_path, ca
     script = load_script("datasets/prepare_voc_sem_seg.py")
     message = r"2007_000032\.png has values \{50\} that are not a VOC"
     with pytest.raises(DatasetError, match=message):
-        script.main(["--root", str(tmp_path), "--workers", "1"])
-    assert script.main(["--root", str(tmp_path), "--workers", "1", "--skip-bad"]) == 1
+        script.main(["--datasets-root", str(tmp_path), "--workers", "1"])
+    assert script.main(["--datasets-root", str(tmp_path), "--workers", "1", "--skip-bad"]) == 1
     out = capsys.readouterr().out
     assert "bad (skipped) 1" in out and "{50}" in out
     assert not (voc / "annotations_detectron2" / "train" / "2007_000032.png").exists()
@@ -71,7 +73,7 @@ def test_ade20k_raw_value_that_is_no_class_stops_naming_file_and_value(tmp_path,
     _save(ade / "annotations" / "validation" / "ADE_val_1.png", np.array([[0, 150, 200]], np.uint8))
     _save(ade / "images" / "validation" / "ADE_val_1.jpg", np.zeros((1, 3, 3), np.uint8))
     script = load_script("datasets/prepare_ade20k_sem_seg.py")
-    argv = ["--root", str(tmp_path), "--splits", "validation", "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "validation", "--workers", "1"]
     message = r"ADE_val_1\.png has values \{200\} that are not an ADE"
     with pytest.raises(DatasetError, match=message):
         script.main(argv)
@@ -84,7 +86,7 @@ def test_truncated_or_resized_output_is_remade_not_counted_present(tmp_path, cap
     raw = np.array([[0, 1, 20, 255], [3, 4, 5, 6]], np.uint8)
     voc = _make_voc(tmp_path, {"train": "2007_000032", "val": "2007_000033"}, raw)
     script = load_script("datasets/prepare_voc_sem_seg.py")
-    argv = ["--root", str(tmp_path), "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--workers", "1"]
     script.main(argv)
     out_dir = voc / "annotations_detectron2"
     train, val = out_dir / "train" / "2007_000032.png", out_dir / "val" / "2007_000033.png"

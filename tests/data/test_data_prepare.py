@@ -53,7 +53,7 @@ def _make_coco(root: Path) -> None:
 def test_coco_stuff_conversion_covers_every_raw_id(tmp_path, workers, capsys) -> None:
     _make_coco(tmp_path)
     script = load_script("prepare_coco_stuff_164k_sem_seg")
-    argv = ["--root", str(tmp_path), "--splits", "val2017", "--workers", str(workers)]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "val2017", "--workers", str(workers)]
     assert script.main(argv) == 1  # 1 of the official 5,000 images: the count check fails
     assert "expected 5000" in capsys.readouterr().out
     out = _read(tmp_path / "coco/stuffthingmaps_detectron2/val2017/000000000001.png")
@@ -71,7 +71,7 @@ def test_coco_stuff_conversion_covers_every_raw_id(tmp_path, workers, capsys) ->
 def test_coco_conversion_is_idempotent(tmp_path, capsys) -> None:
     _make_coco(tmp_path)
     script = load_script("prepare_coco_stuff_164k_sem_seg")
-    argv = ["--root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
     script.main(argv)
     out_file = tmp_path / "coco/stuffthingmaps_detectron2/val2017/000000000001.png"
     mtime = os.stat(out_file).st_mtime_ns
@@ -99,7 +99,7 @@ def _make_bad_coco(root: Path) -> None:
 def test_bad_samples_stop_or_are_skipped_and_counted(tmp_path, capsys) -> None:
     _make_bad_coco(tmp_path)
     script = load_script("prepare_coco_stuff_164k_sem_seg")
-    argv = ["--root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "val2017", "--workers", "1"]
     with pytest.raises(DatasetError, match=r"badimage\.jpg|corrupt\.png|noimage|size"):
         script.main(argv)
     capsys.readouterr()
@@ -147,7 +147,9 @@ def test_pascal_context_59_from_mat(tmp_path, capsys) -> None:
         lists.mkdir(parents=True, exist_ok=True)
         (lists / f"{split}.txt").write_text(image_id + "\n")
     script = load_script("prepare_pascal_context_59")
-    assert script.main(["--root", str(tmp_path), "--workers", "1"]) == 1  # counts: 1 != 4,996
+    assert (
+        script.main(["--datasets-root", str(tmp_path), "--workers", "1"]) == 1
+    )  # counts: 1 != 4,996
     out = _read(voc / "annotations_detectron2/pc59/val/2008_000003.png")
     assert out.tolist()[1][:59] == list(range(59))
     assert out[2, 0] == 255 and out[0, 0] == 255 and out[1, 59] == 255
@@ -166,7 +168,7 @@ def test_voc_conversion(tmp_path) -> None:
         sets.mkdir(parents=True, exist_ok=True)
         (sets / f"{split}.txt").write_text(image_id + "\n")
     script = load_script("prepare_voc_sem_seg")
-    assert script.main(["--root", str(tmp_path), "--workers", "1"]) == 1
+    assert script.main(["--datasets-root", str(tmp_path), "--workers", "1"]) == 1
     out = _read(voc / "annotations_detectron2" / "train" / "2007_000032.png")
     assert out.tolist() == [[255, 0, 19, 255], [14, 15, 18, 255]]
 
@@ -177,7 +179,7 @@ def test_ade20k_conversion(tmp_path) -> None:
     _save(ade / "annotations" / "validation" / "ADE_val_00000001.png", raw)
     _image(ade / "images" / "validation" / "ADE_val_00000001.jpg", raw.shape)
     script = load_script("prepare_ade20k_sem_seg")
-    argv = ["--root", str(tmp_path), "--splits", "validation", "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--splits", "validation", "--workers", "1"]
     assert script.main(argv) == 1
     out = _read(ade / "annotations_detectron2" / "validation" / "ADE_val_00000001.png")
     assert out.tolist() == [[255, 0, 149]]

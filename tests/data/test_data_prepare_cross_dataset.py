@@ -38,7 +38,9 @@ def _make_context(root: Path, list_name: str = "pascalcontext_val.txt") -> Path:
 def test_pascal_context_459_labels_are_ids_minus_one(tmp_path, capsys, list_name) -> None:
     voc = _make_context(tmp_path, list_name)
     script = load_script("datasets/prepare_pascal_context_459.py")
-    assert script.main(["--root", str(tmp_path), "--workers", "1"]) == 1  # 1 of 5,104 images
+    assert (
+        script.main(["--datasets-root", str(tmp_path), "--workers", "1"]) == 1
+    )  # 1 of 5,104 images
     assert "expected 5104" in capsys.readouterr().out
     out = voc / "annotations_detectron2" / "pc459_val" / "2008_000009.tif"
     label = read_label(str(out), 459, ignore_label=65535).ravel()
@@ -54,7 +56,7 @@ def test_pascal_context_459_refuses_another_label_list(tmp_path) -> None:
     (voc / "labels.txt").write_text("\n".join(lines) + "\n")
     script = load_script("datasets/prepare_pascal_context_459.py")
     with pytest.raises(ValueError, match=r"id 2: 'airplane' \(expected 'aeroplane'\)"):
-        script.main(["--root", str(tmp_path), "--workers", "1"])
+        script.main(["--datasets-root", str(tmp_path), "--workers", "1"])
 
 
 def _seg_png(indices: np.ndarray) -> np.ndarray:
@@ -80,7 +82,7 @@ def test_ade20k_847_decodes_maps_and_resizes(tmp_path, capsys, workers) -> None:
     _image(scene / "ADE_val_00000002.jpg", big.shape)
     Image.fromarray(_seg_png(big)).save(scene / "ADE_val_00000002_seg.png")
     script = load_script("datasets/prepare_ade20k_847.py")
-    argv = ["--root", str(tmp_path), "--workers", str(workers)]
+    argv = ["--datasets-root", str(tmp_path), "--workers", str(workers)]
     assert script.main(argv) == 1  # 2 of the official 2,000
     assert "converted 2" in capsys.readouterr().out
     labels = ade / "annotations_detectron2" / "validation"
@@ -98,7 +100,7 @@ def test_ade20k_847_missing_segmentation_is_named_or_skipped(tmp_path, capsys) -
     scene = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE" / "validation" / "x"
     _image(scene / "ADE_val_00000003.jpg", (4, 4))
     script = load_script("datasets/prepare_ade20k_847.py")
-    argv = ["--root", str(tmp_path), "--workers", "1"]
+    argv = ["--datasets-root", str(tmp_path), "--workers", "1"]
     with pytest.raises(DatasetError, match=r"ADE_val_00000003_seg\.png"):
         script.main(argv)
     script.main([*argv, "--skip-bad"])

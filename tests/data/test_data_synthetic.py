@@ -93,7 +93,16 @@ def test_idempotent_and_repairs_missing_files(tmp_path) -> None:
 
 def test_script_writes_dataset(tmp_path, capsys) -> None:
     script = load_script("datasets/make_synthetic_zs_dataset.py")
-    argv = ["--root", str(tmp_path), "--num-train", "2", "--num-val", "1", "--height", "32"]
+    argv = [
+        "--datasets-root",
+        str(tmp_path),
+        "--num-train",
+        "2",
+        "--num-val",
+        "1",
+        "--height",
+        "32",
+    ]
     assert script.main(argv) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "synthetic_zs")
     assert len(os.listdir(tmp_path / "synthetic_zs" / "train2017")) == 2

@@ -76,6 +76,8 @@ def test_vocabulary_errors_name_the_value(trained: Trained) -> None:
     d = segmenter.embed_dim
     with pytest.raises(ValueError, match=rf"embeddings \(2, {d + 1}\) must be \(2, {d}\)"):
         segmenter.set_vocabulary(["a", "b"], embeddings=np.ones((2, d + 1), np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        segmenter.set_vocabulary(["a", "b"], embeddings=np.full((2, d), np.nan, np.float32))
     with pytest.raises(ValueError, match="vocabulary is empty"):
         segmenter.set_vocabulary([])
     with pytest.raises(ValueError, match=r"unseen ids \[5\]"):

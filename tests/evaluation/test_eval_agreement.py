@@ -81,7 +81,7 @@ def test_tool_writes_agreement_and_refuses_overwriting_the_reference(tmp_path, c
     names = tmp_path / "names.txt"
     names.write_text("a\nb\nc\nd\n")
     common = ["--pred-dir", str(pred), "--gt-dir", str(gt), "--pred-suffix", "_labels",
-              "--reference-dir", str(ref), "--class-names-file", str(names),
+              "--reference-dir", str(ref), "--vocabulary-file", str(names),
               "--unseen", "3"]  # fmt: skip
     out = tmp_path / "m.json"
     _tool().main([*common, "--output", str(out)])

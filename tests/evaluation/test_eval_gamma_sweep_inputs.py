@@ -168,7 +168,7 @@ def test_accumulator_counts_every_image_of_a_batch():
         assert torch.equal(acc.conf[i], ref)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_sweep_on_gpu_logits_with_cpu_mask_and_numpy_labels():
     """CUDA logits with a CPU mask and NumPy labels: matrices on the GPU, reference values."""
     gen = torch.Generator().manual_seed(4)

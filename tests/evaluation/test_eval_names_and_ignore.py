@@ -32,7 +32,7 @@ def test_comment_lines_of_a_class_names_file_are_not_classes(tmp_path) -> None:
     names.write_text("# my classes\nsky\n\n  # indented comment\nroad\ncat\n")
     out = tmp_path / "m.json"
     tool = load_script("tools/evaluate_predictions.py", "evaluate_predictions_names")
-    tool.main(["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--class-names-file",
+    tool.main(["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--vocabulary-file",
                str(names), "--unseen", "2", "--output", str(out)])  # fmt: skip
     record = json.loads(out.read_text())
     assert record["class_names"] == ["sky", "road", "cat"] and record["unseen_classes"] == [2]
@@ -45,11 +45,11 @@ def test_evaluate_predictions_never_writes_over_an_input(tmp_path) -> None:
     names.write_text("sky\nroad\n")
     before = (gt_dir / "a.png").read_bytes()
     tool = load_script("tools/evaluate_predictions.py", "evaluate_predictions_inputs")
-    base = ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--class-names-file", str(names)]
+    base = ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--vocabulary-file", str(names)]
     with pytest.raises(SystemExit, match=r"output .*a\.png is one of the inputs"):
         tool.main([*base, "--output", str(gt_dir / "a.png")])
     with pytest.raises(SystemExit, match=r"names\.txt is one of the inputs"):
-        tool.main([*base, "--plot", str(names)])
+        tool.main([*base, "--output-plot", str(names)])
     assert (gt_dir / "a.png").read_bytes() == before and names.read_text() == "sky\nroad\n"
 
 

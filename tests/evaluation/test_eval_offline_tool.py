@@ -55,8 +55,8 @@ def test_tool_reports_the_metrics_of_the_folder(tmp_path, names_file, capsys):
     out = tmp_path / "m.json"
     plot = tmp_path / "iou.png"
     metrics = _load_tool().main(
-        ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--class-names-file",
-         str(names_file), "--unseen", "2,3", "--output", str(out), "--plot", str(plot)]
+        ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--vocabulary-file",
+         str(names_file), "--unseen", "2,3", "--output-json", str(out), "--output-plot", str(plot)]
     )  # fmt: skip
     expected = zero_shot_metrics(conf, [0, 1], [2, 3], NAMES)
     for key, value in expected.items():
@@ -114,7 +114,7 @@ def test_tool_errors_name_the_file(tmp_path, names_file, corrupt, message):
         for f in gt_dir.iterdir():
             f.unlink()
     args = ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir),
-            "--class-names-file", str(names_file)]  # fmt: skip
+            "--vocabulary-file", str(names_file)]  # fmt: skip
     with pytest.raises(ValueError, match=message):
         _load_tool().main(args)
 
@@ -124,7 +124,7 @@ def test_tool_command_line_exits_with_one_clear_line(tmp_path, names_file):
     (pred_dir / "img_0.png").unlink()
     result = subprocess.run(
         [sys.executable, str(TOOL), "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir),
-         "--class-names-file", str(names_file), "--unseen", "5"],
+         "--vocabulary-file", str(names_file), "--unseen", "5"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode != 0

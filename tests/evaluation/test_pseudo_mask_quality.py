@@ -160,7 +160,7 @@ def test_cli_smoke_on_synthetic_dataset(tmp_path, capsys) -> None:
         [
             "--dataset-dir", root, "--split", "synthetic", "--clip-name", str(config),
             "--allow-random-clip", "--templates", "single", "--sweep", "--sweep-scales", "2,4;8",
-            "--setting", "both", "--json", str(out_json),
+            "--setting", "both", "--output-json", str(out_json),
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out

@@ -162,7 +162,7 @@ def test_sgd_loss_passes_the_valid_mask_and_seeds_its_generator_per_rank(
     assert (loss - unmasked).abs() > 1e-3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_sgd_loss_draws_its_seeded_noise_on_the_features_gpu() -> None:
     """On CUDA features the generator is a CUDA one, seeded like the CPU path (a CPU generator
     would draw the noise on the host and copy it over every step: other numbers, more work)."""

@@ -28,7 +28,7 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """Runs the tool once with --tiny; returns (returned report, report read back from JSON)."""
     root = tmp_path_factory.mktemp("bench")
     out, md = root / "report.json", root / "report.md"
-    args = ["--tiny", "--models", "mit_b0", "--output", str(out), "--markdown", str(md)]
+    args = ["--tiny", "--models", "mit_b0", "--output-json", str(out), "--output-markdown", str(md)]
     report = _load_tool().main(args)
     written = json.loads(out.read_text())
     written["_markdown"] = md.read_text()

@@ -17,7 +17,7 @@ def test_run_demo_without_detectron2_prints_install_hint_and_fails(tmp_path):
         "        if name == 'detectron2' or name.startswith('detectron2.'):\n"
         "            raise ImportError('detectron2 blocked by test')\n"
         "sys.meta_path.insert(0, _Block())\n"
-        f"sys.argv = ['run_demo.py', '--datasets', {str(tmp_path)!r}]\n"
+        f"sys.argv = ['run_demo.py', '--datasets-root', {str(tmp_path)!r}]\n"
         f"runpy.run_path({str(RUN_DEMO)!r}, run_name='__main__')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

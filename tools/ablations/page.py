@@ -17,6 +17,7 @@ from typing import Any
 
 from ablations.runner import METRICS, RESULTS_FILE
 from ablations.variants import TOOL, VARIANTS
+from chimeraseg.utils.output_files import atomic_path, atomic_write_text
 
 PAGE_FILE = "ABLATIONS.md"
 PLOT_FILE = "ablations.png"
@@ -185,7 +186,8 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
     ax.legend(ncol=len(METRICS), fontsize="small", loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # a new file renamed over ``path``
+        fig.savefig(tmp, dpi=120)
 
 
 def write_report(records: list[dict[str, Any]], output: str) -> None:
@@ -197,5 +199,5 @@ def write_report(records: list[dict[str, Any]], output: str) -> None:
     analysis = None
     if os.path.isfile(page_path):
         analysis = existing_analysis(Path(page_path).read_text())
-    Path(page_path).write_text(render_page(records, analysis))
+    atomic_write_text(page_path, render_page(records, analysis))
     plot(records, os.path.join(output, PLOT_FILE))

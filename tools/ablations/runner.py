@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.variants import TOOL, ClipChoice, Variant
+from chimeraseg.utils.output_files import refuse_symlink
 
 RESULTS_FILE = "results.jsonl"
 METRICS = ("sIoU", "uIoU", "hIoU")
@@ -43,9 +44,10 @@ def load_records(path: str) -> list[dict[str, Any]]:
 
 
 def append_record(path: str, record: dict[str, Any]) -> None:
-    """Appends one run as a JSON line (flushed and synced)."""
+    """Appends one run as a JSON line (flushed and synced); a ledger that is a symbolic link is
+    refused (an append cannot go through a new file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as f:
+    with open(refuse_symlink(path, "ledger"), "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -172,7 +172,11 @@ def _training(r: dict[str, Any]) -> list[str]:
     ]
     rows.append(["**step**", f"{1000 * r['step_s']:.0f}", f"peak {_mb(r['peak_mem_mb'])} MB"])
     title = f"Training step, {r['model']}, batch {r['batch']}, {r['size']}x{r['size']} crop:"
-    return [title, "", *_table(["stage", "ms", "share"], rows)]
+    lines = [title, "", *_table(["stage", "ms", "share"], rows)]
+    if "counted_step" in r:
+        c = r["counted_step"]
+        lines += [f"Forward + backward: {c['aten_calls']} aten calls, {c['syncs']} host syncs.", ""]
+    return lines
 
 
 def _evaluator(r: dict[str, Any]) -> list[str]:
@@ -189,8 +193,14 @@ def _evaluator(r: dict[str, Any]) -> list[str]:
 
 
 def _pseudo(r: dict[str, Any]) -> list[str]:
-    rows = [[m, f"{r[m]['ms_per_image']:.1f}"] for m in ("inductive", "transductive")]
-    return [f"Pseudo masks, {r['size']}x{r['size']}:", "", *_table(["mode", "ms/image"], rows)]
+    rows, before = [], r.get("before", {})
+    for mode in ("inductive", "transductive"):
+        m, old = r[mode], before.get(mode, {})
+        rows.append([mode, f"{m['ms_per_image']:.1f}", f"{m.get('aten_calls', '-')}"]
+                    + [f"{old.get('aten_calls', '-')}", f"{m.get('syncs', '-')}",
+                       f"{old.get('syncs', '-')}"])  # fmt: skip
+    head = ["mode", "ms/image", "aten calls", "before", "syncs", "before"]
+    return [f"Pseudo masks, {r['size']}x{r['size']}, batch {r['batch']}:", "", *_table(head, rows)]
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -91,6 +91,9 @@ def _training(r: dict[str, Any]) -> list[str]:
     for name, t in r["stages_s"].items():
         lines.append(f"  {name:<20}{1000 * t:>9.1f} ms {100 * r['shares'][name]:5.1f}%")
     lines.append(f"  {'total':<20}{1000 * r['step_s']:>9.1f} ms  peak {_mb(r['peak_mem_mb'])} MB")
+    if "counted_step" in r:
+        c = r["counted_step"]
+        lines.append(f"  forward + backward: {c['aten_calls']} aten calls, {c['syncs']} host syncs")
     return lines
 
 
@@ -112,10 +115,18 @@ def _evaluator(r: dict[str, Any]) -> list[str]:
 
 
 def _pseudo(r: dict[str, Any]) -> list[str]:
-    return ["", f"Pseudo masks ({r['size']}x{r['size']}, batch {r['batch']})"] + [
-        f"  {mode:<14}{r[mode]['ms_per_image']:>9.1f} ms/image"
-        for mode in ("inductive", "transductive")
-    ]
+    lines = ["", f"Pseudo masks ({r['size']}x{r['size']}, batch {r['batch']})"]
+    for mode in ("inductive", "transductive"):
+        m, before = r[mode], r.get("before", {}).get(mode)
+        line = f"  {mode:<14}{m['ms_per_image']:>9.1f} ms/image"
+        if "aten_calls" in m:
+            line += f"  {m['aten_calls']} aten calls, {m['syncs']} syncs per batch"
+        if before:
+            line += f" (sequential loops: {before['aten_calls']}, {before['syncs']})"
+        lines.append(line)
+    if "audit_aten_calls" in r:
+        lines.append(f"  (the audit's count for the old pseudo masks: {r['audit_aten_calls']})")
+    return lines
 
 
 def print_report(report: dict[str, Any]) -> None:

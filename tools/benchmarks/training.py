@@ -16,6 +16,10 @@ stage is the time between two stamps of the same step, in the order ``forward_tr
 - ``alignment_loss``: ``losses["loss_sgd"]`` returned .. ``model.criterion`` returned (SAM);
 - ``other_forward``: the rest of ``forward_train`` (label mapping);
 - ``backward`` and ``optimizer_step``.
+
+One more, untimed step (forward + backward) is counted by :class:`~benchmarks.syncs.SyncCounter`:
+its aten calls and its host-device synchronisations (docs/GPU.md, 'Host synchronisations per
+training step').
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from benchmarks.clip_setup import Vocabulary
 from benchmarks.measure import PeakMemory, synchronize
 from benchmarks.pseudo import synthetic_labels
 from benchmarks.student import build_model
+from benchmarks.syncs import SyncCounter
 from chimeraseg.modeling import ChimeraSegModel
 
 STAGES = (
@@ -124,6 +129,20 @@ def _step(parts: dict[str, Any], timer: StageTimer, iteration: int) -> None:
     timer.end_step()
 
 
+def count_step(parts: dict[str, Any], iteration: int) -> dict[str, Any]:
+    """Aten calls and sync-forcing calls of one forward + backward (gradients then dropped)."""
+    model = parts["model"]
+    with SyncCounter() as counter:
+        losses = model.forward_train(parts["images"], parts["labels"], iteration)
+        sum(losses.values()).backward()
+    parts["optimizer"].zero_grad(set_to_none=True)
+    return {
+        "aten_calls": counter.total_ops,
+        "syncs": counter.syncs,
+        "sync_ops": dict(counter.counts),
+    }
+
+
 def run_training(
     args: argparse.Namespace, clip_model: nn.Module, vocab: Vocabulary, device: torch.device
 ) -> dict[str, Any]:
@@ -149,6 +168,7 @@ def run_training(
         with PeakMemory(device) as mem:
             for i in range(args.repeats):
                 _step(parts, timer, args.warmup + i)
+    counted = count_step(parts, args.warmup + args.repeats)
     stages = {n: statistics.median(timer.history[n]) for n in STAGES}
     total = sum(stages.values())
     return {
@@ -161,4 +181,5 @@ def run_training(
         "peak_mem_mb": mem.peak_mb,
         "mem_method": mem.method,
         "trainable_params_m": sum(p.numel() for p in params) / 1e6,
+        "counted_step": counted,
     }

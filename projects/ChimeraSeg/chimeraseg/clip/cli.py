@@ -4,13 +4,15 @@
 local checkpoint file, the value of ``MODEL.CLIP.PRETRAINED``. ``--clip-name`` is an open_clip
 model name or a model-config JSON (``MODEL.CLIP.NAME``). ``--allow-random-clip`` runs a randomly
 initialised CLIP, for speed measurements and smoke runs only; it excludes ``--clip-weights``.
-Older spellings stay accepted: ``--clip-pretrained`` for ``--clip-weights``, ``--clip-model`` for
-``--clip-name``.
+Older spellings stay accepted, with a one-line deprecation note on stderr: ``--clip-pretrained``
+for ``--clip-weights``, ``--clip-model`` for ``--clip-name``.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from chimeraseg.utils.tool_parser import add_deprecated_alias
 
 __all__ = ["DEFAULT_CLIP_NAME", "add_clip_arguments", "clip_weights"]
 
@@ -38,21 +40,21 @@ def add_clip_arguments(
     if name:
         group.add_argument(
             "--clip-name",
-            "--clip-model",
             dest="clip_name",
             default=DEFAULT_CLIP_NAME,
             help=f"open_clip model name or model-config JSON (default {DEFAULT_CLIP_NAME})",
         )
+        add_deprecated_alias(group, "--clip-model", "--clip-name")
     weights = group.add_mutually_exclusive_group()
     default = f" (default {default_weights})" if default_weights else ""
     weights.add_argument(
         "--clip-weights",
-        "--clip-pretrained",
         dest="clip_weights",
         metavar="TAG_OR_FILE",
         default=None,
         help=f"open_clip pretrained tag (e.g. openai) or local checkpoint file{default}",
     )
+    add_deprecated_alias(weights, "--clip-pretrained", "--clip-weights")
     weights.add_argument("--allow-random-clip", action="store_true", help=random_help)
     parser.set_defaults(clip_default_weights=default_weights)
 

@@ -32,9 +32,16 @@ from torch import nn
 from chimeraseg.clip.loading import clip_reference
 from chimeraseg.clip.names import humanize_class_name, split_synonyms
 from chimeraseg.clip.templates import resolve_templates
-from chimeraseg.utils.checkpoint_io import atomic_torch_save, read_weights_file
+from chimeraseg.utils.checkpoint_io import CheckpointError, atomic_torch_save, read_weights_file
 
-__all__ = ["clip_tokenizer", "encode_class_names", "text_cache_key", "weights_identifier"]
+__all__ = [
+    "clip_tokenizer",
+    "encode_class_names",
+    "move_text_tower",
+    "text_cache_key",
+    "text_tower_device",
+    "weights_identifier",
+]
 
 CACHE_FORMAT_VERSION = 1
 # Vocabularies at least this large show a progress bar while their text embeddings are encoded.
@@ -109,13 +116,36 @@ def clip_tokenizer(clip_model: nn.Module):
     return tokenizer
 
 
+def text_tower_device(clip_model: nn.Module) -> torch.device:
+    """The device of a CLIP's text tower (its parameters outside ``visual``)."""
+    for name, param in clip_model.named_parameters():
+        if not name.startswith("visual."):
+            return param.device
+    raise ValueError(f"{type(clip_model).__name__} has no text-tower parameters")
+
+
+def move_text_tower(clip_model: nn.Module, device: torch.device | str) -> None:
+    """Moves every part of a CLIP but ``visual`` to ``device``, in place.
+
+    The visual tower is left where it is: the frozen teacher shares it, so it follows the
+    segmentation model, while ``clip_model.to(...)`` would move it too.
+    """
+    device = torch.device(device)
+    for name, child in clip_model.named_children():
+        if name != "visual":
+            child.to(device)
+    # the CLIP's own tensors (positional embedding, projection, attention mask): what
+    # ``Module.to`` does, without recursing into the children
+    clip_model._apply(lambda t: t.to(device), recurse=False)
+
+
 @torch.no_grad()
 def _encode_prompts(
     clip_model: nn.Module, prompts: list[str], batch_size: int, progress: bool
 ) -> torch.Tensor:
     """``(P, D)`` unit-norm embeddings of ``prompts``, ``batch_size`` prompts per encoder call."""
     tokenize = clip_tokenizer(clip_model)
-    device = next(clip_model.parameters()).device
+    device = text_tower_device(clip_model)
     starts = range(0, len(prompts), batch_size)
     if progress:
         from tqdm import tqdm
@@ -164,27 +194,28 @@ def _load_cache(path: Path, names: list[str], width: int | None) -> torch.Tensor
     """The cached ``(N, D)`` embeddings at ``path``, None when absent.
 
     Raises:
-        RuntimeError: naming the file and the fix (delete it to rebuild) for a file that is
-            unreadable, not a cache of ``names`` or of another embedding width.
+        CheckpointError: (a ``RuntimeError``) naming the file and the fix (delete it to
+            rebuild) for a file that is unreadable, not a cache of ``names`` or of another
+            embedding width.
     """
     if not path.is_file():
         return None
     fix = f"delete '{path}' to rebuild it"
-    payload = read_weights_file(path, "text-embedding cache", fix, RuntimeError)
+    payload = read_weights_file(path, "text-embedding cache", fix, CheckpointError)
     embeddings = payload.get("embeddings") if isinstance(payload, dict) else None
     if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
         found = type(embeddings).__name__ if isinstance(payload, dict) else type(payload).__name__
-        raise RuntimeError(
+        raise CheckpointError(
             f"text-embedding cache file '{path}' holds no (N, D) embedding tensor (found "
             f"{found}); {fix}"
         )
     if payload.get("names") != names or embeddings.shape[0] != len(names):
-        raise RuntimeError(
+        raise CheckpointError(
             f"text-embedding cache file '{path}' does not match its key (other class names or "
             f"count: {embeddings.shape[0]} rows for {len(names)} names); {fix}"
         )
     if width is not None and embeddings.shape[1] != width:
-        raise RuntimeError(
+        raise CheckpointError(
             f"text-embedding cache file '{path}' holds embeddings of width {embeddings.shape[1]}, "
             f"but this CLIP's text embeddings have width {width}; {fix}"
         )
@@ -199,6 +230,7 @@ def encode_class_names(
     humanize: bool = True,
     batch_size: int = 256,
     progress: bool | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Text embeddings of class names (paper §III-D).
 
@@ -212,12 +244,16 @@ def encode_class_names(
         batch_size: Prompts per text-encoder call (the prompts of all classes are batched).
         progress: Show a tqdm progress bar over encoder calls; None = only for vocabularies of
             at least ``LARGE_VOCABULARY`` classes.
+        device: Where the embeddings are returned and, on a cache miss, the text tower runs:
+            it is moved there first (:func:`move_text_tower`; the visual tower stays put).
+            None = where the text tower is.
 
     Returns:
-        ``(N, D)`` float32 unit rows on the model's device; a cache hit returns identical values.
+        ``(N, D)`` float32 unit rows on ``device``; a cache hit returns identical values.
     """
     if not names:
         raise ValueError("names must not be empty")
+    device = text_tower_device(clip_model) if device is None else torch.device(device)
     names = [str(n) for n in names]
     template_list = resolve_templates(templates)
     path = None
@@ -229,7 +265,9 @@ def encode_class_names(
         path = Path(cache_dir) / f"text_{key}.pt"
         cached = _load_cache(path, names, _embedding_width(clip_model))
         if cached is not None:
-            return cached.to(next(clip_model.parameters()).device)
+            return cached.to(device)
+    if text_tower_device(clip_model) != device:
+        move_text_tower(clip_model, device)
     if progress is None:
         progress = len(names) >= LARGE_VOCABULARY
     embeddings = _encode_classes(clip_model, names, template_list, humanize, batch_size, progress)

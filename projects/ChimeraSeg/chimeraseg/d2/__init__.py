@@ -4,11 +4,17 @@ Registered: the student backbones (``D2MixTransformer``, ``D2ViTB16``), the data
 ``chimeraseg.d2.data`` (under ``$DETECTRON2_DATASETS``) and the meta-architecture ``ChimeraSeg``.
 """
 
-from chimeraseg.d2 import backbone, data, meta_arch  # noqa: F401 -- imported for registration
-from chimeraseg.d2.checkpoint import ChimeraSegCheckpointer
-from chimeraseg.d2.config import add_chimeraseg_config, get_chimeraseg_cfg
-from chimeraseg.d2.meta_arch import ChimeraSeg
-from chimeraseg.d2.trainer import ChimeraSegTrainer
+from chimeraseg.utils.tool_parser import quiet_import_warnings
+
+# Before any detectron2 module: fvcore.nn and detectron2.modeling warn when imported
+# (torch.jit.script deprecated); imported here once with those warnings, and only those, ignored.
+quiet_import_warnings(("fvcore.nn", "detectron2.modeling"))
+
+from chimeraseg.d2 import backbone, data, meta_arch  # noqa: E402, F401 -- registration
+from chimeraseg.d2.checkpoint import ChimeraSegCheckpointer  # noqa: E402
+from chimeraseg.d2.config import add_chimeraseg_config, get_chimeraseg_cfg  # noqa: E402
+from chimeraseg.d2.meta_arch import ChimeraSeg  # noqa: E402
+from chimeraseg.d2.trainer import ChimeraSegTrainer  # noqa: E402
 
 __all__ = [
     "ChimeraSeg",

@@ -11,11 +11,16 @@ Other keys read, all under ``cfg.MODEL.CHIMERASEG.BACKBONE``:
 
 - ``DROP_PATH_RATE``: largest stochastic-depth rate (float, 0.1 in the paper's setting).
 - ``OUT_FEATURES``: subset of ["res2", "res3", "res4", "res5"] returned by ``forward``.
-- ``PRETRAINED``: path of ImageNet weights loaded strictly at construction
-  (``mit_b*.pth`` or a timm ViT-B/16 state dict); "" = random initialisation.
+- ``PRETRAINED``: ImageNet weights loaded strictly at construction: a file (``mit_b*.pth``, a
+  timm ViT-B/16 state dict), a folder in the Hugging Face hub layout or a hub id
+  (``nvidia/mit-b4``, ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``); "" = random
+  initialisation. A model whose trained weights follow never reads it: :func:`imagenet_init` is
+  the one rule (``MODEL.WEIGHTS`` set, or ``--resume`` with a checkpoint in ``OUTPUT_DIR``).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from detectron2.config import CfgNode
@@ -29,11 +34,21 @@ from chimeraseg.modeling.backbone import (
     student_decoder_dim,
 )
 
-__all__ = ["D2MixTransformer", "D2ViTB16", "register_d2_student", "student_from_config"]
+__all__ = [
+    "D2MixTransformer",
+    "D2ViTB16",
+    "imagenet_init",
+    "register_d2_student",
+    "student_from_config",
+    "without_replaced_imagenet_init",
+]
 
 # Both backbones accept any input size; padding the batch to a multiple of 32 makes every
 # stride-s output exactly (H/s, W/s) instead of ceil(H/s, W/s).
 SIZE_DIVISIBILITY = 32
+
+# The tag detectron2's checkpointer writes beside the checkpoints; --resume continues from it.
+LAST_CHECKPOINT_TAG = "last_checkpoint"
 
 # Family names of earlier configs -> the registered students each can build.
 _FAMILIES: dict[str, tuple[str, ...]] = {
@@ -69,6 +84,40 @@ def student_from_config(cfg: CfgNode) -> str:
     return student
 
 
+def imagenet_init(cfg: CfgNode, resume: bool = False) -> str:
+    """The ImageNet init the student is built with; "" when trained weights replace it.
+
+    The one rule for every tool: ``MODEL.CHIMERASEG.BACKBONE.PRETRAINED`` is read only when no
+    trained weights follow the build, i.e. ``MODEL.WEIGHTS`` is empty and not (``resume`` and
+    ``OUTPUT_DIR`` holds a checkpoint tag). So ``--eval-only``, the demos, the export and TTA of a
+    trained model run with the ImageNet file (or hub id) missing.
+
+    Args:
+        cfg: a ChimeraSeg config.
+        resume: ``--resume`` was given.
+
+    Returns:
+        ``BACKBONE.PRETRAINED``, or "" (random init, overwritten by the trained weights).
+    """
+    tag = os.path.join(cfg.OUTPUT_DIR, LAST_CHECKPOINT_TAG)
+    if cfg.MODEL.WEIGHTS or (resume and os.path.isfile(tag)):
+        return ""
+    return str(cfg.MODEL.CHIMERASEG.BACKBONE.PRETRAINED)
+
+
+def without_replaced_imagenet_init(cfg: CfgNode, resume: bool) -> CfgNode:
+    """``cfg`` to build the model from when resuming: a frozen copy without ``PRETRAINED`` when
+    :func:`imagenet_init` says a checkpoint replaces it (``cfg`` itself otherwise; the config a
+    run writes to ``OUTPUT_DIR`` keeps its ``PRETRAINED``)."""
+    if imagenet_init(cfg, resume) or not cfg.MODEL.CHIMERASEG.BACKBONE.PRETRAINED:
+        return cfg
+    copy = cfg.clone()
+    copy.defrost()
+    copy.MODEL.CHIMERASEG.BACKBONE.PRETRAINED = ""
+    copy.freeze()
+    return copy
+
+
 def _family_member(family: str, variant: str) -> str:
     """The student that ``VARIANT`` names inside an older family name."""
     if not variant:
@@ -99,7 +148,7 @@ class _StudentBackboneAdapter(Backbone):
         body = build_student_backbone(
             student_from_config(cfg),
             drop_path_rate=bcfg.DROP_PATH_RATE,
-            weights=bcfg.PRETRAINED or None,
+            weights=imagenet_init(cfg) or None,
         )
         out_features = list(bcfg.OUT_FEATURES)
         unknown = [f for f in out_features if f not in body.out_channels]

@@ -2,7 +2,8 @@
 
 Checkpoints carry the CLIP reference and the vocabulary (verified on load), are written atomically
 and read without unpickling; ``--resume`` falls back from a last checkpoint that does not load. A
-file with none (or, where required, not all) of the model's weights is refused.
+file with none (or, where required, not all) of the model's weights is refused. In training, each
+checkpoint has one training-state file per rank beside it (:mod:`chimeraseg.d2.training_state`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
+from detectron2.utils import comm
 from torch import nn
 
 from chimeraseg.d2.ddp import unwrap_model
+from chimeraseg.d2.training_state import StateCheck, TrainingState, TrainingStateError
 from chimeraseg.utils.checkpoint_io import (
     CheckpointError,
     atomic_torch_save,
@@ -61,10 +64,28 @@ class ChimeraSegCheckpointer(DetectionCheckpointer):
     ) -> None:
         super().__init__(model, save_dir, **kwargs)
         self.require_weights = require_weights
+        # The trainer's per-rank training state (None: checkpoints hold no state files), and the
+        # state of the checkpoint the last resume_or_load chose (None: none, or an old one).
+        self.training_state: TrainingState | None = None
+        self.loaded_training_state: dict[str, Any] | None = None
+        self.resumed_from: str | None = None  # the checkpoint --resume chose
 
     def save(self, name: str, **kwargs: Any) -> None:
-        """Writes ``<save_dir>/<name>.pth`` atomically, then tags it in ``last_checkpoint``."""
-        if not self.save_dir or not self.save_to_disk:
+        """Writes ``<save_dir>/<name>.pth`` atomically, then tags it in ``last_checkpoint``.
+
+        With :attr:`training_state` and an ``iteration`` keyword (detectron2's periodic and final
+        checkpoints pass one), every rank first writes its ``<name>.rank{r}.state``, and the ranks
+        meet at a barrier: the ``.pth`` exists only once every state file does. Then this is a
+        collective call: every rank must make it.
+        """
+        if not self.save_dir:
+            return
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        iteration = kwargs.get("iteration")
+        if self.training_state is not None and iteration is not None:
+            self.training_state.write(path, iteration)
+            comm.synchronize()
+        if not self.save_to_disk:
             return
         model = unwrap_model(self.model)
         if hasattr(model, "checkpoint_metadata"):
@@ -72,7 +93,6 @@ class ChimeraSegCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
-        path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
         atomic_torch_save(data, path)
         self.tag_last_checkpoint(os.path.basename(path))
@@ -129,28 +149,76 @@ class ChimeraSegCheckpointer(DetectionCheckpointer):
         """detectron2's ``resume_or_load``, falling back from a last checkpoint that does not load.
 
         With ``resume`` and a ``last_checkpoint`` tag, the tagged file is loaded; if it cannot be
-        read (truncated, corrupt, missing), a warning names it and the newest other checkpoint of
-        ``save_dir`` that loads is used (and tagged). Otherwise ``path`` (``MODEL.WEIGHTS``) is
-        loaded without the optimizer / scheduler state.
+        read (truncated, corrupt, missing), or (with :attr:`training_state`) a rank's state file
+        of it is missing or unreadable, a warning names it and the newest other checkpoint of
+        ``save_dir`` that loads is used (and tagged). The ranks agree on the checkpoint (one
+        gather per candidate), and :attr:`loaded_training_state` holds this rank's state of it.
+        Otherwise ``path`` (``MODEL.WEIGHTS``) is loaded without the optimizer / scheduler state.
 
         Raises:
             CheckpointError: when no checkpoint of ``save_dir`` loads, naming each failure.
+            TrainingStateError: when a readable state file belongs to another training stream
+                (another dataset, batch size or number of processes).
         """
+        self.loaded_training_state = self.resumed_from = None
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
         failures: list[str] = []
         for candidate in resume_candidates(self.save_dir, self.get_checkpoint_file()):
             try:
                 result = self.load(candidate)
+                check, state = self._read_training_state(candidate, result)
             except CheckpointError as e:
-                logger.warning("--resume: %s; trying the previous checkpoint", e)
-                failures.append(str(e))
+                result, check, state = {}, StateCheck("unreadable", str(e)), None
+            problem = self._agreed_problem(check, candidate)
+            if problem:
+                logger.warning("--resume: %s; trying the previous checkpoint", problem)
+                failures.append(problem)
                 continue
             if failures:
                 logger.warning("--resume: continuing from %s", candidate)
                 self.tag_last_checkpoint(os.path.basename(candidate))
+            self.loaded_training_state, self.resumed_from = state, candidate
             return result
         raise CheckpointError(f"--resume: no checkpoint in {self.save_dir} loads: {failures}")
+
+    def _read_training_state(
+        self, candidate: str, loaded: dict[str, Any]
+    ) -> tuple[StateCheck, dict[str, Any] | None]:
+        """This rank's verdict on the state file of ``candidate`` (loaded as ``loaded``)."""
+        if self.training_state is None:
+            return StateCheck("ok"), None
+        if loaded.get("iteration") is None:
+            return StateCheck("absent", f"'{candidate}' records no iteration"), None
+        return self.training_state.read(candidate, int(loaded["iteration"]))
+
+    def _agreed_problem(self, check: StateCheck, candidate: str) -> str:
+        """Gathers every rank's :class:`StateCheck` of ``candidate``; "" when it can be used.
+
+        Raises:
+            TrainingStateError: the first rank's message when a state belongs to another stream.
+        """
+        if self.training_state is None:
+            return check.message if check.kind != "ok" else ""
+        checks = comm.all_gather(check)
+        mismatch = next((c for c in checks if c.kind == "mismatch"), None)
+        if mismatch is not None:
+            raise TrainingStateError(mismatch.message)
+        on_rank = {r: f"rank {r}: " if len(checks) > 1 else "" for r in range(len(checks))}
+        for rank, c in enumerate(checks):
+            if c.kind == "unreadable":
+                return f"{on_rank[rank]}{c.message}"
+        absent = [rank for rank, c in enumerate(checks) if c.kind == "absent"]
+        if absent and len(absent) < len(checks):
+            return f"{on_rank[absent[0]]}training state missing: {checks[absent[0]].message}"
+        if absent and comm.is_main_process():
+            logger.warning(
+                "--resume: '%s' has no training-state files (written before exact resume, or "
+                "without an iteration): the data stream continues at its iteration, but the RNGs "
+                "start afresh, so the resumed run differs from an uninterrupted one",
+                candidate,
+            )
+        return ""
 
 
 def _check_complete(

@@ -11,9 +11,11 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from chimeraseg.clip.cli import DEFAULT_CLIP_NAME
+from chimeraseg.d2.cluster_config import add_cluster_config
 from chimeraseg.d2.config_checks import explain_removed_key, validate_chimeraseg_config
 from chimeraseg.modeling.settings import ChimeraSegSettings
 from chimeraseg.utils.config_yaml import load_config_yaml
+from chimeraseg.utils.metrics_log import DEFAULT_FSYNC_SECONDS
 
 # The defaults of every model key: the settings objects' own (written once, there).
 _DEFAULTS = ChimeraSegSettings()
@@ -49,7 +51,9 @@ def _add_model_config(cfg: CN) -> None:
     m.BACKBONE.DROP_PATH_RATE = _DEFAULTS.student.drop_path_rate
     # Feature maps handed to the decoder (strides 4, 8, 16, 32).
     m.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # ImageNet checkpoint of the backbone (e.g. mit_b0.pth) loaded strictly; "" = random init.
+    # ImageNet init of the backbone, loaded strictly: a file (mit_b0.pth), a hub-layout folder or a
+    # Hugging Face hub id (nvidia/mit-b0, timm/vit_base_patch16_224.augreg2_in21k_ft_in1k; cached
+    # on first use); "" = random init. Skipped when MODEL.WEIGHTS or --resume supplies weights.
     m.BACKBONE.PRETRAINED = _DEFAULTS.student.weights
 
     m.DECODER = CN()
@@ -157,7 +161,9 @@ def _add_clip_config(cfg: CN) -> None:
     cfg.MODEL.CLIP.RANDOM_INIT_SEED = 0
     # Prompt ensemble: "imagenet80+scene", "zegclip15", "single", or a list of "{}" templates.
     cfg.MODEL.CLIP.TEXT_TEMPLATES = "imagenet80+scene"
-    # Directory of the text-embedding cache ("" = no on-disk cache).
+    # Directory of the text-embedding cache: "" = no on-disk cache; "user-cache" = the user
+    # cache's text_embeddings/ ($CHIMERASEG_CACHE, else ~/.cache/chimeraseg; never the working
+    # directory: chimeraseg.utils.user_cache); or a folder.
     cfg.MODEL.CLIP.TEXT_CACHE_DIR = ""
 
 
@@ -213,6 +219,37 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.AMP.PRECISION = "float16"
 
 
+def _add_gpu_config(cfg: CN) -> None:
+    """Adds the GPU switches (chimeraseg/d2/gpu_switches.py; docs/GPU.md, 'GPU switches').
+
+    The CUDA-only switches are skipped on other devices, so none of them changes a CPU run.
+    """
+    # detectron2's key. "highest" = float32 matmuls and cuDNN convolutions without TF32: the
+    # numbers the CPU runs reproduce (the teacher's features feed the pseudo masks' thresholds);
+    # "high" = TF32 (faster on Ampere and later GPUs, 10-bit mantissa inputs); "medium" = bf16
+    # matmuls; "" = PyTorch's defaults (float32 matmuls, TF32 cuDNN convolutions).
+    cfg.FLOAT32_PRECISION = "highest"
+    # detectron2's key: cuDNN times its convolution algorithms once per input shape and keeps the
+    # fastest (training crops all have INPUT.CROP.SIZE). Off under DETERMINISTIC and --eval-only.
+    cfg.CUDNN_BENCHMARK = True
+    # Fused AdamW / SGD kernel (one launch for all parameters) on CUDA; the plain kernel on other
+    # devices and under float16 AMP with SOLVER.CLIP_GRADIENTS (logged).
+    cfg.SOLVER.FUSED = True
+    # Training batches in page-locked memory, so the non-blocking uint8 image and uint8 / int16
+    # label copies to the GPU overlap compute (CUDA only).
+    cfg.DATALOADER.PIN_MEMORY = True
+    # Student backbone, decoder and their input in channels-last memory format (meant for cuDNN's
+    # tensor-core convolutions under AMP; values unchanged up to float rounding).
+    cfg.MODEL.CHANNELS_LAST = False
+    # torch.compile of the training step's fixed-shape modules (student, decoder, CSH, teacher),
+    # in place: checkpoints keep the eager state-dict keys. Pseudo masks and losses stay eager.
+    cfg.SOLVER.COMPILE = False
+    # metrics.json: rows are written and flushed every iteration; the fsync to disk runs on a
+    # background thread at most once per this many seconds (0 = every row, on the training
+    # thread; slow on NFS / Lustre). See chimeraseg/utils/metrics_log.py.
+    cfg.METRICS_FSYNC_SECONDS = DEFAULT_FSYNC_SECONDS
+
+
 def add_chimeraseg_config(cfg: CN) -> None:
     """Adds every ChimeraSeg key (with its default) to a detectron2 config, in place.
 
@@ -227,6 +264,8 @@ def add_chimeraseg_config(cfg: CN) -> None:
     _add_test_config(cfg)
     _add_solver_config(cfg)
     _add_data_defaults(cfg)
+    add_cluster_config(cfg)  # CLUSTER.*: preemption, fail fast (chimeraseg/d2/cluster_config.py)
+    _add_gpu_config(cfg)
     _set_paper_defaults(cfg)
 
 
@@ -275,6 +314,9 @@ def _add_data_defaults(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Photometric distortion (brightness, contrast, saturation, hue) in training.
     cfg.INPUT.COLOR_AUG_SSD = False
+    # detectron2's key, off: training crops share INPUT.CROP.SIZE, and the resumable training
+    # stream (chimeraseg/d2/data/resumable.py) batches its samples in order (True is refused).
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = False
     # Leave out images without a label file (and labels without an image) with a logged count,
     # instead of stopping with an error naming them.
     cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL = False

@@ -13,6 +13,7 @@ from detectron2.config import CfgNode as CN
 
 from chimeraseg.clip.teacher import DENSE_PATHS
 from chimeraseg.d2.amp import AMP_PRECISIONS
+from chimeraseg.d2.gpu_switches import FLOAT32_PRECISIONS
 from chimeraseg.modeling.csh import NORM_TYPES, PROJ_TYPES
 from chimeraseg.modeling.inference import INFERENCE_MODES
 from chimeraseg.modeling.pseudo_masks import SETTINGS
@@ -44,6 +45,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "TEST.MODE": INFERENCE_MODES,
     "SOLVER.OPTIMIZER": ("ADAMW", "SGD"),
     "TEST.AMP.PRECISION": tuple(AMP_PRECISIONS),
+    "FLOAT32_PRECISION": FLOAT32_PRECISIONS,
 }
 
 
@@ -162,6 +164,7 @@ _RANGES: dict[str, tuple[float, float | None, str]] = {
     "SOLVER.POLY_LR_POWER": (0.0, None, "float"),
     "TEST.EVAL_PERIOD": (0, None, "int"),
     "TEST.GAMMA": (-math.inf, None, "float"),
+    "METRICS_FSYNC_SECONDS": (0.0, None, "float"),
 }
 
 

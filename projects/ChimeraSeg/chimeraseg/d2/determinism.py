@@ -39,5 +39,5 @@ def apply_determinism(cfg: CfgNode) -> bool:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     if cfg.CUDNN_BENCHMARK:
-        logger.warning("DETERMINISTIC True overrides CUDNN_BENCHMARK True (benchmarking is off)")
+        logger.info("DETERMINISTIC True overrides CUDNN_BENCHMARK True (benchmarking is off)")
     return True

@@ -16,16 +16,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from PIL import Image
 
 from chimeraseg.d2.data.register_common import zero_shot_metadata
 from chimeraseg.data.io import read_label
+from chimeraseg.data.prediction_io import write_label_png
 from chimeraseg.evaluation.gamma_sweep import GammaSweepAccumulator, biased_argmax
 from chimeraseg.evaluation.plots import plot_gamma_sweep, plot_per_class_iou
 from chimeraseg.evaluation.report import (
@@ -158,10 +157,8 @@ class ZeroShotSemSegEvaluator(DatasetEvaluator):
     def _save_prediction(self, logits: torch.Tensor, gt_file: str) -> None:
         """Writes the headline-γ prediction as a class-id PNG named like the ground truth."""
         pred = biased_argmax(logits, self._sweep.unseen_mask, self._gamma)  # (H, W)
-        dtype = np.uint8 if len(self._class_names) <= 256 else np.uint16
         path = os.path.join(self._output_dir, "predictions", os.path.basename(gt_file))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        Image.fromarray(pred.to("cpu").numpy().astype(dtype)).save(path)
+        write_label_png(path, pred.to("cpu").numpy(), len(self._class_names))  # 8 or 16 bits
         self._num_written += 1
 
     def _reduced_confusion(self) -> tuple[torch.Tensor, int]:

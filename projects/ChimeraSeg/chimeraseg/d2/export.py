@@ -18,6 +18,7 @@ from detectron2.modeling import build_model
 from chimeraseg.clip.names import unseen_indices
 from chimeraseg.d2.checkpoint import load_trained_weights
 from chimeraseg.d2.config import get_chimeraseg_cfg
+from chimeraseg.d2.world_clip import fill_world_clip
 from chimeraseg.deploy.export import ExportOptions, export_model
 from chimeraseg.deploy.metadata import ExportMetadata, file_sha256
 
@@ -49,6 +50,7 @@ def export_from_config(
         raise ValueError("--unseen needs --vocabulary (the baked vocabulary)")
     unseen_ids = unseen_indices(vocabulary or [], unseen or [])
     cfg = get_chimeraseg_cfg(config_file, list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", "False"])
+    fill_world_clip(cfg)  # the world CLIP of a world-CLIP config, as training used it
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     load_trained_weights(model, cfg)
@@ -66,7 +68,8 @@ def export_from_config(
         size_divisibility=model.size_divisibility,
         test_resize=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
         source=source,
-        colors=MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("stuff_colors"),
+        # one colour per class of train_vocabulary: the training dataset's, not the test set's
+        colors=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("stuff_colors"),
     )
     return export_model(
         model.model, model.clip_model, output, options, vocabulary, unseen_ids, int8=int8

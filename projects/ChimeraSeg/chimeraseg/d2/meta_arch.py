@@ -23,12 +23,14 @@ from torch import nn
 
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.clip.loading import clip_reference, load_clip, verify_clip_reference
-from chimeraseg.clip.text import encode_class_names
 from chimeraseg.d2.config_checks import validate_chimeraseg_config
 from chimeraseg.d2.data.register_common import zero_shot_metadata
+from chimeraseg.d2.gpu_switches import to_channels_last
 from chimeraseg.d2.settings import inference_config, settings_from_config
+from chimeraseg.d2.text_embeddings import encode_vocabulary_once
 from chimeraseg.modeling import ChimeraSegModel, build_chimeraseg_model
 from chimeraseg.modeling.inference import resize_logits
+from chimeraseg.utils import user_cache
 
 __all__ = [
     "ChimeraSeg",
@@ -72,6 +74,8 @@ class ChimeraSeg(nn.Module):
         text_templates: prompt templates for :meth:`set_vocabulary`.
         text_cache_dir: text-embedding cache directory (None = no cache).
         size_divisibility: batch padding multiple (ImageList).
+        channels_last: keep the student backbone, its decoder and the batch images in
+            channels-last memory format (``MODEL.CHANNELS_LAST``).
     """
 
     @configurable
@@ -86,9 +90,14 @@ class ChimeraSeg(nn.Module):
         text_templates: str | list[str],
         text_cache_dir: str | None,
         size_divisibility: int,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
+        if channels_last:
+            to_channels_last(model.backbone)
+            to_channels_last(model.decoder)
         object.__setattr__(self, "clip_model", clip_model)  # not a submodule: not checkpointed
         self.train_vocabulary = list(train_vocabulary)
         self.text_templates, self.text_cache_dir = text_templates, text_cache_dir
@@ -106,8 +115,8 @@ class ChimeraSeg(nn.Module):
         names, seen_ids, unseen_ids = dataset_vocabulary(train_set)
         clip_model = build_clip_from_config(cfg)
         templates = cfg.MODEL.CLIP.TEXT_TEMPLATES
-        cache = cfg.MODEL.CLIP.TEXT_CACHE_DIR or None
-        text = encode_class_names(clip_model, names, templates, cache_dir=cache)  # (N, D)
+        cache = user_cache.text_cache_dir(cfg.MODEL.CLIP.TEXT_CACHE_DIR)  # folder or None
+        text = encode_vocabulary_once(clip_model, names, templates, cache, cfg.MODEL.DEVICE)
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
         model = build_chimeraseg_model(
             settings_from_config(cfg),
@@ -128,6 +137,7 @@ class ChimeraSeg(nn.Module):
             "text_templates": templates,
             "text_cache_dir": cache,
             "size_divisibility": max(m.SIZE_DIVISIBILITY, backbone.size_divisibility),
+            "channels_last": cfg.MODEL.CHANNELS_LAST,
         }
 
     @property
@@ -160,11 +170,11 @@ class ChimeraSeg(nn.Module):
         self.unseen_mask = mask  # (N,)
 
     def encode_vocabulary(self, names: list[str]) -> torch.Tensor:
-        """``(N, D)`` text embeddings of ``names`` on the model's device (on-disk cache used)."""
-        cache = self.text_cache_dir
-        return encode_class_names(
-            self.clip_model, list(names), self.text_templates, cache_dir=cache
-        ).to(self.device)
+        """``(N, D)`` text embeddings of ``names`` on the model's device (on-disk cache used;
+        encoded there by rank 0 and shared, see :func:`encode_vocabulary_once`)."""
+        return encode_vocabulary_once(
+            self.clip_model, list(names), self.text_templates, self.text_cache_dir, self.device
+        )
 
     def set_vocabulary_from_dataset(self, dataset_name: str) -> None:
         """Uses a registered dataset's classes and unseen split as the vocabulary."""
@@ -202,18 +212,28 @@ class ChimeraSeg(nn.Module):
 
     # --------------------------------------------------------------------------------- forward
     def _images(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
-        """Pads ``(3, H, W)`` 0..255 RGB images with the pixel mean to ``size_divisibility``."""
+        """Pads ``(3, H, W)`` 0..255 RGB images with the pixel mean to ``size_divisibility``.
+
+        The images cross to the device as they come (uint8 from the mapper: a quarter of the
+        bytes of float32; non-blocking from pinned memory) and become float32 there.
+        """
         mean = self.model.pixel_mean[0]  # (3, 1, 1)
-        centred = [x["image"].to(self.device, torch.float32) - mean for x in batched_inputs]
+        centred = [
+            x["image"].to(self.device, non_blocking=True).to(torch.float32) - mean
+            for x in batched_inputs
+        ]
         images = ImageList.from_tensors(centred, self.size_divisibility)  # (B, 3, Hp, Wp)
         images.tensor = images.tensor + mean  # padding = mean colour, content unchanged
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         """Training losses (``self.training``) or per-image ``{"sem_seg": (N, H, W)}`` logits."""
         images = self._images(batched_inputs)
         if self.training:
-            labels = [x["sem_seg"].to(self.device) for x in batched_inputs]
+            # uint8 / int16 from the mapper; widened to int64 on the device (values unchanged)
+            labels = [x["sem_seg"].to(self.device, non_blocking=True) for x in batched_inputs]
             labels = ImageList.from_tensors(labels, self.size_divisibility, pad_value=IGNORE_LABEL)
             iteration = get_event_storage().iter
             valid = valid_pixel_mask(batched_inputs, images)  # (B, Hp, Wp)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
@@ -22,11 +21,12 @@ from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.data import build_zero_shot_augmentations
 from chimeraseg.d2.meta_arch import ChimeraSeg
 from chimeraseg.d2.trainer import load_trained_weights
+from chimeraseg.d2.world_clip import fill_world_clip
 from chimeraseg.data.splits import check_distinct_class_names
 from chimeraseg.demo.render import heat_overlay
+from chimeraseg.deploy.schema import check_gamma
 from chimeraseg.modeling.inference import resize_argmax
 from chimeraseg.utils.demo_images import UNSEEN_SUFFIX, legend_strip, run_on_images
-from chimeraseg.world.cache import world_clip_for
 
 __all__ = [
     "ChimeraSegDemo",
@@ -170,12 +170,14 @@ def build_demo(
         similarity_map: also build the CLIP teacher for the Fig. 8 maps.
 
     Raises:
-        ValueError: an empty ``vocabulary``, a name given twice in it (naming it), or an
-            ``unseen`` name that is not in it.
+        ValueError: an empty ``vocabulary``, a name given twice in it (naming it), an
+            ``unseen`` name that is not in it, or a ``gamma`` that is not finite.
         chimeraseg.utils.checkpoint_io.CheckpointError: no ``MODEL.WEIGHTS`` (unless
             ``MODEL.CHIMERASEG.ALLOW_RANDOM_WEIGHTS``) or an unreadable weights file.
     """
     _check_vocabulary(vocabulary, unseen)
+    if gamma is not None:
+        gamma = check_gamma(gamma, "--gamma")  # before the model is built
     opts = list(opts) + ["MODEL.CHIMERASEG.BUILD_TEACHER", str(bool(similarity_map))]
     cfg = get_chimeraseg_cfg(config_file, opts)
     fill_world_clip(cfg)
@@ -189,7 +191,7 @@ def build_demo(
     return ChimeraSegDemo(
         model,
         build_zero_shot_augmentations(cfg, is_train=False),
-        cfg.TEST.GAMMA if gamma is None else gamma,
+        check_gamma(cfg.TEST.GAMMA, "TEST.GAMMA") if gamma is None else gamma,
         colors=colors,
     )
 
@@ -201,14 +203,3 @@ def _check_vocabulary(vocabulary: list[str] | None, unseen: list[str] | None) ->
     if vocabulary is not None:
         check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     unseen_indices(vocabulary or [], unseen or [])
-
-
-def fill_world_clip(cfg: CfgNode) -> None:
-    """Sets ``MODEL.CLIP.PRETRAINED`` to the cached world CLIP for a world-CLIP config without
-    weights (:func:`~chimeraseg.world.cache.world_clip_for`; random-CLIP smoke runs excepted)."""
-    c = cfg.MODEL.CLIP
-    world = None if c.ALLOW_RANDOM_INIT else world_clip_for(c.NAME, c.PRETRAINED)
-    if world is not None:
-        cfg.defrost()
-        c.PRETRAINED = str(world.checkpoint)
-        cfg.freeze()

@@ -11,7 +11,7 @@ import torch
 from detectron2.config import CfgNode
 
 from chimeraseg.d2.amp import amp_precision
-from chimeraseg.d2.backbone import student_from_config
+from chimeraseg.d2.backbone import imagenet_init, student_from_config
 from chimeraseg.modeling.inference import InferenceConfig
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig
 from chimeraseg.modeling.settings import (
@@ -61,7 +61,7 @@ def _student_settings(cfg: CfgNode) -> StudentSettings:
     return StudentSettings(
         backbone=student_from_config(cfg),
         drop_path_rate=b.DROP_PATH_RATE,
-        weights=b.PRETRAINED,
+        weights=imagenet_init(cfg),  # "" when MODEL.WEIGHTS replaces it
         decoder_dropout=d.DROPOUT,
     )
 

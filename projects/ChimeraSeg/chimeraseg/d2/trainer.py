@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase
+from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling import build_model
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
@@ -38,10 +39,20 @@ from chimeraseg.d2.checkpoint import (
     check_start_iteration,
     load_trained_weights,
 )
+from chimeraseg.d2.cluster_config import ClusterSettings
 from chimeraseg.d2.config_checks import small_batch_warning
 from chimeraseg.d2.data.register_common import dataset_dicts
+from chimeraseg.d2.data.resumable import TrainingStream, build_resumable_train_loader
 from chimeraseg.d2.ddp import broadcast_persistent_buffers, unwrap_model, wrap_ddp
+from chimeraseg.d2.gpu_switches import (
+    apply_gpu_switches,
+    compile_training_modules,
+    fused_optimizer_kwargs,
+    pin_memory,
+)
 from chimeraseg.d2.hooks import PerIterationJSONWriter
+from chimeraseg.d2.preemption import PreemptionHook
+from chimeraseg.d2.training_state import TrainingState, preserved_global_rng
 from chimeraseg.d2.tta import SemanticSegmentorWithTTA
 from chimeraseg.utils.sync_batchnorm import convert_sync_batchnorm
 
@@ -129,15 +140,17 @@ def build_param_groups(cfg: CfgNode, model: nn.Module) -> list[dict[str, Any]]:
 
 
 def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW (or SGD) over :func:`build_param_groups`, with detectron2's gradient clipping."""
+    """AdamW (or SGD) over :func:`build_param_groups`, with detectron2's gradient clipping
+    (the fused kernel on CUDA with ``SOLVER.FUSED``, see :func:`fused_optimizer_kwargs`)."""
     params = build_param_groups(cfg, model)
     if not params:
         raise ValueError("build_optimizer: the model has no trainable parameters")
+    fused = fused_optimizer_kwargs(cfg)
     if cfg.SOLVER.OPTIMIZER == "ADAMW":
         opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-        return opt_cls(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+        return opt_cls(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **fused)
     opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-    return opt_cls(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+    return opt_cls(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, **fused)
 
 
 class ChimeraSegTrainer(DefaultTrainer):
@@ -151,7 +164,10 @@ class ChimeraSegTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        apply_gpu_switches(cfg)  # also for entry points without default_setup
         model = self.build_model(cfg)
+        if cfg.SOLVER.COMPILE:
+            compile_training_modules(model)  # in place: state-dict keys stay the eager ones
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model, cfg)
@@ -160,6 +176,8 @@ class ChimeraSegTrainer(DefaultTrainer):
         self.checkpointer = ChimeraSegCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
+        if isinstance(data_loader, TrainingStream):  # checkpoints carry its position and RNGs
+            self.checkpointer.training_state = TrainingState(model, data_loader, cfg)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -228,13 +246,13 @@ class ChimeraSegTrainer(DefaultTrainer):
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode) -> Any:
-        """The training loader of ``DATASETS.TRAIN`` with the zero-shot mapper."""
+    def build_train_loader(cls, cfg: CfgNode) -> TrainingStream:
+        """The resumable training stream of ``DATASETS.TRAIN`` with the zero-shot mapper."""
         from chimeraseg.d2.data.mapper import ZeroShotDatasetMapper
 
         dicts = dataset_dicts(cfg.DATASETS.TRAIN, cfg.DATASETS.SKIP_IMAGES_WITHOUT_LABEL)
         mapper = ZeroShotDatasetMapper(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        return build_resumable_train_loader(cfg, mapper, dicts, pin_memory=pin_memory(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
@@ -253,18 +271,47 @@ class ChimeraSegTrainer(DefaultTrainer):
         super().train()
         return getattr(self, "_last_eval_results", None)  # set by DefaultTrainer's EvalHook
 
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's ``resume_or_load``; then the training state of the checkpoint (data
+        stream position and seed, every RNG) is restored, or without one (a checkpoint written
+        before exact resume) the stream continues at the checkpoint's iteration."""
+        super().resume_or_load(resume=resume)
+        state = self.checkpointer.loaded_training_state
+        if state is not None:
+            self.checkpointer.training_state.restore(state, self.checkpointer.resumed_from)
+        elif isinstance(self._trainer.data_loader, TrainingStream):
+            self._trainer.data_loader.start_at(self.start_iter)
+
+    def save_resumable_checkpoint(self, iteration: int) -> None:
+        """Writes ``model_{iteration:07d}.pth`` and every rank's state file, tagged as the last
+        checkpoint; ``--resume`` continues with iteration ``iteration + 1`` as if never stopped.
+
+        Collective: every rank calls it, after ``iteration`` has finished.
+        """
+        self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+
     def build_writers(self) -> list[EventWriter]:
         """The console and TensorBoard writers (every 20 iterations); ``metrics.json`` is written
         every iteration by :class:`PerIterationJSONWriter` (see :meth:`build_hooks`)."""
         return [CommonMetricPrinter(self.max_iter), TensorboardXWriter(self.cfg.OUTPUT_DIR)]
 
     def build_hooks(self) -> list[HookBase]:
-        """detectron2's hooks plus :class:`PerIterationJSONWriter` (main process)."""
+        """detectron2's hooks, :class:`PerIterationJSONWriter` (main process) and, last,
+        :class:`~chimeraseg.d2.preemption.PreemptionHook`."""
         hooks = super().build_hooks()
+        if not comm.is_main_process() and self.checkpointer.training_state is not None:
+            # detectron2 checkpoints on the main process only; with training-state files every
+            # rank writes its own (the .pth stays rank 0's), before the evaluation as there.
+            at = next(i for i, hook in enumerate(hooks) if isinstance(hook, d2_hooks.EvalHook))
+            period = self.cfg.SOLVER.CHECKPOINT_PERIOD
+            hooks.insert(at, d2_hooks.PeriodicCheckpointer(self.checkpointer, period))
         if comm.is_main_process():
             os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
             path = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
-            hooks.append(PerIterationJSONWriter(path))
+            hooks.append(PerIterationJSONWriter(path, fsync_seconds=self.cfg.METRICS_FSYNC_SECONDS))
+        # Last, so that every other hook has seen the step before a preemption stops the run.
+        settings = ClusterSettings.from_cfg(self.cfg)
+        hooks.append(PreemptionHook(settings, save=self.save_resumable_checkpoint))
         return hooks
 
     @classmethod
@@ -300,7 +347,8 @@ class ChimeraSegTrainer(DefaultTrainer):
             loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[index] if evaluators else cls.build_evaluator(cfg, name)
             predictor = SemanticSegmentorWithTTA(model, cfg=cfg) if cfg.TEST.AUG.ENABLED else model
-            results[name] = inference_on_dataset(predictor, loader, evaluator)
+            with preserved_global_rng():  # an evaluation during training leaves its RNGs alone
+                results[name] = inference_on_dataset(predictor, loader, evaluator)
             if comm.is_main_process():
                 logger.info("Evaluation results for %s in csv format:", name)
                 print_csv_format(results[name])

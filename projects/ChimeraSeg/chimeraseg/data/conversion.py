@@ -28,6 +28,7 @@ from chimeraseg.data.io import (
     output_damage,
     read_image,
 )
+from chimeraseg.utils.tool_parser import add_datasets_root, tool_parser
 
 
 @dataclass(frozen=True)
@@ -293,13 +294,34 @@ def read_label_names(path: str) -> dict[str, int]:
     return names
 
 
-def prepare_argument_parser(description: str, image_check: bool = True) -> argparse.ArgumentParser:
-    """The options every ``prepare_*.py`` script shares: ``--root``, ``--workers``,
-    ``--skip-bad`` and (when the script checks images against labels) ``--no-image-check``."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad samples")
+def prepare_argument_parser(
+    description: str, script: str, image_check: bool = True
+) -> argparse.ArgumentParser:
+    """The options every ``prepare_*.py`` script shares: ``--datasets-root`` (old: ``--root``),
+    ``--workers``, ``--skip-bad`` and (when the script checks images against labels)
+    ``--no-image-check``; ``--help`` ends with two example commands of ``script``.
+
+    Args:
+        description: what the script prepares.
+        script: its path from the repository root, e.g. ``"datasets/prepare_voc_sem_seg.py"``.
+        image_check: declare ``--no-image-check``.
+    """
+    parser = tool_parser(
+        description,
+        (f"python {script}", f"python {script} --datasets-root /data/datasets --workers 4"),
+    )
+    add_datasets_root(parser, "--root")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1),
+        help="parallel conversion processes (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-bad", action="store_true",
+        help="skip and count bad samples instead of stopping at the first",
+    )  # fmt: skip
     if image_check:
-        parser.add_argument("--no-image-check", action="store_true")
+        parser.add_argument(
+            "--no-image-check", action="store_true",
+            help="do not decode images to check them against their labels",
+        )  # fmt: skip
     return parser

@@ -6,9 +6,10 @@ dataset of 100k images is found from the message alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,19 +25,50 @@ class DatasetError(ValueError):
     """A dataset file is missing, unreadable, or inconsistent with its image or class table."""
 
 
-def _open(path: str, what: str) -> Image.Image:
-    """Opens and fully decodes an image file, turning every failure into a DatasetError."""
+class ImageTooLargeError(DatasetError):
+    """An image has more pixels than PIL decodes safely (its decompression-bomb limit)."""
+
+
+def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``(W', H')``: ``(W, H)`` scaled so that the longer side is at most ``max_side``."""
+    w, h = size
+    scale = min(1.0, max_side / max(w, h, 1))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+@contextlib.contextmanager
+def _opened(path: str, what: str) -> Iterator[Image.Image]:
+    """The lazily opened image (header read, nothing decoded); failures become DatasetErrors."""
     if not os.path.isfile(path):
         raise DatasetError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as img:
-            img.load()
-            return img.copy()
+            yield img
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{what} file {path} has too many pixels to decode: {e}") from e
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read {what} file {path}: {e}") from e
 
 
-def read_image(path: str) -> np.ndarray:
+def _open(path: str, what: str, max_side: int | None = None) -> Image.Image:
+    """Opens and decodes an image file, turning every failure into a DatasetError.
+
+    With ``max_side``, a larger image is decoded at a reduced size (JPEG's DCT scaling) and
+    then resized (box filter) to :func:`fit_size`, so no full-size RGB copy is made.
+    """
+    with _opened(path, what) as img:
+        target = fit_size(img.size, max_side) if max_side else img.size
+        if target == img.size:
+            img.load()
+            return img.copy()
+        img.draft(None, target)  # JPEG: decodes at 1/2..1/8 scale, still at least ``target``
+        img.load()
+        if img.mode in ("P", "1"):  # no box filter for palette or bilevel images
+            return img.convert("RGB").resize(target, Image.Resampling.BOX)
+        return img.resize(target, Image.Resampling.BOX)
+
+
+def read_image(path: str, max_side: int | None = None) -> np.ndarray:
     """Reads an image as RGB on its stored pixel grid; EXIF orientation tags are ignored.
 
     This is the project's one image reader (training mapper, evaluation, prepare scripts, demo).
@@ -46,16 +78,18 @@ def read_image(path: str) -> np.ndarray:
 
     Args:
         path: Image file (any format PIL decodes; JPEG for the benchmarks).
+        max_side: Decode a larger image at the reduced size :func:`fit_size` (the memory of
+            a JPEG decode follows the reduced size); None = as stored.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB array, ``(H, W)`` as stored in the file. 16-bit grayscale
-        images are scaled (0..65535 -> 0..255), not clipped.
+        ``(H, W, 3)`` uint8 RGB array, ``(H, W)`` as stored in the file (or reduced to
+        ``max_side``). 16-bit grayscale images are scaled (0..65535 -> 0..255), not clipped.
 
     Raises:
         DatasetError: If the file is missing or cannot be decoded, or naming the file and mode
             for samples with no 8-bit scale (float images, 32-bit values beyond 16 bits).
     """
-    image = _open(path, "image")
+    image = _open(path, "image", max_side)
     if image.mode in _WIDE_GRAY_MODES:
         return _wide_gray_to_rgb(np.asarray(image), path, image.mode)
     if image.mode == "F":
@@ -162,15 +196,11 @@ def image_size(path: str) -> tuple[int, int]:
     """Reads ``(H, W)`` from an image header without decoding the pixels.
 
     Raises:
+        ImageTooLargeError: beyond PIL's decompression-bomb limit.
         DatasetError: If the file is missing or not an image.
     """
-    if not os.path.isfile(path):
-        raise DatasetError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (OSError, UnidentifiedImageError) as e:
-        raise DatasetError(f"cannot read image file {path}: {e}") from e
+    with _opened(path, "image") as img:
+        w, h = img.size
     return h, w
 
 

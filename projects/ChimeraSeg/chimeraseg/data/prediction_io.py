@@ -10,11 +10,12 @@ in a vocabulary of more than 255 names. :func:`chimeraseg.data.io.read_label` re
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+
+from chimeraseg.utils.output_files import atomic_open, atomic_path
 
 __all__ = ["label_dtype", "write_label_png", "write_vocabulary_json"]
 
@@ -50,9 +51,10 @@ def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels.max() if labels.max() >= num_classes else labels.min()
         raise ValueError(f"{path}: class index {int(bad)} is outside [0, {num_classes})")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # PIL writes uint16 arrays as 16-bit greyscale PNGs ("I;16"), uint8 as 8-bit ("L").
-    Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(path)
+    # PIL writes uint16 arrays as 16-bit greyscale PNGs ("I;16"), uint8 as 8-bit ("L"); a new
+    # file renamed over ``path`` (a symbolic link there is replaced, never written through).
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(labels.astype(dtype))).save(tmp, format="PNG")
 
 
 def write_vocabulary_json(
@@ -76,6 +78,5 @@ def write_vocabulary_json(
         "png_dtype": np.dtype(label_dtype(len(names))).name,
         "gamma": gamma,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
+    with atomic_open(path, "w") as f:  # a new file renamed over ``path``
+        json.dump(record, f, indent=1, allow_nan=False)  # strict JSON: never a NaN γ

@@ -24,6 +24,7 @@ from chimeraseg.data.class_tables import (
     pascal_context_459_classes,
 )
 from chimeraseg.data.coco_stuff import COCO_STUFF_171_CLASSES, COCO_STUFF_171_COLORS
+from chimeraseg.data.spellings import check_distinct_class_names
 
 
 @dataclass(frozen=True)
@@ -244,9 +245,8 @@ register_split(
 def read_class_names(path: str) -> list[str]:
     """Class names from a text file: one per line, in label order (line ``i`` is label ``i``).
 
-    The project's one reader of name files (the demo's ``--vocabulary-file``, custom datasets'
-    ``CLASSES_FILE``, ``tools/evaluate_predictions.py --class-names-file``,
-    ``tools/build_text_embeddings.py --names-file``). Blank lines and lines starting with ``#``
+    The project's one reader of name files (``--vocabulary-file`` of every tool, custom
+    datasets' ``CLASSES_FILE``). Blank lines and lines starting with ``#``
     are skipped; surrounding spaces are stripped. A line may hold comma-separated synonyms
     (``"sofa, couch"``); it is one class.
 
@@ -277,36 +277,6 @@ def parse_class_names(text: str, source: str) -> list[str]:
         raise ValueError(f"{source} holds no class name")
     check_distinct_class_names(names, source)
     return names
-
-
-def _words(entry: str) -> list[str]:
-    """The comparable words of a class entry: itself and each synonym, case and spaces folded."""
-    return list(dict.fromkeys(" ".join(w.split()).casefold() for w in entry.split(",")))
-
-
-def check_distinct_class_names(names: Sequence[str], source: str) -> None:
-    """Raises when two classes share a name or a synonym (one of them could never be predicted).
-
-    Names compare without case and with spaces collapsed; ``"sofa, couch"`` and ``"couch"``
-    share ``couch``.
-
-    Args:
-        names: the class entries (``"sofa, couch"`` = one class with two synonyms).
-        source: where they come from, for the message (``"--vocabulary"``, a file name).
-
-    Raises:
-        ValueError: naming ``source``, the word and both entries.
-    """
-    first: dict[str, int] = {}
-    for i, entry in enumerate(names):
-        for word in _words(str(entry)):
-            j = first.setdefault(word, i)
-            if j != i:
-                raise ValueError(
-                    f"{source}: the name {word!r} is given twice, as class {j} ({names[j]!r}) "
-                    f"and class {i} ({entry!r}); give each class once (synonyms of one class go "
-                    "into one entry, comma-separated: 'sofa, couch')"
-                )
 
 
 def _indices_of(

@@ -3,20 +3,38 @@
 A thin adapter of :class:`~chimeraseg.deploy.runtime.OnnxSegmenter` to
 :class:`~chimeraseg.demo.source.SegmentationSource`. The runtime keeps one vocabulary, so each
 call sets the session's embeddings and predicts under one lock (onnxruntime runs its own threads
-inside a call). The export has no CLIP image encoder: no class similarity map.
+inside a call). The export has no CLIP image encoder: no class similarity map. A request the
+runtime refuses (an image smaller than the model's minimum, a graph that fails on it) becomes the
+page's one-line :class:`~chimeraseg.demo.session.InputError`; the server goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from chimeraseg.demo.session import InputError
+from chimeraseg.deploy.loading import brief
 from chimeraseg.deploy.runtime import OnnxSegmenter
 from chimeraseg.utils.demo_images import blend_overlay, palette
 
 __all__ = ["OnnxSource"]
+
+
+@contextlib.contextmanager
+def _as_input_error() -> Iterator[None]:
+    """Turns the runtime's ValueError (ExportError included) into the page's InputError."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as e:
+        message = brief(e)
+        raise InputError(f"{message[0].upper()}{message[1:]}") from None
 
 
 class OnnxSource:
@@ -46,17 +64,25 @@ class OnnxSource:
         self._lock = threading.Lock()
 
     def encode(self, names: list[str]) -> torch.Tensor:
-        """``(N, D)`` unit text embeddings from the export's text graph."""
-        with self._lock:
+        """``(N, D)`` unit text embeddings from the export's text graph.
+
+        Raises:
+            InputError: the runtime's refusal, on one line.
+        """
+        with self._lock, _as_input_error():
             return torch.from_numpy(self.segmenter.embed_vocabulary(names))
 
     def predict(
         self, image_rgb: np.ndarray, text: torch.Tensor, unseen: torch.Tensor, gamma: float
     ) -> np.ndarray:
-        """``(H, W)`` int64 class ids (the runtime's γ rule) over the session's embeddings."""
+        """``(H, W)`` int64 class ids (the runtime's γ rule) over the session's embeddings.
+
+        Raises:
+            InputError: the runtime's refusal, on one line.
+        """
         ids = torch.nonzero(unseen).flatten().tolist()
         placeholders = [f"class {i}" for i in range(text.shape[0])]  # the runtime only counts
-        with self._lock:
+        with self._lock, _as_input_error():
             self.segmenter.set_vocabulary(placeholders, ids, embeddings=text.cpu().numpy())
             return self.segmenter.predict(image_rgb, gamma).labels
 

@@ -62,10 +62,22 @@ class SegmentationSource(Protocol):
         ...
 
 
+class _Encoding:
+    """A vocabulary being encoded: requests for the same one wait for it, not for the lock."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.text: torch.Tensor | None = None
+        self.error: BaseException | None = None
+
+
 class TextEmbeddingCache:
     """Text embeddings per vocabulary, computed once and kept for the most recent ``capacity``.
 
-    Thread-safe: sessions served at once may ask for the same or different vocabularies.
+    Thread-safe: sessions served at once may ask for the same or different vocabularies. The
+    lock only guards the table; encoding runs outside it, so a cached vocabulary is served while
+    another one is encoded, and a second request for a vocabulary being encoded waits for that
+    encoding instead of repeating it.
 
     Args:
         encode: ``names -> (N, D)`` embeddings (a source's :meth:`SegmentationSource.encode`).
@@ -76,19 +88,42 @@ class TextEmbeddingCache:
         self._encode = encode
         self._capacity = capacity
         self._entries: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self._encoding: dict[tuple[str, ...], _Encoding] = {}
         self._lock = threading.Lock()
         self.computed = 0  # vocabularies encoded so far (a cache miss each)
 
     def get(self, names: list[str]) -> tuple[torch.Tensor, bool]:
-        """``((N, D) embeddings, whether they came from the cache)`` for ``names``."""
+        """``((N, D) embeddings, whether this call found them computed)`` for ``names``.
+
+        Raises:
+            Exception: whatever ``encode`` raised (also in the requests that waited for it).
+        """
         key = tuple(names)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key], True
-            text = self._encode(list(names))  # under the lock: one encoding per vocabulary
-            self._entries[key] = text
-            self.computed += 1
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-            return text, False
+            pending = self._encoding.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._encoding[key] = _Encoding()
+        if not owner:  # another request encodes this vocabulary right now
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return pending.text, True
+        try:
+            pending.text = self._encode(list(names))  # outside the lock
+        except BaseException as e:
+            pending.error = e
+            raise
+        finally:
+            with self._lock:
+                del self._encoding[key]
+                if pending.error is None:
+                    self._entries[key] = pending.text
+                    self.computed += 1
+                    while len(self._entries) > self._capacity:
+                        self._entries.popitem(last=False)
+            pending.done.set()
+        return pending.text, False

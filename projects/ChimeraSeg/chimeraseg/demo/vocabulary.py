@@ -40,8 +40,9 @@ def parse_vocabulary(
 
     Raises:
         ValueError: An empty vocabulary, more than ``max_classes`` classes, a name given twice
-            (:func:`~chimeraseg.data.splits.check_distinct_class_names`), an empty synonym, or an
-            unseen name outside the vocabulary (each message names it).
+            after its prompt spelling
+            (:func:`~chimeraseg.data.spellings.check_distinct_class_names`), an empty synonym,
+            or an unseen name outside the vocabulary (each message names it).
     """
     names = parse_class_names(text or "", source)
     if len(names) > max_classes:

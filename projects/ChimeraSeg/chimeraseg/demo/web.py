@@ -1,8 +1,11 @@
 """The web demo's page (Gradio): upload, vocabulary, γ, overlay, legend, class map, downloads.
 
 Offline by construction: Gradio's analytics and version check are off, the theme uses the
-system's fonts, and the server serves its own assets. Per-session state only (``gr.State``);
-requests run through Gradio's queue at most ``Limits.concurrency`` at a time.
+system's fonts, and the server serves its own assets. A session's state is only the id of its
+last run (kept by :class:`~chimeraseg.demo.session.WebDemo`, bounded); requests run through
+Gradio's queue at most ``Limits.concurrency`` at a time. Gradio's own copies of uploads and
+results go into the demo's folder (removed on close) and are deleted after
+``Limits.cache_minutes``; the server serves only that folder (the examples are copied into it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from chimeraseg.demo.session import InputError, Segmentation, WebDemo  # noqa: E402
+from chimeraseg.demo.session import InputError, WebDemo  # noqa: E402
 
 __all__ = ["GAMMA_RANGE", "build_app", "launch"]
 
@@ -29,10 +32,14 @@ def _warn(message: str) -> str:
 def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
     """The page; its two API endpoints are ``/segment`` and ``/class_map``.
 
+    Points Gradio's cache at the demo's folder (:meth:`WebDemo.claim_gradio_cache`).
+
     Args:
         demo: The shared logic with its loaded model source.
-        examples: Example image files (synthetic validation images).
+        examples: Example image files (synthetic validation images); copies are served.
     """
+    demo.claim_gradio_cache()  # before the components are made
+    examples = demo.publish_examples(examples)
     source, limits = demo.source, demo.limits
     unseen = ", ".join(source.default_vocabulary[i] for i in source.default_unseen)
 
@@ -43,25 +50,26 @@ def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
             return None, "", None, None, _warn(str(e)), None, gr.update(choices=[], value=None)
         choice = gr.update(choices=r.names, value=r.default_class())
         files = (r.label_png, r.vocabulary_json)
-        return r.overlay, r.legend, *files, r.message, r, choice
+        return r.overlay, r.legend, *files, r.message, r.run_id, choice
 
-    def class_map(result: Segmentation | None, name: str | None):  # noqa: ANN202
+    def class_map(run_id: str | None, name: str | None):  # noqa: ANN202
         try:
-            image, message = demo.class_map(result, name)
+            image, message = demo.class_map(demo.kept(run_id), name)
         except InputError as e:
             return None, _warn(str(e))
         return image, message
 
-    def first_map(result: Segmentation | None, name: str | None):  # noqa: ANN202
-        return (None, "") if result is None else class_map(result, name)  # after a failed run
+    def first_map(run_id: str | None, name: str | None):  # noqa: ANN202
+        return (None, "") if not run_id else class_map(run_id, name)  # after a failed run
 
-    with gr.Blocks(title="ChimeraSeg web demo", analytics_enabled=False) as app:
-        state = gr.State(None)  # this session's last Segmentation
+    cache = (60, 60 * limits.cache_minutes)  # (check every minute, delete files older than)
+    with gr.Blocks(title="ChimeraSeg web demo", analytics_enabled=False, delete_cache=cache) as app:
+        state = gr.State(None, time_to_live=60 * limits.session_minutes)  # last run's id
         gr.Markdown(
             "## ChimeraSeg: zero-shot segmentation with your own words\n"
             f"Model: {source.description}. Images with a side above {limits.max_side} px are "
-            f"downscaled; at most {limits.max_classes} classes; uploads up to "
-            f"{limits.max_upload_mb} MB."
+            f"downscaled; at most {limits.max_classes} classes and {limits.max_names} names "
+            f"(synonyms included); uploads up to {limits.max_upload_mb} MB."
         )
         with gr.Row():
             with gr.Column():
@@ -118,26 +126,20 @@ def build_app(demo: WebDemo, examples: list[str]) -> gr.Blocks:
     return app
 
 
-def launch(
-    app: gr.Blocks,
-    demo: WebDemo,
-    host: str,
-    port: int,
-    examples: list[str],
-    block: bool = True,
-) -> gr.Blocks:
+def launch(app: gr.Blocks, demo: WebDemo, host: str, port: int, block: bool = True) -> gr.Blocks:
     """Serves the page on ``host:port`` (no share link, no server-side rendering, no MCP).
+
+    Only the demo's folder is served (its runs' files, the published examples, Gradio's
+    copies); Gradio keeps the state of at most ``Limits.sessions`` sessions.
 
     Args:
         app: From :func:`build_app`.
-        demo: Its logic (download files live in ``demo.output_dir``).
+        demo: Its logic (every file it serves lives in ``demo.output_dir``).
         host: Interface to bind (127.0.0.1 keeps it on this machine).
         port: TCP port.
-        examples: The example files (their folders are the only extra paths served).
         block: Serve until interrupted; False returns at once (tests).
     """
     theme = gr.themes.Base(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
-    folders = sorted({os.path.dirname(os.path.abspath(p)) for p in examples})
     app.launch(
         server_name=host,
         server_port=port,
@@ -147,7 +149,8 @@ def launch(
         mcp_server=False,
         pwa=False,
         max_file_size=f"{demo.limits.max_upload_mb}mb",
-        allowed_paths=[demo.output_dir, *folders],
+        allowed_paths=[demo.output_dir],
+        state_session_capacity=demo.limits.sessions,
         prevent_thread_lock=not block,
         show_error=True,
         quiet=not block,

@@ -4,6 +4,9 @@
 - :mod:`~chimeraseg.deploy.runtime`: ``OnnxSegmenter`` (numpy + onnxruntime; the CLIP tokenizer
   only to embed new words).
 - :mod:`~chimeraseg.deploy.metadata`: the folder layout and ``metadata.json``.
+- :mod:`~chimeraseg.deploy.schema`: every metadata key's check (an export folder is untrusted
+  input, docs/SECURITY.md); :mod:`~chimeraseg.deploy.loading` and
+  :mod:`~chimeraseg.deploy.graph_file`: the checks of each graph before and after loading.
 
 Importing this package imports neither torch nor onnxruntime.
 """

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from chimeraseg.deploy.runtime import OnnxSegmenter
+from chimeraseg.deploy.schema import check_gamma
 from chimeraseg.utils.demo_images import UNSEEN_SUFFIX, blend_overlay, legend_strip, palette
 
 __all__ = ["BlendDrawer", "OnnxDemo", "build_onnx_demo"]
@@ -51,7 +52,7 @@ class OnnxDemo:
 
     def __init__(self, segmenter: OnnxSegmenter, gamma: float, draw: DrawFn | None = None) -> None:
         self.segmenter = segmenter
-        self.gamma = float(gamma)
+        self.gamma = check_gamma(gamma)
         self.draw = draw or BlendDrawer(self.names, self.unseen)
 
     @property
@@ -92,11 +93,18 @@ def build_onnx_demo(
         gamma: unseen bias (None = the export's ``TEST.GAMMA``).
         draw_factory: ``(names, unseen flags, colors) -> draw function`` (None = blend).
         graph: the runtime's graph choice (None = baked for the default vocabulary, else fp32).
+
+    Raises:
+        ExportError: a folder that is not a valid, unchanged export (one line naming the file,
+            key or value).
+        ValueError: an empty vocabulary, a name given twice (after its prompt spelling), an
+            unseen name outside it, or a γ that is not finite.
     """
+    gamma = None if gamma is None else check_gamma(gamma, "--gamma")
     if vocabulary is not None and not vocabulary:
         raise ValueError("the vocabulary is empty: give at least one class name")
     if vocabulary is not None:
-        from chimeraseg.data.splits import check_distinct_class_names
+        from chimeraseg.data.spellings import check_distinct_class_names
 
         check_distinct_class_names(vocabulary, "the vocabulary")  # a twin is never predicted
     if vocabulary is not None and graph is None:

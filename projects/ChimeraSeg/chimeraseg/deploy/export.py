@@ -35,14 +35,17 @@ from chimeraseg.deploy.metadata import (
     MODEL_ID_KEY,
     OPSET,
     TEXT_GRAPH,
+    VOCABULARY_KEY,
     BakedVocabulary,
     ExportError,
     ExportMetadata,
     file_sha256,
+    vocabulary_stamp,
 )
-from chimeraseg.deploy.tokenizer import tokenizer_spec
+from chimeraseg.deploy.tokenizer import BUILTIN_TOKENIZERS, tokenizer_spec
 from chimeraseg.modeling.backbone.mit import MIN_INPUT_SIZE
 from chimeraseg.modeling.chimeraseg_model import ChimeraSegModel
+from chimeraseg.utils.output_files import refuse_symlink
 
 __all__ = [
     "BakedSegmenterGraph",
@@ -156,13 +159,15 @@ def _onnx_export(module: nn.Module, sample: torch.Tensor, path: str, names: dict
         )
 
 
-def _stamp(path: str, model_id: str) -> None:
-    """Writes ``model_id`` into the graph's metadata properties (the runtime checks it)."""
+def _stamp(path: str, properties: dict[str, str]) -> None:
+    """Writes ``properties`` (the model id, the baked vocabulary's stamp) into the graph's
+    metadata properties (the runtime checks them)."""
     import onnx
 
     graph = onnx.load(path)
     del graph.metadata_props[:]
-    graph.metadata_props.add(key=MODEL_ID_KEY, value=model_id)
+    for key, value in properties.items():
+        graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, path)
 
 
@@ -246,9 +251,12 @@ def export_model(
         The metadata written.
 
     Raises:
-        ExportError: a non-empty destination, an empty baked vocabulary or bad unseen ids.
+        ExportError: a non-empty destination, an empty baked vocabulary, bad unseen ids, or a
+            CLIP whose tokenizer is not the built-in BPE.
+        ValueError: a baked name given twice (after the prompt spelling).
     """
-    folder = os.path.abspath(os.fspath(folder))
+    # renamed into place below, so a symbolic link there is refused rather than replaced
+    folder = refuse_symlink(os.path.abspath(os.fspath(folder)), "export folder")
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise ExportError(f"{folder}: exists and is not an empty folder; choose a new one")
     model.eval()
@@ -265,9 +273,13 @@ def export_model(
         names = _write_graphs(staging, model, clip_model, context, baked, int8)
         files = {}
         for name in names:
-            _stamp(os.path.join(staging, name), meta.model_id)
+            properties = {MODEL_ID_KEY: meta.model_id}
+            if name == BAKED_GRAPH:
+                properties[VOCABULARY_KEY] = vocabulary_stamp(baked[1])
+            _stamp(os.path.join(staging, name), properties)
             files[name] = file_sha256(os.path.join(staging, name))
         meta = replace(meta, files=files, baked=None if baked is None else baked[1])
+        _check_readable(meta)
         with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
             f.write(meta.to_json())
         if os.path.isdir(folder):
@@ -279,6 +291,16 @@ def export_model(
     return meta
 
 
+def _check_readable(meta: ExportMetadata) -> None:
+    """Refuses metadata the runtime would refuse (the same schema, before anything is written)."""
+    from chimeraseg.deploy.schema import MetadataInvalid, validate_metadata
+
+    try:
+        validate_metadata(json.loads(meta.to_json()))
+    except MetadataInvalid as e:
+        raise ExportError(f"the export's {METADATA_FILE} would be refused: {e}") from None
+
+
 def _baked(
     model: ChimeraSegModel,
     clip_model: nn.Module,
@@ -288,10 +310,12 @@ def _baked(
     templates: list[str],
 ) -> tuple[torch.Tensor, BakedVocabulary]:
     from chimeraseg.clip.text import encode_class_names
+    from chimeraseg.data.spellings import check_distinct_class_names
 
     names = [str(n) for n in names]
     if not names:
         raise ExportError("--vocabulary: the baked vocabulary is empty")
+    check_distinct_class_names(names, "--vocabulary")  # a twin would never be predicted
     bad = [i for i in unseen_ids if not 0 <= int(i) < len(names)]
     if bad:
         raise ExportError(f"--unseen: ids {bad} are outside the vocabulary of {len(names)} names")
@@ -307,6 +331,12 @@ def _metadata(
     templates: list[str],
 ) -> ExportMetadata:
     reference = clip_reference(clip_model)
+    tokenizer = tokenizer_spec(clip_tokenizer(clip_model), reference.get("name"))
+    if tokenizer["model"] not in BUILTIN_TOKENIZERS:
+        raise ExportError(
+            f"CLIP {reference.get('name')!r}: its tokenizer is not the built-in CLIP BPE, the "
+            "only one an export's runtime rebuilds (deploy/tokenizer.py)"
+        )
     source = {**options.source, "state_sha256": state_sha256(model)}
     blob = json.dumps(source, sort_keys=True).encode()
     inference = model.inference
@@ -315,7 +345,7 @@ def _metadata(
         source=source,
         opset=OPSET,
         clip=reference,
-        tokenizer=tokenizer_spec(clip_tokenizer(clip_model), reference.get("name")),
+        tokenizer=tokenizer,
         templates=templates,
         humanize=bool(options.humanize),
         logit_tau=float(model.logit_tau),

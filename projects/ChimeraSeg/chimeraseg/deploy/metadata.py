@@ -37,13 +37,17 @@ __all__ = [
     "SUPPORTED_OPSETS",
     "TEXT_GRAPH",
     "BAKED_GRAPH",
+    "VOCABULARY_KEY",
     "file_sha256",
+    "read_graph",
     "read_metadata",
-    "verify_files",
+    "resolve_inside",
+    "vocabulary_stamp",
 ]
 
 FORMAT = "chimeraseg-onnx"
-FORMAT_VERSION = 1
+# 2: the baked graph carries its vocabulary's stamp; the tokenizer is the built-in CLIP BPE.
+FORMAT_VERSION = 2
 # The opset every graph is exported with (the TorchScript-based exporter of torch.onnx: the
 # dynamo exporter cannot trace the CSH's cached fused value map). The runtime accepts these.
 OPSET = 17
@@ -55,6 +59,10 @@ TEXT_GRAPH = "text_encoder.onnx"
 BAKED_GRAPH = "segmenter.onnx"
 # Key of the ONNX metadata property that ties every graph to its export's ``model_id``.
 MODEL_ID_KEY = "chimeraseg_model_id"
+# Key of the property that ties segmenter.onnx to its vocabulary (:func:`vocabulary_stamp`).
+VOCABULARY_KEY = "chimeraseg_vocabulary"
+MAX_METADATA_BYTES = 8 << 20
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit; an export never uses external data
 
 
 class ExportError(ValueError):
@@ -146,15 +154,40 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def vocabulary_stamp(baked: BakedVocabulary) -> str:
+    """SHA-256 of a baked vocabulary (names in logit order, unseen ids), stored in its graph."""
+    blob = json.dumps([list(baked.names), list(baked.unseen_ids)], ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def resolve_inside(folder: str | os.PathLike, name: str) -> str:
+    """The real path of ``<folder>/<name>``, or an ExportError when it leaves the folder.
+
+    Symlinks are resolved (``os.path.realpath``) before the containment check, so a link to a
+    file outside the export is refused like a ``../`` name.
+    """
+    root = os.path.realpath(os.fspath(folder))
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root:
+        shown = os.path.join(os.fspath(folder), name)
+        raise ExportError(f"{shown}: resolves to {path}, outside the export folder {root}")
+    return path
+
+
 def _load_json(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        folder = os.path.dirname(path)
+    folder, name = os.path.split(path)
+    real = resolve_inside(folder, name)
+    if not os.path.isfile(real):
         raise ExportError(
             f"{path}: missing; '{folder}' is not a ChimeraSeg export (tools/export_onnx.py)"
         )
+    if os.path.getsize(real) > MAX_METADATA_BYTES:
+        raise ExportError(f"{path}: larger than {MAX_METADATA_BYTES} bytes; not export metadata")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(real, encoding="utf-8") as f:
+            data = json.loads(f.read())
+    except RecursionError:  # nested deeper than the parser's recursion limit
+        raise ExportError(f"{path}: unreadable export metadata (JSON nested too deep)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportError(f"{path}: unreadable export metadata ({e})") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -163,51 +196,56 @@ def _load_json(path: str) -> dict[str, Any]:
 
 
 def read_metadata(folder: str | os.PathLike) -> ExportMetadata:
-    """Reads and checks ``<folder>/metadata.json`` (format, version, opset, fields).
+    """Reads and validates ``<folder>/metadata.json`` (every key: :mod:`chimeraseg.deploy.schema`).
 
     Raises:
-        ExportError: naming the file and the key or value that is wrong.
+        ExportError: one line naming the file and the key or value that is wrong.
     """
+    from chimeraseg.deploy.schema import MetadataInvalid, short_repr, validate_metadata  # cycle
+
     path = os.path.join(os.fspath(folder), METADATA_FILE)
     data = _load_json(path)
     if data.get("format_version") != FORMAT_VERSION:
         raise ExportError(
-            f"{path}: format_version {data.get('format_version')!r}; this runtime reads "
+            f"{path}: format_version {short_repr(data.get('format_version'))}; this runtime reads "
             f"{FORMAT_VERSION} (re-export with tools/export_onnx.py)"
         )
     if data.get("opset") not in SUPPORTED_OPSETS:
         raise ExportError(
-            f"{path}: opset {data.get('opset')!r} is not supported (this runtime: "
+            f"{path}: opset {short_repr(data.get('opset'))} is not supported (this runtime: "
             f"{list(SUPPORTED_OPSETS)}); re-export with tools/export_onnx.py"
         )
-    baked = data.pop("baked", None)
     try:
-        meta = ExportMetadata(**data, baked=None if baked is None else BakedVocabulary(**baked))
-    except TypeError as e:
-        raise ExportError(f"{path}: unexpected or missing keys ({e})") from e
-    if meta.embed_dim <= 0 or meta.logit_tau <= 0 or meta.size_divisibility <= 0:
-        raise ExportError(
-            f"{path}: embed_dim={meta.embed_dim}, logit_tau={meta.logit_tau}, "
-            f"size_divisibility={meta.size_divisibility} must be positive"
-        )
-    return meta
+        validate_metadata(data)
+    except MetadataInvalid as e:
+        raise ExportError(f"{path}: {e}") from None
+    baked = data.pop("baked")
+    return ExportMetadata(**data, baked=None if baked is None else BakedVocabulary(**baked))
 
 
-def verify_files(folder: str | os.PathLike, meta: ExportMetadata, names: list[str]) -> None:
-    """Checks that each graph of ``names`` exists and has the SHA-256 the metadata records.
+def read_graph(folder: str | os.PathLike, meta: ExportMetadata, name: str) -> bytes:
+    """The bytes of the graph ``name``, after its checks: listed in the metadata, a regular file
+    inside the folder (symlinks resolved), the SHA-256 the metadata records.
+
+    The runtime loads these bytes (never the path again), so the checked file is the one run.
 
     Raises:
-        ExportError: naming the missing, unlisted or changed file.
+        ExportError: naming the missing, unlisted, outside or changed file.
     """
-    for name in names:
-        path = os.path.join(os.fspath(folder), name)
-        if name not in meta.files:
-            raise ExportError(f"{path}: not part of this export (metadata.json lists no {name})")
-        if not os.path.isfile(path):
-            raise ExportError(f"{path}: missing from the export folder")
-        actual = file_sha256(path)
-        if actual != meta.files[name]:
-            raise ExportError(
-                f"{path}: SHA-256 {actual[:12]}... differs from metadata.json's "
-                f"{meta.files[name][:12]}... (corrupted, or a graph of another export)"
-            )
+    path = os.path.join(os.fspath(folder), name)
+    if name not in meta.files:
+        raise ExportError(f"{path}: not part of this export (metadata.json lists no {name})")
+    real = resolve_inside(folder, name)
+    if not os.path.isfile(real):
+        raise ExportError(f"{path}: missing from the export folder")
+    if os.path.getsize(real) > MAX_GRAPH_BYTES:
+        raise ExportError(f"{path}: larger than an ONNX model can be ({MAX_GRAPH_BYTES} bytes)")
+    with open(real, "rb") as f:
+        data = f.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != meta.files[name]:
+        raise ExportError(
+            f"{path}: SHA-256 {actual[:12]}... differs from metadata.json's "
+            f"{meta.files[name][:12]}... (corrupted, or a graph of another export)"
+        )
+    return data

@@ -17,17 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from chimeraseg.deploy.loading import brief, load_session
 from chimeraseg.deploy.metadata import (
     BAKED_GRAPH,
     IMAGE_GRAPH,
     IMAGE_GRAPH_INT8,
-    METADATA_FILE,
-    MODEL_ID_KEY,
     TEXT_GRAPH,
     ExportError,
     ExportMetadata,
     read_metadata,
-    verify_files,
 )
 from chimeraseg.deploy.resample import (
     bilinear,
@@ -35,6 +33,7 @@ from chimeraseg.deploy.resample import (
     resize_logits,
     resize_shortest_edge,
 )
+from chimeraseg.deploy.schema import check_gamma
 from chimeraseg.deploy.text import embed_class_names
 from chimeraseg.utils.windows import window_starts
 
@@ -132,8 +131,8 @@ class OnnxSegmenter:
         if self.mode not in ("whole", "slide"):
             raise ValueError(f"OnnxSegmenter: mode={self.mode!r} is not 'whole' or 'slide'")
         self.graph = graph
-        files = [_IMAGE_FILES[graph]] + ([] if graph == "baked" else [TEXT_GRAPH])
-        verify_files(self.folder, meta, files)
+        if graph == "baked" and meta.baked is None:
+            raise ExportError(f"{self.folder}: the export has no baked graph ({BAKED_GRAPH})")
         ort = import_onnxruntime()
         self._image = self._session(ort, _IMAGE_FILES[graph], threads)
         self._text = None if graph == "baked" else self._session(ort, TEXT_GRAPH, threads)
@@ -148,19 +147,8 @@ class OnnxSegmenter:
             self.set_vocabulary(meta.train_vocabulary, meta.unseen_ids)
 
     def _session(self, ort: Any, name: str, threads: int) -> Any:
-        path = os.path.join(self.folder, name)
-        options = session_options(ort, threads)
-        try:
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
-            raise ExportError(f"{path}: onnxruntime cannot load the graph ({e!s:.200})") from e
-        stamp = session.get_modelmeta().custom_metadata_map.get(MODEL_ID_KEY)
-        if stamp != self.metadata.model_id:
-            raise ExportError(
-                f"{path}: graph of model {str(stamp)[:12]}..., but {METADATA_FILE} describes "
-                f"{self.metadata.model_id[:12]}... (files from another export)"
-            )
-        return session
+        """The checked session of graph ``name`` (:func:`.loading.load_session`)."""
+        return load_session(ort, self.folder, self.metadata, name, session_options(ort, threads))
 
     # ------------------------------------------------------------------------------ vocabulary
     @property
@@ -191,7 +179,8 @@ class OnnxSegmenter:
             embeddings: ``(N, D)`` precomputed text embeddings (None = embed ``names`` here).
 
         Raises:
-            ValueError: an empty vocabulary, unseen ids outside it, embeddings of another shape.
+            ValueError: an empty vocabulary, unseen ids outside it, embeddings of another shape
+                or not finite.
         """
         names = [str(n) for n in names]
         if not names:
@@ -206,6 +195,8 @@ class OnnxSegmenter:
                     f"vocabulary embeddings {embeddings.shape} must be ({len(names)}, "
                     f"{self.embed_dim}): {len(names)} names and the graph's D = {self.embed_dim}"
                 )
+            if not np.isfinite(embeddings).all():
+                raise ValueError("vocabulary embeddings hold NaN or infinite values")
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
             embeddings = embeddings / np.maximum(norms, 1e-12)
         if self.graph == "baked":
@@ -221,7 +212,21 @@ class OnnxSegmenter:
             ``(B, D, h, w)`` unit pixel embeddings, or ``(B, N, h, w)`` logits (baked graph).
         """
         images = np.ascontiguousarray(images, dtype=np.float32)
-        return self._image.run(None, {"image": images})[0]
+        channels = len(self.names) if self.graph == "baked" else self.embed_dim
+        name = _IMAGE_FILES[self.graph]
+        try:
+            out = self._image.run(None, {"image": images})[0]
+        except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
+            raise ExportError(
+                f"{os.path.join(self.folder, name)}: failed on an input of shape "
+                f"{images.shape} ({brief(e)})"
+            ) from None
+        if out.ndim != 4 or out.shape[:2] != (images.shape[0], channels):
+            raise ExportError(
+                f"{os.path.join(self.folder, name)}: output shape {out.shape}; expected "
+                f"({images.shape[0]}, {channels}, h, w)"
+            )
+        return out
 
     def low_res_logits(self, images: np.ndarray) -> np.ndarray:
         """``(B, N, h, w)`` logits ``cos / τ`` of ``(B, 3, H, W)`` float32 images."""
@@ -277,7 +282,7 @@ class OnnxSegmenter:
             image: the image.
             gamma: bias of the unseen classes (None = the export's default ``TEST.GAMMA``).
         """
-        gamma = self.metadata.gamma if gamma is None else float(gamma)
+        gamma = self.metadata.gamma if gamma is None else check_gamma(gamma)
         scores = self.logits(image)  # (N, H, W)
         bias = (self.unseen_mask * np.float32(gamma)).astype(np.float32)  # (N,)
         labels = np.argmax(scores + bias[:, None, None], axis=0)  # (H, W), first index on ties

@@ -7,11 +7,13 @@ synonym and renormalised, then the synonyms are averaged and renormalised.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from chimeraseg.deploy.metadata import METADATA_FILE, ExportMetadata
+from chimeraseg.deploy.loading import brief
+from chimeraseg.deploy.metadata import METADATA_FILE, TEXT_GRAPH, ExportError, ExportMetadata
 from chimeraseg.deploy.tokenizer import build_tokenizer
 
 __all__ = ["embed_class_names"]
@@ -22,6 +24,18 @@ PROMPT_BATCH = 256  # prompts per text-graph call
 def _unit(x: np.ndarray) -> np.ndarray:
     """Rows (or a vector) divided by their L2 norm."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _run(session: Any, tokens: np.ndarray, meta: ExportMetadata, folder: str) -> np.ndarray:
+    """``(b, D)`` unit embeddings of ``(b, L)`` token ids, or an ExportError naming the graph."""
+    path = os.path.join(folder, TEXT_GRAPH)
+    try:
+        out = session.run(None, {"tokens": tokens})[0]
+    except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
+        raise ExportError(f"{path}: failed on tokens {tokens.shape} ({brief(e)})") from None
+    if out.shape != (len(tokens), meta.embed_dim):
+        raise ExportError(f"{path}: output {out.shape}; expected ({len(tokens)}, {meta.embed_dim})")
+    return out
 
 
 def embed_class_names(
@@ -38,7 +52,7 @@ def embed_class_names(
     Raises:
         ValueError: an empty vocabulary or an empty synonym, naming it.
     """
-    from chimeraseg.clip.names import humanize_class_name, split_synonyms
+    from chimeraseg.data.spellings import humanize_class_name, split_synonyms
 
     if not names:
         raise ValueError("the vocabulary is empty: give at least one class name")
@@ -47,10 +61,10 @@ def embed_class_names(
     ]
     prompts = [t.format(s) for group in synonyms for s in group for t in meta.templates]
     tokenize = build_tokenizer(meta.tokenizer, f"{folder}/{METADATA_FILE}")
-    chunks = []
-    for start in range(0, len(prompts), PROMPT_BATCH):
-        tokens = tokenize(prompts[start : start + PROMPT_BATCH])  # (b, L)
-        chunks.append(session.run(None, {"tokens": tokens})[0])  # (b, D) unit rows
+    chunks = [
+        _run(session, tokenize(prompts[start : start + PROMPT_BATCH]), meta, folder)  # (b, D)
+        for start in range(0, len(prompts), PROMPT_BATCH)
+    ]
     per_prompt = np.concatenate(chunks).reshape(-1, len(meta.templates), meta.embed_dim)
     per_synonym = _unit(per_prompt.mean(axis=1))  # (S, D)
     rows, start = [], 0

@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TokenizeFn", "build_tokenizer", "tokenizer_spec"]
+__all__ = ["BUILTIN_TOKENIZERS", "TokenizeFn", "build_tokenizer", "tokenizer_spec"]
+
+# The tokenizers a runtime rebuilds, by metadata ``tokenizer.model``: null = open_clip's CLIP BPE,
+# whose vocabulary ships inside the package (no download, no file outside the package).
+BUILTIN_TOKENIZERS = (None,)
 
 # Maps prompts to ``(P, L)`` int64 token ids.
 TokenizeFn = Callable[[list[str]], np.ndarray]
@@ -46,12 +50,21 @@ def tokenizer_spec(tokenizer: Any, model_name: str | None) -> dict[str, Any]:
 def build_tokenizer(spec: dict[str, Any], source: str) -> TokenizeFn:
     """The tokenizer of ``spec`` as a function returning numpy token ids.
 
+    Only the built-in tokenizer is rebuilt: open_clip's CLIP BPE, whose vocabulary ships inside
+    the package (``"model": null``). A model name would let ``metadata.json`` make open_clip
+    download (``"hf-hub:..."``) or read a folder anywhere (``"local-dir:..."``): refused.
+
     Raises:
-        ExportError: naming ``source`` (the metadata file) when open_clip is missing or does not
-            know the model.
+        ExportError: naming ``source`` (the metadata file) when open_clip is missing or the spec
+            names another tokenizer.
     """
     from chimeraseg.deploy.metadata import ExportError
 
+    if spec.get("model") not in BUILTIN_TOKENIZERS:
+        raise ExportError(
+            f"{source}: tokenizer.model {str(spec['model'])[:80]!r} is not a built-in tokenizer "
+            "(the built-in one is null: open_clip's CLIP BPE)"
+        )
     try:
         import open_clip
     except ImportError as e:
@@ -59,13 +72,5 @@ def build_tokenizer(spec: dict[str, Any], source: str) -> TokenizeFn:
             f"{source}: embedding a vocabulary needs the CLIP tokenizer (open_clip_torch, pinned "
             "in requirements/ci.txt); or export with --vocabulary and use the baked graph"
         ) from e
-    length = int(spec["context_length"])
-    if spec.get("model") is None:
-        tokenize = partial(open_clip.tokenize, context_length=length)
-    elif open_clip.get_model_config(spec["model"]) is None:
-        raise ExportError(
-            f"{source}: open_clip does not know the tokenizer model {spec['model']!r}"
-        )
-    else:
-        tokenize = open_clip.get_tokenizer(spec["model"], context_length=length)
+    tokenize = partial(open_clip.tokenize, context_length=int(spec["context_length"]))
     return lambda prompts: tokenize(prompts).numpy().astype(np.int64)  # (P, L)

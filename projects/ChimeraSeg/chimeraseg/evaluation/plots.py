@@ -7,12 +7,13 @@ needs a display.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from chimeraseg.utils.output_files import atomic_path
 
 __all__ = ["SEEN_COLOR", "UNSEEN_COLOR", "plot_per_class_iou", "plot_gamma_sweep"]
 
@@ -22,9 +23,9 @@ OTHER_COLOR = "#7f7f7f"
 
 
 def _save(fig: Figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a new file renamed over ``path``
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     return path
 
 

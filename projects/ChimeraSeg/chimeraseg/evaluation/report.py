@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from chimeraseg.evaluation.metrics import ArrayLike, zero_shot_metrics
+from chimeraseg.utils.output_files import atomic_open
 
 __all__ = [
     "DEFAULT_GAMMA_SWEEP",
@@ -130,9 +130,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: str, obj: Mapping[str, Any]) -> str:
-    """Writes ``obj`` as indented strict JSON (NaN becomes ``null``); returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Writes ``obj`` as indented strict JSON (NaN becomes ``null``) through a new file renamed
+    over ``path`` (:func:`~chimeraseg.utils.output_files.atomic_open`); returns ``path``."""
+    with atomic_open(path, "w") as f:
         json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     return path

@@ -12,7 +12,13 @@ from chimeraseg.modeling.losses import (
     segmentation_loss,
     semantic_alignment_loss,
 )
-from chimeraseg.modeling.prototypes import ImagePrototypes, class_prototypes, downsample_labels
+from chimeraseg.modeling.prototypes import (
+    ImagePrototypes,
+    PrototypeTable,
+    class_prototypes,
+    downsample_labels,
+    prototype_table,
+)
 from chimeraseg.modeling.pseudo_masks import PseudoMaskConfig, PseudoMasks, generate_pseudo_masks
 from chimeraseg.modeling.settings import (
     ChimeraSegSettings,
@@ -33,6 +39,7 @@ __all__ = [
     "ImagePrototypes",
     "InferenceConfig",
     "LossSettings",
+    "PrototypeTable",
     "PseudoMaskConfig",
     "PseudoMasks",
     "SAMSettings",
@@ -45,6 +52,7 @@ __all__ = [
     "class_prototypes",
     "downsample_labels",
     "generate_pseudo_masks",
+    "prototype_table",
     "register_loss",
     "segmentation_loss",
     "semantic_alignment_loss",

@@ -24,9 +24,10 @@ from chimeraseg import IGNORE_LABEL
 from chimeraseg.modeling.csh import CLIPSemanticHead
 from chimeraseg.modeling.inference import InferenceConfig, slide_inference, whole_inference
 from chimeraseg.modeling.losses.criterion import ChimeraSegCriterion, TrainingOutputs
-from chimeraseg.modeling.prototypes import class_prototypes, downsample_labels
+from chimeraseg.modeling.prototypes import downsample_labels, prototype_table
 from chimeraseg.modeling.pseudo_masks import cell_fraction, generate_pseudo_masks
 from chimeraseg.modeling.settings import ChimeraSegSettings
+from chimeraseg.utils.precision import float32_island
 
 __all__ = ["ChimeraSegModel"]
 
@@ -194,7 +195,10 @@ class ChimeraSegModel(nn.Module):
             )
         mapped = self.map_labels(labels)
         features = self.clip_features(images)  # (B, D, h, w)
-        teacher_out = self.teacher(images)
+        # The teacher runs in float32 under AMP too: its features decide the pseudo masks, and a
+        # bf16 teacher changes them (docs/GPU.md, 'Mixed precision and the pseudo masks').
+        with float32_island(images.device):
+            teacher_out = self.teacher(images.float())
         pseudo = generate_pseudo_masks(
             mapped,
             teacher_out.dense,
@@ -207,7 +211,7 @@ class ChimeraSegModel(nn.Module):
         )
         size = tuple(features.shape[-2:])
         labels_at_features = downsample_labels(pseudo.labels, size)  # (B, h, w)
-        protos = class_prototypes(
+        protos = prototype_table(
             features, labels_at_features, num_seen=self.num_seen, latent_start=pseudo.latent_start
         )
         classifier_text = self.seen_text  # (Ns, D)

@@ -17,8 +17,10 @@ Padding. ``valid`` (optional) marks the real image pixels; padded pixels (image 
 the data mapper and batch padding) are not part of the ignore region: they never seed, join or
 receive a latent region or an unseen label, and stay ``255``.
 
-Everything runs on the teacher grid ``(h', w')`` (``H/16``), batched over images and clusters; the
-procedure has no randomness, so it is deterministic.
+Everything runs on the teacher grid ``(h', w')`` (``H/16``), batched over images and clusters,
+in float32 whatever autocast is active; the grouping rules live in
+:mod:`chimeraseg.modeling.pseudo_grouping`. The procedure has no randomness, so it is
+deterministic.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from chimeraseg import IGNORE_LABEL
+from chimeraseg.modeling.pseudo_grouping import assign_surviving as _assign_surviving
+from chimeraseg.modeling.pseudo_grouping import greedy_merge as _greedy_merge
+from chimeraseg.utils.precision import float32_island
 
 __all__ = ["SETTINGS", "PseudoMaskConfig", "PseudoMasks", "generate_pseudo_masks"]
 
@@ -181,24 +186,27 @@ def generate_pseudo_masks(
                 f"tensor shaped like labels {tuple(labels.shape)}"
             )
         ignore = ignore & valid  # padding is not part of the ignore region
-    fraction = cell_fraction(ignore, grid)  # (B, h', w')
-    region = (fraction >= cfg.region_ignore_fraction) & (fraction > 0)
-    if valid is not None:
-        region = region & (cell_fraction(valid, grid) >= 0.5)
-    feats = F.normalize(teacher_dense.float(), dim=1)  # (B, D, h', w') unit cells
-    cells = torch.full_like(region, IGNORE_LABEL, dtype=torch.long)  # (B, h', w')
-    if mode == "transductive":
-        unseen_cells = _assign_unseen(feats, region, seen_text, unseen_text, cfg)  # (B, h', w')
-        cells = torch.where(unseen_cells >= 0, unseen_cells, cells)
-        region = region & (unseen_cells < 0)
-    cap = IGNORE_LABEL - latent_start
-    max_regions = cap if cfg.max_regions is None else min(cfg.max_regions, cap)
-    latent, num_latent = _latent_regions(feats, region, cfg, max_regions)  # (B, h', w'), (B,)
-    cells = torch.where(latent >= 0, latent + latent_start, cells)
-    # Nearest upsampling to label resolution; exact 16×16 blocks when H = 16·h'.
-    dense_labels = F.interpolate(cells[:, None].float(), size=labels.shape[-2:], mode="nearest")
-    dense_labels = dense_labels[:, 0].long()  # (B, H, W)
-    out = torch.where(ignore, dense_labels, labels)  # only (valid) ignore pixels change
+    # Float32 whatever autocast is active: cosines meet a 0.01 temperature, K-Means' argmax
+    # and the 0.9 merge threshold (docs/GPU.md, 'Mixed precision and the pseudo masks').
+    with float32_island(teacher_dense.device):
+        fraction = cell_fraction(ignore, grid)  # (B, h', w')
+        region = (fraction >= cfg.region_ignore_fraction) & (fraction > 0)
+        if valid is not None:
+            region = region & (cell_fraction(valid, grid) >= 0.5)
+        feats = F.normalize(teacher_dense.float(), dim=1)  # (B, D, h', w') unit cells
+        cells = torch.full_like(region, IGNORE_LABEL, dtype=torch.long)  # (B, h', w')
+        if mode == "transductive":
+            unseen_cells = _assign_unseen(feats, region, seen_text, unseen_text, cfg)  # (B, h', w')
+            cells = torch.where(unseen_cells >= 0, unseen_cells, cells)
+            region = region & (unseen_cells < 0)
+        cap = IGNORE_LABEL - latent_start
+        max_regions = cap if cfg.max_regions is None else min(cfg.max_regions, cap)
+        latent, num_latent = _latent_regions(feats, region, cfg, max_regions)  # (B, h', w'), (B,)
+        cells = torch.where(latent >= 0, latent + latent_start, cells)
+        # Nearest upsampling to label resolution; exact 16×16 blocks when H = 16·h'.
+        dense_labels = F.interpolate(cells[:, None].float(), size=labels.shape[-2:], mode="nearest")
+        dense_labels = dense_labels[:, 0].long()  # (B, H, W)
+        out = torch.where(ignore, dense_labels, labels)  # only (valid) ignore pixels change
     return PseudoMasks(labels=out, num_latent=num_latent, latent_start=latent_start)
 
 
@@ -264,37 +272,6 @@ def _kmeans(
     return centroids, counts
 
 
-def _greedy_merge(
-    centroids: torch.Tensor, counts: torch.Tensor, threshold: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy leader merging: the largest unmerged cluster absorbs every unmerged cluster whose
-    centroid cosine with it exceeds ``threshold``; repeat. Group centroid = size-weighted mean.
-
-    Returns:
-        ``(B, G, D)`` unit group centroids and ``(B, G)`` validity.
-    """
-    b, k, _ = centroids.shape
-    sim = centroids @ centroids.transpose(1, 2)  # (B, K, K)
-    unassigned = counts > 0
-    group_of = torch.full((b, k), -1, dtype=torch.long, device=centroids.device)
-    rows = torch.arange(b, device=centroids.device)
-    num_groups = 0
-    while bool(unassigned.any()):
-        key = torch.where(unassigned, counts, torch.full_like(counts, -1.0))
-        leader = key.argmax(dim=1)  # (B,) first largest unmerged cluster
-        members = unassigned & (sim[rows, leader] > threshold)
-        members[rows, leader] = unassigned[rows, leader]  # the leader itself (if any left)
-        group_of[members] = num_groups
-        unassigned &= ~members
-        num_groups += 1
-    if num_groups == 0:
-        return centroids.new_zeros(b, 0, centroids.shape[-1]), counts.new_zeros(b, 0).bool()
-    member = F.one_hot(group_of.clamp_min(0), num_groups).to(centroids.dtype)  # (B, K, G)
-    member = member * (group_of >= 0)[..., None] * counts[..., None]  # size weights
-    groups = F.normalize(member.transpose(1, 2) @ centroids, dim=-1)  # (B, G, D)
-    return groups, member.sum(dim=1) > 0
-
-
 def _latent_regions(
     feats: torch.Tensor, region: torch.Tensor, cfg: PseudoMaskConfig, max_regions: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,43 +322,3 @@ def _latent_regions(
     new_label = torch.where(keep, rank, torch.full_like(rank, -1))  # kept ranks are 0..R-1
     cells = new_label.gather(1, assign).masked_fill(~mask, -1)  # (B, N)
     return cells.view(b, h, w), keep.sum(dim=1)
-
-
-def _assign_surviving(
-    sim: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, min_area: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest-group assignment in which every group keeps at least ``min_area`` cells.
-
-    Assigns every region cell to its nearest alive group; while an image has more than one
-    alive group and one of them is below ``min_area``, drops its smallest group (the first of
-    equal ones; groups without cells all at once, which moves no cell) and reassigns. The last
-    group survives if it has ``min_area`` cells. So a cluster too small to survive never captures
-    cells: they join the nearest surviving group instead of staying ignored (with window scale 2,
-    stride 1, K-Means leaves many near-single-cell clusters), and a region of at least
-    ``min_area`` cells always keeps a group, however small its clusters.
-
-    Args:
-        sim: ``(B, N, G)`` cosine of every cell with every group centroid.
-        mask: ``(B, N)`` bool, region cells.
-        valid: ``(B, G)`` bool, non-empty groups.
-        min_area: minimum cells of a surviving group (>= 1).
-
-    Returns:
-        ``(B, N)`` nearest surviving group of every cell (meaningless where no group survives),
-        ``(B, G)`` areas (region cells per group) and ``(B, G)`` bool surviving groups.
-    """
-    alive = valid.clone()
-    while True:
-        assign = sim.masked_fill(~alive[:, None], float("-inf")).argmax(dim=-1)  # (B, N)
-        onehot = F.one_hot(assign, sim.shape[-1]) * mask[..., None]  # (B, N, G)
-        area = onehot.sum(dim=1)  # (B, G) cells per group
-        alive &= area > 0  # empty groups: dropping them moves no cell
-        small = alive & (area < min_area)
-        several = alive.sum(dim=1) > 1  # (B,)
-        todo = several & small.any(dim=1)  # (B,) images that drop their smallest group
-        if not bool(todo.any()):
-            return assign, area, alive & (area >= min_area)
-        key = torch.where(alive, area, torch.full_like(area, torch.iinfo(area.dtype).max))
-        smallest = key.argmin(dim=1)  # (B,) first smallest alive group
-        rows = torch.nonzero(todo).squeeze(1)
-        alive[rows, smallest[rows]] = False

@@ -69,7 +69,9 @@ class StudentSettings:
         backbone: registered student name (``"mit_b0"`` ... ``"mit_b5"``, ``"vit_b16"``); the
             decoder width ``E`` follows from it (``student_decoder_dim``).
         drop_path_rate: largest stochastic-depth rate of the backbone.
-        weights: ImageNet checkpoint of the backbone loaded strictly; ``""`` = random init.
+        weights: ImageNet init of the backbone loaded strictly: a file, a hub-layout folder or a
+            hub id such as ``nvidia/mit-b0`` (:mod:`chimeraseg.modeling.backbone.pretrained`);
+            ``""`` = random init.
         decoder_dropout: dropout before the decoder output.
     """
 

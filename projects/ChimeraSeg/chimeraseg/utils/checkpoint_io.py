@@ -1,8 +1,9 @@
 """Checkpoint files: atomic writes and reads that never run code (plain PyTorch).
 
-Writes go to a temporary file in the target's directory, are flushed and fsync-ed, then renamed
-over the target (``os.replace``, atomic on POSIX), and the directory is fsync-ed: a kill leaves
-either the previous file or the complete new one, never a truncated file under the final name.
+Writes go through :func:`chimeraseg.utils.output_files.atomic_open` (re-exported here): a new
+temporary file in the target's directory, flushed and fsync-ed, then renamed over the target
+(``os.replace``, atomic on POSIX), and the directory fsync-ed: a kill leaves either the previous
+file or the complete new one, never a truncated file under the final name.
 
 Reads use ``torch.load(weights_only=True)`` only. Python pickles (``.pkl``) are refused by name:
 unpickling them can run arbitrary code, and ChimeraSeg never writes them. A file that is not a
@@ -11,16 +12,17 @@ checkpoint raises :class:`CheckpointError` naming it; the message never suggests
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
+
+from chimeraseg.utils.output_files import atomic_open, atomic_write_text, umask_file_mode
+from chimeraseg.utils.output_files import fsync_directory as _fsync_directory  # noqa: F401
 
 __all__ = [
     "REFUSED_SUFFIXES",
@@ -43,62 +45,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is refused or cannot be read; the message names the file."""
 
 
-def _fsync_directory(directory: str) -> None:
-    """Makes a rename in ``directory`` durable (no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def umask_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
-    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Opens a temporary file beside ``path``; on success it is fsync-ed and renamed to ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left untouched. The file gets
-    the permissions of the user's umask (:func:`umask_file_mode`), not the temporary file's 0600.
-
-    Args:
-        path: final file name.
-        mode: ``"wb"`` or ``"w"``.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), umask_file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_directory(directory)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` through :func:`atomic_open`."""
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path, "w") as f:
-        f.write(text)
 
 
 def describe_load_error(error: BaseException) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from chimeraseg.data.io import DatasetError, read_image
 from chimeraseg.data.prediction_io import write_label_png, write_vocabulary_json
-from chimeraseg.utils.output_files import OutputError, confirm_written, plan_outputs
+from chimeraseg.utils.output_files import OutputError, atomic_path, confirm_written, plan_outputs
 
 __all__ = [
     "UNSEEN_SUFFIX",
@@ -84,17 +84,19 @@ def image_outputs(paths: list[str], output: str, similarity: bool, labels: bool)
 
 
 def write_png(path: str, image_rgb: np.ndarray) -> str:
-    """Writes an RGB image with OpenCV; returns ``path`` once it is on disk.
+    """Writes an RGB image with OpenCV (a new file renamed over ``path``); returns ``path`` once
+    it is on disk.
 
     Raises:
         OutputError: naming ``path`` when OpenCV could not write it.
     """
-    try:
-        ok = cv2.imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))  # RGB -> BGR
-    except cv2.error as e:
-        raise OutputError(f"{path} was not written: {e}") from None
-    if not ok:
-        raise OutputError(f"{path} was not written (is the output folder writable?)")
+    with atomic_path(path) as tmp:
+        try:
+            ok = cv2.imwrite(tmp, np.ascontiguousarray(image_rgb[..., ::-1]))  # RGB -> BGR
+        except cv2.error as e:
+            raise OutputError(f"{path} was not written: {e}") from None
+        if not ok:
+            raise OutputError(f"{path} was not written (is the output folder writable?)")
     return confirm_written(path)
 
 

@@ -45,7 +45,7 @@ def all_gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
     sizes = [torch.zeros_like(local_n) for _ in range(world)]
     dist.all_gather(sizes, local_n)
-    counts = [int(s.item()) for s in sizes]
+    counts = torch.cat(sizes).tolist()  # one read of the device for every process's row count
     padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor.detach()
     gathered = [torch.empty_like(padded) for _ in range(world)]
@@ -61,19 +61,22 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def mean_count_per_process(count: int, device: torch.device) -> float:
+def mean_count_per_process(count: int | torch.Tensor, device: torch.device) -> torch.Tensor:
     """The sum of ``count`` over all processes divided by the world size (``count`` alone in one).
 
     A loss summed over its local items and divided by this, then averaged over processes by DDP,
     is the mean over every process's items. Mask2Former normalises its mask losses by the same
     all-reduced count but clamps it to at least 1; this does not, because the clamp would bias a
-    world holding fewer items than processes.
+    world holding fewer items than processes. The result stays on the device (no host read).
 
     Args:
-        count: number of items on this process.
+        count: number of items on this process (a Python int or a 0-dim tensor).
         device: device of the collective's tensor (the process group's backend must support it).
+
+    Returns:
+        ``()`` float64 tensor on ``device``.
     """
+    total = torch.as_tensor(count, device=device).to(torch.float64).reshape(1)
     if not is_distributed():
-        return float(count)
-    total = all_reduce_sum(torch.tensor([float(count)], device=device, dtype=torch.float64))
-    return float(total.item()) / dist.get_world_size()
+        return total[0]
+    return all_reduce_sum(total.clone())[0] / dist.get_world_size()

@@ -5,7 +5,8 @@ by :func:`chimeraseg.clip.loading.load_clip` like any CLIP checkpoint) and ``rep
 training config, the quality gate's numbers, timing). ``key`` hashes the generator's format
 version, the training config (seed and steps included) and the model-config JSON's content, so
 changing any of them trains a new CLIP. The cache directory is ``$CHIMERASEG_CACHE``, else
-``$XDG_CACHE_HOME/chimeraseg``, else ``~/.cache/chimeraseg``.
+``$XDG_CACHE_HOME/chimeraseg``, else ``~/.cache/chimeraseg``
+(:func:`chimeraseg.utils.user_cache.default_cache_dir`).
 
 Concurrent callers (several processes of one launch) serialise on a lock file; the first trains,
 the others then find the finished entry. Files appear atomically (temporary name, then rename).
@@ -30,6 +31,7 @@ from chimeraseg.utils.checkpoint_io import (
     atomic_write_text,
     read_weights_file,
 )
+from chimeraseg.utils.user_cache import default_cache_dir
 from chimeraseg.world.clip_training import (
     WORLD_CLIP_MODEL_CONFIG,
     WorldClipConfig,
@@ -73,14 +75,6 @@ class WorldClip:
     checkpoint: Path
     report: dict
     trained_now: bool
-
-
-def default_cache_dir() -> Path:
-    """``$CHIMERASEG_CACHE``, else ``$XDG_CACHE_HOME/chimeraseg``, else ``~/.cache/chimeraseg``."""
-    if os.environ.get("CHIMERASEG_CACHE"):
-        return Path(os.environ["CHIMERASEG_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "chimeraseg"
 
 
 def world_clip_key(config: WorldClipConfig) -> str:

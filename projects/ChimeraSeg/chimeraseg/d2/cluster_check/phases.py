@@ -18,6 +18,7 @@ from detectron2.engine import HookBase, hooks
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
+from chimeraseg.d2.cluster_check.amp_masks import AMP_PHASE, amp_phase
 from chimeraseg.d2.cluster_check.probes import SGDProbe, batchnorm_layers, compare_across_ranks
 from chimeraseg.d2.config import get_chimeraseg_cfg
 from chimeraseg.d2.ddp import unwrap_model
@@ -39,9 +40,10 @@ class CheckPlan:
         config_file: the config of the correctness phases (the synthetic world).
         opts: its ``KEY VALUE`` overrides (CLIP weights, device, sizes).
         datasets_root: root holding ``synthetic_zs/``.
-        phases: phase names in order (:data:`TRAIN_PHASES`, ``eval_only``, ``measure``).
+        phases: phase names in order (:data:`TRAIN_PHASES`, ``eval_only``,
+            ``amp_pseudo_masks``, ``measure``).
         iterations: iterations of ``train_fp32``.
-        amp_iterations: iterations of the AMP phases.
+        amp_iterations: iterations of the AMP phases (batches of ``amp_pseudo_masks``).
         images_per_process: images per process and step (global batch = this x processes).
         faults: planted faults of :data:`~chimeraseg.d2.cluster_check.probes.FAULTS` (tests of
             the checker; empty for a real check).
@@ -76,6 +78,8 @@ def check_worker(plan: CheckPlan) -> None:
             result = train_phase(plan, phase)
         elif phase == "eval_only":
             result = eval_phase(plan)
+        elif phase == AMP_PHASE:
+            result = amp_phase(plan)
         else:
             result = measure(**plan.measure)
         with open(phase_file(plan.run_dir, comm.get_rank(), phase), "w") as f:

@@ -17,6 +17,7 @@ from torch import nn
 
 from chimeraseg.modeling.losses.selective_global_distillation import SelectiveGlobalDistillation
 from chimeraseg.utils.distributed import all_gather_rows
+from chimeraseg.utils.precision import float32_island
 from chimeraseg.utils.sync_batchnorm import CPUSyncBatchNorm
 
 __all__ = [
@@ -46,9 +47,10 @@ def global_batch_sgd_losses(
     Returns:
         One loss per rank: the mean over its rows of ``-log softmax_j(F̂g·Ĉjᵀ/τ)[own]``.
     """
-    logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(cls.float(), dim=-1).t()  # (N, N)
-    targets = torch.arange(cls.shape[0], device=cls.device)
-    per_row = F.cross_entropy(logits / tau, targets, reduction="none")  # (N,)
+    with float32_island(cls.device):  # as SGD's InfoNCE: float32 under any autocast
+        logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(cls.float(), dim=-1).t()
+        targets = torch.arange(cls.shape[0], device=cls.device)
+        per_row = F.cross_entropy(logits / tau, targets, reduction="none")  # (N,)
     return [float(part.mean()) for part in per_row.split(counts)]
 
 
@@ -88,8 +90,8 @@ class SGDProbe:
         """Collective: the latest call's loss on every rank vs the one-process global value.
 
         Args:
-            autocast: the autocast context the training step ran under (None = float32), so the
-                reference matmul runs at the same precision.
+            autocast: the autocast context the training step ran under (None = float32); the
+                reference runs inside it, and is float32 there as SGD's InfoNCE is.
 
         Returns:
             On rank 0 ``{"rank_losses", "global_losses", "max_abs_diff", "rows_per_rank"}``;

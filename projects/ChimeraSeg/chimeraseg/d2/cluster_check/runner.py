@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chimeraseg.d2.cluster_check.amp_masks import AMP_PHASE, amp_assertions, amp_precisions
 from chimeraseg.d2.cluster_check.environment import environment_report
 from chimeraseg.d2.cluster_check.measure import precision_skip_reason
 from chimeraseg.d2.cluster_check.phases import TRAIN_PHASES, CheckPlan, check_worker, phase_file
@@ -32,7 +33,7 @@ from chimeraseg.d2.cluster_check.report import (
 
 __all__ = ["CHECKS", "RunOptions", "rerun_command", "run_cluster_check"]
 
-CHECKS = ("train_fp32", "eval_only", "train_bf16", "train_fp16", "measure")
+CHECKS = ("train_fp32", "eval_only", "train_bf16", "train_fp16", AMP_PHASE, "measure")
 DATASET_SIZES = {"num_train": 16, "num_val": 4}  # the synthetic world's images for the check
 
 
@@ -79,6 +80,8 @@ def _skip_reason(name: str, device: str) -> str:
     """Why ``name`` cannot run here ("" when it can)."""
     if name in ("train_bf16", "train_fp16"):
         return precision_skip_reason(device, name[-4:])
+    if name == AMP_PHASE and not amp_precisions(device):
+        return f"no autocast precision runs on {device}"
     return ""
 
 
@@ -148,6 +151,9 @@ def _verdicts(options: RunOptions, crash: str, estimate_bytes: int | None) -> tu
         elif name == "eval_only":
             record = {"weights": ranks[0]["weights"], "metrics": ranks[0]["metrics"]}
             checks.append(check(name, eval_assertions(ranks[0]), command, record=record))
+        elif name == AMP_PHASE:
+            record = {"per_rank": ranks}
+            checks.append(check(name, amp_assertions(ranks), command, record=record))
         else:
             measurement = _measurement(ranks, estimate_bytes, options.plan.measure["infer_size"])
             ok = measurement["s_per_iter"] > 0

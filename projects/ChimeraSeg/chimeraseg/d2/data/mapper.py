@@ -16,6 +16,27 @@ from chimeraseg.data.io import read_image, read_label
 from chimeraseg.data.zero_shot import mask_unseen
 
 
+def compact_label_dtype(num_classes: int, ignore_label: int = 255) -> np.dtype:
+    """The smallest label dtype holding the ids ``0..num_classes-1`` and ``ignore_label`` exactly.
+
+    uint8 up to 255 classes with ignore 255; int16 beyond (ADE20K-847: ids up to 846); int32
+    when the ignore value itself needs it (ADE20K-847's 65535).
+
+    Raises:
+        ValueError: naming the values when they do not fit int32.
+    """
+    largest = max(num_classes - 1, ignore_label)
+    if ignore_label >= 0 and largest <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if np.iinfo(np.int16).min <= ignore_label and largest <= np.iinfo(np.int16).max:
+        return np.dtype(np.int16)
+    if np.iinfo(np.int32).min <= ignore_label and largest <= np.iinfo(np.int32).max:
+        return np.dtype(np.int32)
+    raise ValueError(
+        f"labels with {num_classes} classes and ignore value {ignore_label} do not fit int32"
+    )
+
+
 class ZeroShotDatasetMapper:
     """Reads an image and its label, applies the zero-shot rule and the augmentations.
 
@@ -25,10 +46,13 @@ class ZeroShotDatasetMapper:
     needed for it. Evaluation: the image is resized for inference; labels are not loaded (the
     evaluator reads them from ``sem_seg_file_name``).
 
-    Output dict: ``image`` ``(3, H, W)`` uint8 RGB tensor, ``sem_seg`` ``(H, W)`` int64 tensor
-    (training only), ``valid_hw`` = ``(h, w)`` the augmented image size before padding (the real
-    pixels are the top-left ``h x w`` block; the model keeps padding out of the latent regions
-    and SGD), ``height``/``width`` of the original image, ``file_name``, ``image_id`` and
+    Output dict: ``image`` ``(3, H, W)`` uint8 RGB tensor, ``sem_seg`` ``(H, W)`` tensor of
+    :func:`compact_label_dtype` (training only; uint8, int16 for more than 255 classes, int32 for
+    an ignore value beyond int16: the batch crosses to the GPU in 1-4 bytes a pixel instead of
+    int64's 8, and the model widens it there),
+    ``valid_hw`` = ``(h, w)`` the augmented image size before padding (the real pixels are the
+    top-left ``h x w`` block; the model keeps padding out of the latent regions and SGD),
+    ``height``/``width`` of the original image, ``file_name``, ``image_id`` and
     ``sem_seg_file_name`` when present.
     """
 
@@ -62,6 +86,7 @@ class ZeroShotDatasetMapper:
         self.unseen_classes = tuple(int(c) for c in unseen_classes)
         self.ignore_label = ignore_label
         self.pad_to = tuple(pad_to) if pad_to is not None else None
+        self.label_dtype = compact_label_dtype(num_classes, ignore_label)
 
     @classmethod
     def from_config(
@@ -126,6 +151,6 @@ class ZeroShotDatasetMapper:
             image, label = self._pad(image, label)
         record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if label is not None:
-            record["sem_seg"] = torch.as_tensor(label.astype(np.int64))  # (H, W)
+            record["sem_seg"] = torch.as_tensor(label.astype(self.label_dtype))  # (H, W)
         record["height"], record["width"] = height, width
         return record

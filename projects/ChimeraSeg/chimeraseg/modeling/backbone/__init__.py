@@ -13,6 +13,7 @@ from chimeraseg.modeling.backbone.checkpoint import (
     infer_mit_variant,
     load_mit_checkpoint,
     load_vit_checkpoint,
+    read_pretrained,
 )
 from chimeraseg.modeling.backbone.mit import (
     MIT_CONFIGS,
@@ -20,6 +21,11 @@ from chimeraseg.modeling.backbone.mit import (
     build_mit,
     get_mit_config,
     mit_decoder_dim,
+)
+from chimeraseg.modeling.backbone.pretrained import (
+    PretrainedNotFoundError,
+    mit_state_from_transformers,
+    resolve_weights_file,
 )
 from chimeraseg.modeling.backbone.vit import ViTB16Backbone, build_vit_b16
 
@@ -41,4 +47,8 @@ __all__ = [
     "load_mit_checkpoint",
     "load_vit_checkpoint",
     "mit_decoder_dim",
+    "mit_state_from_transformers",
+    "PretrainedNotFoundError",
+    "read_pretrained",
+    "resolve_weights_file",
 ]

@@ -38,7 +38,8 @@ class StudentBackbone:
     Attributes:
         build: ``drop_path_rate -> module`` with ``out_channels``, ``out_strides`` and
             ``forward((B, 3, H, W)) -> {"res2": ..., ...}``.
-        load_weights: ``(module, path)``: loads an ImageNet checkpoint strictly.
+        load_weights: ``(module, source)``: loads ImageNet weights (file, hub-layout folder or
+            hub id) strictly.
         decoder_dim: the SegFormer decoder width ``E`` used with it.
     """
 
@@ -111,7 +112,10 @@ def build_student_backbone(
     Args:
         name: a registered name or alias (:func:`canonical_backbone_name`).
         drop_path_rate: Largest stochastic-depth rate.
-        weights: Optional path of an official ``mit_b*.pth`` or a timm ViT-B/16 state dict.
+        weights: Optional ImageNet weights: a file (official ``mit_b*.pth``, a timm ViT-B/16
+            state dict), a folder in the Hugging Face hub layout, or a hub id (``nvidia/mit-b0``,
+            ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``; see
+            :mod:`chimeraseg.modeling.backbone.pretrained`).
 
     Returns:
         A module with ``out_channels``, ``out_strides`` and

@@ -10,9 +10,13 @@ ViT-B/16 (``load_vit_checkpoint``): takes a state dict in timm's ``vit_base_patc
 mlp.fc1,mlp.fc2}.*``, ``norm.*``) plus ``head.*`` (dropped). The feature-pyramid keys
 (``pyramid.*``) are not in such files and keep their initialisation.
 
-Both accept a bare state dict or one wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``,
-and strip a leading ``module.`` (DistributedDataParallel) from every key. Any other missing,
-unexpected or mis-shaped key raises :class:`CheckpointError` naming the file and the keys.
+Both take a file, a folder in the Hugging Face hub layout or a hub id (``nvidia/mit-b4``,
+``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``; see :mod:`.pretrained`), read ``.safetensors``
+or ``torch.load(weights_only=True)`` files, accept a bare state dict or one wrapped as
+``{"state_dict": ...}`` or ``{"model": ...}``, and strip a leading ``module.``
+(DistributedDataParallel) from every key. MiT files in transformers' SegFormer key names (the
+``nvidia/mit-b*`` hub files) are renamed to the official ones. Any other missing, unexpected or
+mis-shaped key raises :class:`CheckpointError` naming the file and the keys.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from torch import nn
 
 from chimeraseg.modeling.backbone.layers import resize_pos_embed
 from chimeraseg.modeling.backbone.mit import MIT_CONFIGS, MixTransformer
+from chimeraseg.modeling.backbone.pretrained import (
+    is_transformers_segformer,
+    mit_state_from_transformers,
+    resolve_weights_file,
+)
 from chimeraseg.utils.checkpoint_io import read_weights_file
 
 MIT_DROPPED_KEYS = ("head.weight", "head.bias")
@@ -47,8 +56,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
-    advice = "expected ImageNet weights saved with torch.save (e.g. SegFormer's mit_b0.pth)"
-    obj = read_weights_file(path, "backbone checkpoint", advice, error=CheckpointError)
+    obj = _read_file(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -61,6 +69,37 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def _read_file(path: str) -> object:
+    """The object of a ``.safetensors`` file or of a ``torch.save`` file (``weights_only``)."""
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"Checkpoint {path} is no readable safetensors file: {e}") from e
+    advice = "expected ImageNet weights saved with torch.save (e.g. SegFormer's mit_b0.pth)"
+    return read_weights_file(path, "backbone checkpoint", advice, error=CheckpointError)
+
+
+def read_pretrained(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """Reads ImageNet weights from a file, a hub-layout folder or a hub id (:mod:`.pretrained`).
+
+    Returns:
+        The state dict (transformers' SegFormer keys renamed to MiT's) and the file it came from.
+
+    Raises:
+        FileNotFoundError: one line naming `source` when it cannot be found or fetched.
+        CheckpointError: The file cannot be read or holds no tensor state dict.
+    """
+    path = resolve_weights_file(source)
+    state = read_state_dict(path)
+    if is_transformers_segformer(state):
+        state = mit_state_from_transformers(state)
+    return state, path
 
 
 def _names(keys: list[str]) -> str:
@@ -129,7 +168,7 @@ def load_mit_checkpoint(model: MixTransformer, path: str | os.PathLike) -> list[
 
     Args:
         model: A MiT built by `build_mit(variant)`.
-        path: The weight file.
+        path: The weight file, a hub-layout folder or a hub id such as ``nvidia/mit-b0``.
 
     Returns:
         The keys that were dropped (the ImageNet classifier `head.weight`/`head.bias` if present).
@@ -139,8 +178,7 @@ def load_mit_checkpoint(model: MixTransformer, path: str | os.PathLike) -> list[
         CheckpointError: Unreadable file, a file of another MiT variant (the message names the
             variant the file looks like), or missing/unexpected/mis-shaped keys (named).
     """
-    path = os.fspath(path)
-    state = read_state_dict(path)
+    state, path = read_pretrained(path)
     dropped = [k for k in MIT_DROPPED_KEYS if k in state]
     state = {k: v for k, v in state.items() if k not in MIT_DROPPED_KEYS}
     found = infer_mit_variant(state)
@@ -169,7 +207,8 @@ def load_vit_checkpoint(model: nn.Module, path: str | os.PathLike) -> list[str]:
 
     Args:
         model: A ViT built by `build_vit_b16(...)`.
-        path: The weight file.
+        path: The weight file, a hub-layout folder or a timm hub id such as
+            ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``.
 
     Returns:
         The keys that were dropped.
@@ -178,8 +217,7 @@ def load_vit_checkpoint(model: nn.Module, path: str | os.PathLike) -> list[str]:
         FileNotFoundError: `path` does not exist.
         CheckpointError: Unreadable file or missing/unexpected/mis-shaped ViT keys (named).
     """
-    path = os.fspath(path)
-    state = read_state_dict(path)
+    state, path = read_pretrained(path)
     dropped = [k for k in VIT_DROPPED_KEYS if k in state]
     state = {k: v for k, v in state.items() if k not in VIT_DROPPED_KEYS}
     vit_part = model.vit

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chimeraseg.modeling.prototypes import ImagePrototypes
+from chimeraseg.modeling.prototypes import ImagePrototypes, PrototypeTable
 
 __all__ = ["TrainingOutputs"]
 
@@ -19,7 +19,8 @@ class TrainingOutputs:
         features: ``(B, D, h, w)`` CSH output ``Fc``.
         cls: ``(B, D)`` unit teacher CLS embeddings ``Cg``.
         pseudo_labels: ``(B, H, W)`` pseudo masks (seen, [unseen,] latent labels, 255).
-        prototypes: per-image prototypes of ``features`` under the downsampled pseudo masks.
+        prototypes: prototypes of ``features`` under the downsampled pseudo masks: the
+            model's fixed-shape table, or one :class:`ImagePrototypes` per image.
         classifier_text: ``(C0, D)`` unit text rows of the ``Lseg`` classifier (``As``, or
             ``cat(As, Au)`` transductive), before the image's latent prototypes.
         seen_text: ``(Ns, D)`` unit seen text embeddings.
@@ -30,7 +31,7 @@ class TrainingOutputs:
     features: torch.Tensor
     cls: torch.Tensor
     pseudo_labels: torch.Tensor
-    prototypes: list[ImagePrototypes]
+    prototypes: PrototypeTable | list[ImagePrototypes]
     classifier_text: torch.Tensor
     seen_text: torch.Tensor
     logit_tau: float

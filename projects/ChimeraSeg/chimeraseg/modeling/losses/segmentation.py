@@ -15,6 +15,8 @@ from torch import nn
 from chimeraseg import IGNORE_LABEL
 from chimeraseg.modeling.losses.outputs import TrainingOutputs
 from chimeraseg.modeling.losses.registry import register_loss
+from chimeraseg.modeling.prototypes import PrototypeTable, as_prototype_table
+from chimeraseg.utils.precision import float32_island
 
 if TYPE_CHECKING:
     from chimeraseg.modeling.settings import LossSettings
@@ -69,20 +71,19 @@ def segmentation_loss(
         )
     if logits.shape[-2:] != target.shape[-2:]:
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    num_valid = valid.sum()
-    if int(num_valid) == 0:
-        return logits.sum() * 0.0
+    # Means over the valid pixels by masked sums (fixed shapes: the host never waits here).
+    num_valid = valid.sum().clamp_min(1)
     safe_target = target.masked_fill(~valid, 0)
     log_prob = F.log_softmax(logits.float(), dim=1)  # (B, C, H, W), float32 for stability
     log_p_t = log_prob.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, H, W)
-    log_p_t = log_p_t[valid]  # (V,) valid pixels only
+    log_p_t = torch.where(valid, log_p_t, -1.0)  # ignored pixels: finite, no gradient
     loss = logits.new_zeros((), dtype=torch.float32)
     if ce_weight != 0.0:
-        loss = loss + ce_weight * (-log_p_t).mean()
+        loss = loss + ce_weight * torch.where(valid, -log_p_t, 0.0).sum() / num_valid
     if focal_weight != 0.0:
         p_t = log_p_t.exp()
         focal = -((1.0 - p_t).clamp_min(0.0) ** focal_gamma) * log_p_t
-        loss = loss + focal_weight * focal.mean()
+        loss = loss + focal_weight * torch.where(valid, focal, 0.0).sum() / num_valid
     return loss
 
 
@@ -103,34 +104,53 @@ class SegLoss(nn.Module):
 
     def forward(self, outputs: TrainingOutputs, iteration: int) -> torch.Tensor:
         """The unweighted ``Lseg`` of the batch (``iteration`` is unused)."""
-        features, protos = outputs.features, outputs.prototypes
-        b, device = features.shape[0], features.device
-        text = outputs.classifier_text.to(features.dtype)  # (C0, D)
-        c0 = text.shape[0]
-        max_latent = max(p.latent.shape[0] for p in protos)
-        classifier = text.new_zeros(b, c0 + max_latent, text.shape[1])  # (B, C, D)
-        classifier[:, :c0] = text
-        present = torch.zeros(b, c0 + max_latent, dtype=torch.bool, device=device)
-        present[:, :c0] = True
-        # Per-image label -> column table; latent labels without a prototype map to ignore.
-        lut = torch.full((b, 256), IGNORE_LABEL, dtype=torch.long, device=device)
-        lut[:, :c0] = torch.arange(c0, device=device)
-        for i, proto in enumerate(protos):
-            n = proto.latent.shape[0]
-            classifier[i, c0 : c0 + n] = F.normalize(proto.latent, dim=-1)
-            present[i, c0 : c0 + n] = True
-            lut[i, proto.latent_ids] = torch.arange(c0, c0 + n, device=device)
-        labels = outputs.pseudo_labels
-        target = lut.gather(1, labels.flatten(1)).view_as(labels)  # (B, H, W)
-        tokens = F.normalize(features.permute(0, 2, 3, 1), dim=-1)  # (B, h, w, D) unit
-        cosine = tokens.flatten(1, 2) @ classifier.transpose(1, 2)  # (B, h·w, C)
-        logits = cosine.view(*tokens.shape[:3], -1).permute(0, 3, 1, 2) / outputs.logit_tau
-        logits = logits.masked_fill(~present[:, :, None, None], _PAD_LOGIT)  # (B, C, h, w)
-        s = self.settings
-        return segmentation_loss(
-            logits,
-            target,
-            ce_weight=s.ce_weight,
-            focal_weight=s.focal_weight,
-            focal_gamma=s.focal_gamma,
-        )
+        features, labels = outputs.features, outputs.pseudo_labels
+        c0 = outputs.classifier_text.shape[0]
+        table = as_prototype_table(outputs.prototypes, outputs.seen_text.shape[0], c0)
+        with float32_island(features.device):  # cosines / tau in float32 under autocast
+            classifier, present, lut = _classifier(outputs.classifier_text.float(), table)
+            target = lut.gather(1, labels.flatten(1)).view_as(labels)  # (B, H, W) columns
+            tokens = F.normalize(features.float().permute(0, 2, 3, 1), dim=-1)  # (B, h, w, D)
+            cosine = tokens.flatten(1, 2) @ classifier.transpose(1, 2)  # (B, h·w, C)
+            logits = cosine.view(*tokens.shape[:3], -1).permute(0, 3, 1, 2) / outputs.logit_tau
+            logits = logits.masked_fill(~present[:, :, None, None], _PAD_LOGIT)  # (B, C, h, w)
+            s = self.settings
+            return segmentation_loss(
+                logits,
+                target,
+                ce_weight=s.ce_weight,
+                focal_weight=s.focal_weight,
+                focal_gamma=s.focal_gamma,
+            )
+
+
+def _classifier(
+    text: torch.Tensor, table: PrototypeTable
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image classifier ``cat(text, unit latent prototypes)`` and its label -> column table.
+
+    The latent columns of an image are its present latent labels in ascending order, padded to
+    the batch's largest count (one read of the device: the classifier's width).
+
+    Args:
+        text: ``(C0, D)`` float32 unit text rows; labels ``0..C0-1`` are their columns.
+        table: the batch's prototypes; rows ``C0..254`` are the latent labels.
+
+    Returns:
+        ``(B, C, D)`` classifier, ``(B, C)`` bool real columns and ``(B, 256)`` long column of
+        every label value (255 for ignore and latent labels without a prototype).
+    """
+    b, c0 = table.present.shape[0], text.shape[0]
+    latent_present = table.present[:, c0:IGNORE_LABEL]  # (B, L) latent labels c0..254
+    width = int(latent_present.sum(dim=1).max()) if latent_present.shape[1] else 0
+    order = (~latent_present).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]  # (B, W)
+    real = latent_present.gather(1, order)  # (B, W) present labels first, ascending
+    rows = table.means[:, c0:IGNORE_LABEL].gather(1, order[..., None].expand(-1, -1, text.shape[1]))
+    latent = F.normalize(rows, dim=-1) * real[..., None]  # (B, W, D), zero rows where padded
+    classifier = torch.cat([text.expand(b, -1, -1), latent], dim=1)  # (B, C0 + W, D)
+    present = torch.cat([real.new_ones(b, c0), real], dim=1)  # (B, C0 + W)
+    column = c0 + latent_present.long().cumsum(dim=1) - 1  # (B, L)
+    latent_lut = torch.where(latent_present, column, IGNORE_LABEL)
+    text_lut = torch.arange(c0, device=text.device).expand(b, -1)
+    ignore_lut = torch.full((b, 1), IGNORE_LABEL, dtype=torch.long, device=text.device)
+    return classifier, present, torch.cat([text_lut, latent_lut, ignore_lut], dim=1)

@@ -13,6 +13,7 @@ from torch import nn
 from chimeraseg.modeling.losses.outputs import TrainingOutputs
 from chimeraseg.modeling.losses.registry import register_loss
 from chimeraseg.utils.distributed import all_gather_rows, get_rank
+from chimeraseg.utils.precision import float32_island
 
 if TYPE_CHECKING:
     from chimeraseg.modeling.settings import LossSettings, SGDSettings
@@ -85,6 +86,7 @@ class SelectiveGlobalDistillation(nn.Module):
         iteration: int,
         generator: torch.Generator | None = None,
         valid: torch.Tensor | None = None,
+        out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Returns ``Fg``: the Gumbel-top-K, softmax-pooled dense feature of each image.
 
@@ -96,34 +98,49 @@ class SelectiveGlobalDistillation(nn.Module):
             valid: ``(B, h, w)`` bool, positions that may be selected; None = all (bit-identical
                 to not passing it). ``K`` is clamped per image to its valid count (at least 1:
                 an image with no valid position keeps position 0).
+            out_dtype: dtype of the result; None = the features' dtype. It is computed in
+                float32 either way (:meth:`forward` asks for float32, no rounding).
 
         Returns:
             ``(B, D)`` pooled features (not normalised).
         """
+        pooled = self._pooled_float32(features, cls, iteration, generator, valid)
+        return pooled.to(out_dtype or features.dtype)
+
+    def _pooled_float32(
+        self,
+        features: torch.Tensor,
+        cls: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator | None,
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`pooled_features` in float32 (arguments alike): ``(B, D)``."""
         b, d, h, w = features.shape
-        tokens = features.flatten(2).transpose(1, 2)  # (B, h·w, D)
-        cls = cls.to(tokens.dtype)
-        scale = 1.0 / math.sqrt(d)
         mask = None if valid is None else _selectable(valid, (b, h, w))  # (B, h·w)
+        # K is not clamped to the largest valid count (a host read): picked padding is dropped.
         k = self.k_at(iteration, h * w)
-        if mask is not None:
-            k = min(k, int(mask.sum(dim=1).max()))  # largest per-image K; smaller ones masked
-        with torch.no_grad():  # selection only: no gradient through S or the Gumbel noise
-            # S in float32 whatever the features' dtype: a bf16 S + g would tie most ranks
-            scores = torch.einsum("bnd,bd->bn", tokens.float(), cls.float()) * scale  # (B, h·w)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            gumbel = _gumbel_noise(scores.shape, generator, scores.device).to(scores.device)
-            # W's order without its float32 underflow (class docstring); padding (-inf) last
-            top = (scores + gumbel).topk(k, dim=1).indices  # (B, K)
-        selected = tokens.gather(1, top.unsqueeze(-1).expand(b, k, d))  # (B, K, D) = Fk
-        sel_logits = torch.einsum("bkd,bd->bk", selected, cls) * scale  # (B, K)
-        if mask is not None:  # per-image K_i = min(K, valid count): drop picked padding
-            picked = mask.gather(1, top)  # (B, K)
-            selected = torch.where(picked[..., None], selected, torch.zeros_like(selected))
-            sel_logits = sel_logits.masked_fill(~picked, float("-inf"))
-        weights = torch.softmax(sel_logits, dim=1)  # (B, K) = W'
-        return torch.einsum("bk,bkd->bd", weights, selected)  # (B, D) = W'ᵀFk
+        scale = 1.0 / math.sqrt(d)
+        # Float32 whatever autocast is active: S + g ranks for the top-K (a bf16 S would tie most
+        # ranks) and W' meets a softmax; the gather's backward accumulates in float32.
+        with float32_island(features.device):
+            tokens = features.float().flatten(2).transpose(1, 2)  # (B, h·w, D)
+            cls = cls.float()
+            with torch.no_grad():  # selection only: no gradient through S or the Gumbel noise
+                scores = torch.einsum("bnd,bd->bn", tokens, cls) * scale  # (B, h·w)
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                gumbel = _gumbel_noise(scores.shape, generator, scores.device).to(scores.device)
+                # W's order without its float32 underflow (class docstring); padding (-inf) last
+                top = (scores + gumbel).topk(k, dim=1).indices  # (B, K)
+            selected = tokens.gather(1, top.unsqueeze(-1).expand(b, k, d))  # (B, K, D) = Fk
+            sel_logits = torch.einsum("bkd,bd->bk", selected, cls) * scale  # (B, K)
+            if mask is not None:  # per-image K_i = min(K, valid count): drop picked padding
+                picked = mask.gather(1, top)  # (B, K)
+                selected = torch.where(picked[..., None], selected, torch.zeros_like(selected))
+                sel_logits = sel_logits.masked_fill(~picked, float("-inf"))
+            weights = torch.softmax(sel_logits, dim=1)  # (B, K) = W'
+            return torch.einsum("bk,bkd->bd", weights, selected)  # (B, D) = W'ᵀFk
 
     def forward(
         self,
@@ -154,14 +171,18 @@ class SelectiveGlobalDistillation(nn.Module):
                 f"SelectiveGlobalDistillation: features {tuple(features.shape)} must be "
                 f"(B, D, h, w) and cls {tuple(cls.shape)} must be (B, D)"
             )
-        pooled = self.pooled_features(features, cls, iteration, generator, valid)
+        pooled = self.pooled_features(features, cls, iteration, generator, valid, torch.float32)
         if gather:
             all_cls, offset = all_gather_rows(cls)
         else:
             all_cls, offset = cls.detach(), 0
-        logits = F.normalize(pooled.float(), dim=-1) @ F.normalize(all_cls.float(), dim=-1).t()
         positives = torch.arange(cls.shape[0], device=cls.device) + offset
-        return F.cross_entropy(logits / self.tau, positives)
+        with float32_island(features.device):  # cosines / tau in float32 under autocast
+            pooled, all_cls = (
+                F.normalize(pooled.float(), dim=-1),
+                F.normalize(all_cls.float(), dim=-1),
+            )
+            return F.cross_entropy(pooled @ all_cls.t() / self.tau, positives)
 
 
 @register_loss("loss_sgd")
@@ -199,6 +220,22 @@ class SGDLoss(nn.Module):
             generator.manual_seed(self.seed + get_rank())  # different noise on every process
             self._generators[device] = generator
         return self._generators[device]
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """The Gumbel generators' states by device name (checkpointed for an exact resume)."""
+        return {str(device): g.get_state() for device, g in self._generators.items()}
+
+    def set_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        """Restores :meth:`generator_states` (generators of absent devices start afresh).
+
+        Raises:
+            ValueError: when the loss has no generator (``seed`` None) but states are given.
+        """
+        if states and self.seed is None:
+            raise ValueError("SGDLoss: Gumbel generator states given, but the loss has no seed")
+        self._generators.clear()
+        for name, state in states.items():
+            self._generator(torch.device(name)).set_state(state)
 
 
 def _selectable(valid: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

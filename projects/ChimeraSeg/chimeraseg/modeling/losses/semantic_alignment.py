@@ -15,7 +15,9 @@ from torch import nn
 
 from chimeraseg.modeling.losses.outputs import TrainingOutputs
 from chimeraseg.modeling.losses.registry import register_loss
+from chimeraseg.modeling.prototypes import ImagePrototypes, PrototypeTable
 from chimeraseg.utils.distributed import all_gather_rows, is_distributed, mean_count_per_process
+from chimeraseg.utils.precision import float32_island
 
 if TYPE_CHECKING:
     from chimeraseg.modeling.settings import LossSettings
@@ -73,13 +75,22 @@ def semantic_alignment_loss(
         raise ValueError(
             f"semantic_alignment_loss: normaliser={normaliser!r} must be finite and > 0"
         )
-    protos = F.normalize(seen_protos.float(), dim=-1)
-    text = F.normalize(seen_text.float(), dim=-1)
-    cls_n = F.normalize(cls.float(), dim=-1)
-    log_p = F.log_softmax(protos @ cls_n.t() / tau_f, dim=1)  # (O, B)
-    log_q = F.log_softmax(text @ cls_n.t() / tau_c, dim=1)  # (O, B)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)  # (O,) KL(P_o ‖ Q_o)
+    kl = _kl_rows(seen_protos, seen_text, cls, tau_f, tau_c)  # (O,)
     return kl.mean() if normaliser is None else kl.sum() / normaliser
+
+
+def _kl_rows(
+    protos: torch.Tensor, text: torch.Tensor, cls: torch.Tensor, tau_f: float, tau_c: float
+) -> torch.Tensor:
+    """``(O,)`` KL(P_o ‖ Q_o) of ``(O, D)`` prototypes and text rows against ``(B, D)`` CLS tokens,
+    in float32 whatever autocast is active (the cosines meet the temperatures)."""
+    with float32_island(protos.device):
+        protos = F.normalize(protos.float(), dim=-1)
+        text = F.normalize(text.float(), dim=-1)
+        cls_n = F.normalize(cls.float(), dim=-1)
+        log_p = F.log_softmax(protos @ cls_n.t() / tau_f, dim=1)  # (O, B)
+        log_q = F.log_softmax(text @ cls_n.t() / tau_c, dim=1)  # (O, B)
+        return (log_p.exp() * (log_p - log_q)).sum(dim=1)  # (O,) KL(P_o ‖ Q_o)
 
 
 @register_loss("loss_sam")
@@ -101,20 +112,37 @@ class SAMLoss(nn.Module):
         all-reduce, also one without prototypes), so DDP's average of the processes' losses is the
         mean over all prototypes; in one process that is the plain mean.
         """
-        seen_protos = torch.cat([p.seen for p in outputs.prototypes])  # (O, D), local batch
-        seen_ids = torch.cat([p.seen_ids for p in outputs.prototypes])  # (O,)
-        normaliser = None  # one process: the plain mean
+        seen, seen_ids, present = _seen_rows(outputs.prototypes, outputs.seen_text.shape[0])
+        count = present.sum()  # () the local prototypes
+        normaliser = count  # one process: the plain mean
         if is_distributed():
-            normaliser = mean_count_per_process(seen_protos.shape[0], seen_protos.device)
+            normaliser = mean_count_per_process(count, seen.device)
         if self.gather:
             all_cls, _ = all_gather_rows(outputs.cls)  # (B_global, D), no gradient
         else:
             all_cls = outputs.cls.detach()  # (B, D) local batch only
-        return semantic_alignment_loss(
-            seen_protos,
-            outputs.seen_text[seen_ids],
-            all_cls,
-            tau_f=self.settings.tau_f,
-            tau_c=self.settings.tau_c,
-            normaliser=normaliser,
-        )
+        if all_cls.shape[0] <= 1:  # the distribution over the batch is trivial
+            return seen.sum() * 0.0
+        text = outputs.seen_text[seen_ids]  # (O, D), row-aligned
+        kl = _kl_rows(seen, text, all_cls, self.settings.tau_f, self.settings.tau_c)
+        total = torch.where(present, kl, 0.0).sum()  # exactly 0 without prototypes
+        denominator = torch.where(count > 0, torch.as_tensor(normaliser, device=seen.device), 1)
+        return total / denominator.to(total.dtype)
+
+
+def _seen_rows(
+    prototypes: PrototypeTable | list[ImagePrototypes], num_seen: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seen prototype rows ``(O, D)``, their class ids ``(O,)`` and which are real ``(O,)``.
+
+    A :class:`PrototypeTable` gives all ``B·Ns`` rows with a mask (fixed shapes); a list gives
+    its rows, all real.
+    """
+    if isinstance(prototypes, PrototypeTable):
+        b = prototypes.means.shape[0]
+        seen = prototypes.means[:, :num_seen].flatten(0, 1)  # (B·Ns, D)
+        ids = torch.arange(num_seen, device=seen.device).repeat(b)  # (B·Ns,)
+        return seen, ids, prototypes.present[:, :num_seen].flatten()
+    seen = torch.cat([p.seen for p in prototypes])  # (O, D), local batch
+    ids = torch.cat([p.seen_ids for p in prototypes])  # (O,)
+    return seen, ids, torch.ones_like(ids, dtype=torch.bool)
