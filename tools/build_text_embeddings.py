@@ -6,9 +6,9 @@ find the embeddings without running the text encoder again.
 Examples::
 
     python tools/build_text_embeddings.py --split coco_stuff_171 \\
-        --clip-weights /path/to/ViT-B-16.pt --cache-dir output/text_cache
+        --clip-weights /path/to/ViT-B-16.pt
     python tools/build_text_embeddings.py --vocabulary-file my_classes.txt --templates single \\
-        --clip-weights openai --cache-dir output/text_cache
+        --clip-weights openai
     python tools/build_text_embeddings.py --split synthetic --allow-random-clip --cache-dir /tmp/tc
 """
 
@@ -21,12 +21,17 @@ from chimeraseg.clip import encode_class_names, load_clip
 from chimeraseg.clip.cli import add_clip_arguments, clip_weights
 from chimeraseg.clip.templates import TEMPLATE_SETS
 from chimeraseg.utils.tool_parser import add_deprecated_alias, tool_parser
+from chimeraseg.utils.user_cache import (
+    CACHE_ENV,
+    TEXT_CACHE_FOLDER,
+    USER_TEXT_CACHE,
+    text_cache_dir,
+)
 
 EXAMPLES = (
-    "python tools/build_text_embeddings.py --split coco_stuff_171 --clip-weights openai "
-    "--cache-dir output/text_cache",
+    "python tools/build_text_embeddings.py --split coco_stuff_171 --clip-weights openai",
     "python tools/build_text_embeddings.py --vocabulary-file my_classes.txt --templates single "
-    "--clip-weights openai --cache-dir output/text_cache",
+    "--clip-weights openai",
 )
 
 
@@ -68,7 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"template set ({', '.join(sorted(TEMPLATE_SETS))}); repeat to build several "
         "(default: imagenet80+scene)",
     )
-    parser.add_argument("--cache-dir", type=Path, required=True, help="cache directory")
+    parser.add_argument(
+        "--cache-dir",
+        default=USER_TEXT_CACHE,
+        help=f"cache folder (default {USER_TEXT_CACHE!r}: the user cache's {TEXT_CACHE_FOLDER} "
+        f"folder, ${CACHE_ENV} or ~/.cache/chimeraseg, which configs with "
+        f"MODEL.CLIP.TEXT_CACHE_DIR {USER_TEXT_CACHE} read)",
+    )
     parser.add_argument("--no-humanize", action="store_true", help="use class names verbatim")
     parser.add_argument("--device", default="cpu", help="device of the text encoder (default cpu)")
     return parser.parse_args(argv)
@@ -87,16 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         allow_random_init=args.allow_random_clip,
         device=args.device,
     )
+    cache_dir = text_cache_dir(args.cache_dir)
     for templates in args.templates or ["imagenet80+scene"]:
         embeddings = encode_class_names(
             clip_model,
             names,
             templates=templates,
-            cache_dir=args.cache_dir,
+            cache_dir=cache_dir,
             humanize=not args.no_humanize,
             progress=True,
         )
-        print(f"{templates}: {tuple(embeddings.shape)} embeddings cached in {args.cache_dir}")
+        print(f"{templates}: {tuple(embeddings.shape)} embeddings cached in {cache_dir}")
     return 0
 
 

@@ -4,7 +4,7 @@
 Usage::
 
     python tools/estimate_gpu_memory.py configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml
-    python tools/estimate_gpu_memory.py --markdown configs/*/chimeraseg_*.yaml   # README table
+    python tools/estimate_gpu_memory.py --markdown configs/*/chimeraseg_*.yaml   # MODEL_ZOO.md
 
 What it counts and leaves out: :mod:`chimeraseg.d2.memory_estimate`. It is a lower bound of
 ``torch.cuda.max_memory_allocated``; ``tools/check_cluster.py`` measures the peak on the GPUs of
@@ -32,7 +32,7 @@ EXAMPLES = (
 
 
 def markdown_row(e: MemoryEstimate) -> str:
-    """One README table row, in GiB."""
+    """One MODEL_ZOO.md memory row, in GiB."""
     return (
         f"| `{e.config}` | {e.images_per_gpu} x {e.crop[0]}x{e.crop[1]} | "
         f"{e.weights / GIB:.2f} | {e.gradients_and_optimizer / GIB:.2f} | "
@@ -74,7 +74,7 @@ def _estimate_fields(path: str) -> tuple:
 
 
 def _print(e: MemoryEstimate, markdown: bool) -> None:
-    """One README table row, or one sentence."""
+    """One MODEL_ZOO.md memory row, or one sentence."""
     if markdown:
         print(markdown_row(e), flush=True)
         return

@@ -12,7 +12,7 @@ Examples::
 
 The folder (``metadata.json``, ``image_encoder.onnx``, ``text_encoder.onnx``, optionally
 ``image_encoder_int8.onnx`` and ``segmenter.onnx``) runs with ``chimeraseg.deploy.OnnxSegmenter``
-or ``tools/demo.py --onnx <folder>``, without detectron2 (README, 'Export and deploy'). An
+or ``tools/demo.py --onnx <folder>``, without detectron2 (docs/DEPLOY.md). An
 existing non-empty output folder is refused.
 """
 

@@ -229,3 +229,20 @@ def test_build_text_embeddings_tool(tmp_path, capsys):
         tool.main(
             ["--vocabulary-file", str(tmp_path / "missing.txt"), "--cache-dir", str(tmp_path)]
         )
+
+
+def test_build_text_embeddings_tool_writes_the_user_cache_by_default(tmp_path, monkeypatch, capsys):
+    """Without --cache-dir the tool fills the folder configs with TEXT_CACHE_DIR user-cache read."""
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "chimeraseg-tool-tiny.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(config_dir)
+    monkeypatch.setenv("CHIMERASEG_CACHE", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    tool = load_script("tools/build_text_embeddings.py")
+    args = ["--split", "synthetic", "--clip-name", "chimeraseg-tool-tiny", "--allow-random-clip"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert tool.main([*args, "--templates", "single"]) == 0
+    (cached,) = (tmp_path / "user" / "text_embeddings").glob("text_*.pt")
+    assert str(cached.parent) in capsys.readouterr().out
+    assert not (tmp_path / "output").exists()

@@ -108,6 +108,7 @@ def test_every_bad_input_gets_a_message(demo, images, tmp_path) -> None:
         ((images[0], "a\nb\nc\nd\ne\nf", "", 0.0), "6 classes; at most 5"),
         ((images[0], "cat\nsky", "dog", 0.0), r"\['dog'\] are not in the vocabulary"),
         ((images[0], "cat", "", float("nan")), "finite"),
+        ((images[0], "cat", "", 1e5), r"γ 100000\.0: γ must be a finite number in \[-10000"),
     ]
     for args, message in cases:
         with pytest.raises(InputError, match=message):

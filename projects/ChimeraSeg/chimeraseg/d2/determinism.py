@@ -1,4 +1,4 @@
-"""``DETERMINISTIC``: ask PyTorch for deterministic kernels (README, 'Reproducibility').
+"""``DETERMINISTIC``: ask PyTorch for deterministic kernels (GETTING_STARTED.md, 'Reproducibility').
 
 ``SEED`` fixes every random draw (weights, data order, augmentations, Gumbel noise), but some CUDA
 kernels still sum in a run-dependent order (atomic adds in, e.g., the backward of bilinear

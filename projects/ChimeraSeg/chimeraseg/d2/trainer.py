@@ -191,7 +191,7 @@ class ChimeraSegTrainer(DefaultTrainer):
         """detectron2's rescaling to ``num_workers`` (``SOLVER.REFERENCE_WORLD_SIZE``), plus the
         SGD K schedule: ``K_STEP`` scales with the batch so that K follows the same curve over
         the (rescaled) iterations. The per-GPU batch stays; the global batch, from which SGD and
-        SAM draw their negatives, changes, and a warning says so (README, 'Fewer GPUs').
+        SAM draw their negatives, changes, and a warning says so (GETTING_STARTED.md, 'Fewer GPUs').
         """
         reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
         scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)

@@ -9,7 +9,6 @@ examples, Gradio's copies) lives in one folder that :meth:`WebDemo.close` remove
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from chimeraseg.data.prediction_io import label_dtype, write_label_png, write_vo
 from chimeraseg.demo.render import UNSEEN_MARK, class_shares, heat_overlay, legend_html
 from chimeraseg.demo.source import SegmentationSource, TextEmbeddingCache
 from chimeraseg.demo.vocabulary import parse_vocabulary
+from chimeraseg.deploy.schema import check_gamma
 
 __all__ = ["DEFAULT_LIMITS", "InputError", "Limits", "Segmentation", "WebDemo"]
 
@@ -252,8 +252,10 @@ class WebDemo:
         except ValueError as e:
             raise InputError(f"{str(e)[0].upper()}{str(e)[1:]}.") from e
         self.check_prompt_cost(names)
-        if gamma is None or not math.isfinite(float(gamma)):
-            raise InputError(f"γ must be a finite number, not {gamma!r}.")
+        try:
+            gamma = check_gamma(gamma, "γ")
+        except ValueError as e:
+            raise InputError(f"{e}.") from e
         image, note = self.load_image(image_path)
         start = time.perf_counter()
         text, cached = self.text.get(names)  # (N, D)
