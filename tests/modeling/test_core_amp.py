@@ -19,7 +19,6 @@ from chimeraseg.modeling.prototypes import prototype_table
 from chimeraseg.modeling.pseudo_masks import SETTINGS, PseudoMaskConfig, generate_pseudo_masks
 
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
-HALF = (torch.bfloat16, torch.float16)
 aten = torch.ops.aten
 _SCATTER_SUMS = (
     aten.index_add,
@@ -109,7 +108,7 @@ class HalfAccumulationSpy(TorchDispatchMode):
         if packet is aten.bincount:
             target = args[1] if len(args) > 1 else kwargs.get("weights")
             accumulates = target is not None
-        if accumulates and target is not None and target.dtype in HALF:
+        if accumulates and target is not None and target.dtype in LOW_PRECISIONS:
             self.found.append(f"{func} on {target.dtype}")
         return func(*args, **kwargs)
 
