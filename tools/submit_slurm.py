@@ -30,7 +30,7 @@ import shutil
 import sys
 from typing import Any
 
-from chimeraseg.utils.tool_parser import examples_epilog
+from chimeraseg.utils.tool_parser import tool_parser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
@@ -38,15 +38,12 @@ TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 def get_parser() -> argparse.ArgumentParser:
     """The command line: SLURM resources, then train_net.py's config and overrides."""
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[1],
-        epilog=examples_epilog(
-            (
-                "python tools/submit_slurm.py --nodes 2 --gpus-per-node 8 --partition gpu "
-                "--time 1440 --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml",
-            )
+    p = tool_parser(
+        __doc__.splitlines()[1],
+        (
+            "python tools/submit_slurm.py --nodes 2 --gpus-per-node 8 --partition gpu "
+            "--time 1440 --config-file configs/coco-stuff-164k-156/chimeraseg_mitb4_80k.yaml",
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     slurm = p.add_argument_group("SLURM")
     slurm.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")

@@ -156,6 +156,20 @@ def _new_file_beside(path: str, extension_last: bool) -> tuple[int, str, str]:
 
 
 @contextlib.contextmanager
+def _renamed_on_success(tmp: str, path: str | os.PathLike, directory: str) -> Iterator[None]:
+    """Renames ``tmp`` to ``path`` (and fsyncs ``directory``) when the block succeeds; removes
+    ``tmp`` and leaves ``path`` as it was when it raises."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_directory(directory)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Opens a new temporary file beside ``path``; on success it is fsync-ed and renamed to
     ``path`` (which, if it was a symbolic link, is replaced itself: its target is untouched).
@@ -168,18 +182,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         mode: ``"wb"`` or ``"w"``.
     """
     fd, tmp, directory = _new_file_beside(os.fspath(path), extension_last=False)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), umask_file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_directory(directory)
+    with _renamed_on_success(tmp, path, directory), os.fdopen(fd, mode) as f:
+        yield f
+        f.flush()
+        os.fchmod(f.fileno(), umask_file_mode())
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -196,17 +203,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     fd, tmp, directory = _new_file_beside(path, extension_last=True)
     os.close(fd)
-    try:
+    with _renamed_on_success(tmp, path, directory):
         yield tmp
         if os.path.getsize(tmp) == 0:
             raise OutputError(f"{path} was not written (is the output folder writable?)")
         os.chmod(tmp, umask_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_directory(directory)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
